@@ -1,0 +1,26 @@
+# `make train` and `make test` set up .venv on first use, then run.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: train test ui clean
+
+# torch first, pinned: it is a local CPU wheel here; an unpinned torch pulls gigabytes of CUDA packages.
+$(BIN)/pipeline-installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+train: $(BIN)/pipeline-installed
+	$(BIN)/python -m pipeline.train $(ARGS)
+
+test: $(BIN)/pipeline-installed
+	$(BIN)/python -m pytest $(ARGS)
+
+ui: $(BIN)/pipeline-installed
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db
+
+clean:
+	rm -rf outputs/runs outputs/multiruns outputs/mlflow.db outputs/mlartifacts

@@ -1,0 +1,128 @@
+"""Typed schema of conf/: a misspelled key or a wrongly typed value fails at composition."""
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+
+@dataclass
+class DataConfig:
+    path: str = "data/vic_elec.parquet"
+    time_column: str = "time"
+    target_column: str = "demand"
+    # null: the file holds one series.
+    id_column: Optional[str] = None
+    # Past-observed inputs: known up to the forecast origin only, scaled like the target.
+    covariates: list[str] = field(default_factory=list)
+    # Cyclic calendar features of each timestamp (known in the future too).
+    calendar: bool = True
+    # Pandas offset alias ("30min", "h", "D", "MS"); null infers it from the timestamps.
+    freq: Optional[str] = None
+    # Seasonal period in steps, for seasonal naive and MASE; null derives it from the frequency.
+    season: Optional[int] = None
+
+
+@dataclass
+class WindowConfig:
+    lookback: int = 336
+    horizon: int = 48
+    # Steps between the starts of consecutive training windows.
+    stride: int = 1
+    batch_size: int = 256
+
+
+@dataclass
+class SplitConfig:
+    # The last steps of every series, by time: test is the very end, validation just before it.
+    val_steps: int = 1344
+    test_steps: int = 1344
+
+
+@dataclass
+class ModelConfig:
+    cell: str = "lstm"
+    hidden_size: int = 64
+    num_layers: int = 2
+    bidirectional: bool = False
+    dropout: float = 0.0
+    # Vanilla RNN only: "tanh" or "relu".
+    nonlinearity: str = "tanh"
+    # Predict a correction to the seasonal-naive forecast read from the input window.
+    seasonal_skip: bool = True
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    # Cosine decay to zero over the planned steps (needs trainer.max_steps or max_epochs).
+    cosine_schedule: bool = True
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer arguments; add any other one with ++trainer.NAME=VALUE."""
+
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    precision: Any = "32-true"
+    max_epochs: Optional[int] = None
+    max_steps: int = 600
+    gradient_clip_val: Optional[float] = 1.0
+    gradient_clip_algorithm: str = "norm"
+    log_every_n_steps: int = 50
+    val_check_interval: Any = 100
+    check_val_every_n_epoch: Optional[int] = None
+    limit_train_batches: Any = None
+    enable_progress_bar: bool = False
+    enable_model_summary: bool = False
+    deterministic: Any = False
+
+
+@dataclass
+class TrackingConfig:
+    # Default: a local sqlite store under outputs/, browsed with `mlflow ui --backend-store-uri ...`.
+    uri: str = "sqlite:///outputs/mlflow.db"
+    experiment: str = "pipeline"
+    # Where new experiments keep artifacts; null puts them beside a sqlite/file store.
+    artifact_location: Optional[str] = None
+    # Log the trained model as an MLflow pyfunc model (with input example and signature).
+    log_model: bool = True
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    window: WindowConfig = field(default_factory=WindowConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    seed: int = 0
+
+
+def register_configs() -> None:
+    """Make the schema the base of config.yaml, so Hydra type-checks every key against it."""
+    ConfigStore.instance().store(name="config_schema", node=Config)
+
+
+def to_config(cfg: DictConfig) -> Config:
+    """Turn a composed DictConfig into plain dataclasses; extra trainer keys stay as a dict."""
+    config = OmegaConf.to_object(cfg)
+    assert isinstance(config, Config)
+    return config
+
+
+def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """Every key under trainer:, including ones added with ++, as Trainer keyword arguments."""
+    return OmegaConf.to_container(cfg.trainer, resolve=True)  # type: ignore[return-value]
+
+
+class ConfigError(ValueError):
+    """A config value the code cannot use; the message names the key and what to do."""
+
+
+register_configs()

@@ -1,0 +1,103 @@
+"""Metrics, the seasonal-naive baseline and the rolling-origin backtest over the test block."""
+
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and in cron jobs
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from pipeline.models import RecurrentNetwork, predict  # noqa: E402
+from pipeline.window import Split, WindowBatches, Windows, test_origins  # noqa: E402
+
+
+@dataclass
+class Backtest:
+    """Forecasts from rolling origins, in original units: one row per (series, origin), H columns."""
+
+    series_ids: list[str]
+    origins: np.ndarray       # (n,) row of the first forecast step in the stacked frame
+    actual: np.ndarray        # (n, H)
+    forecast: np.ndarray      # (n, H)
+    seasonal_naive: np.ndarray  # (n, H)
+    mase_scale: np.ndarray    # (n,) in-sample seasonal-naive MAE of the row's series, training part
+
+
+def point_metrics(actual: np.ndarray, forecast: np.ndarray, mase_scale: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE, sMAPE (percent, 0-200) and MASE over every (row, step); rows are (n, H)."""
+    error = forecast - actual
+    denominator = np.abs(actual) + np.abs(forecast)
+    ratio = np.divide(np.abs(error), denominator, out=np.zeros_like(error), where=denominator > 0)
+    return {
+        "mae": float(np.mean(np.abs(error))),
+        "rmse": float(np.sqrt(np.mean(error**2))),
+        "smape": float(200 * np.mean(ratio)),
+        "mase": float(np.mean(np.abs(error) / mase_scale[:, None])),
+    }
+
+
+def seasonal_naive(target: np.ndarray, origins: np.ndarray, horizon: int, season: int) -> np.ndarray:
+    """(n,) origins -> (n, H): each step repeats the value one (or more) seasons before it."""
+    steps = np.arange(horizon)
+    return target[origins[:, None] + steps - season * (steps // season + 1)]
+
+
+def mase_scales(target: np.ndarray, splits: list[Split], season: int) -> dict[str, float]:
+    """Per series: mean |y_t - y_(t - season)| over its training rows (the MASE denominator)."""
+    scales = {}
+    for s in splits:
+        train = target[s.start:s.val_start]
+        scale = float(np.mean(np.abs(train[season:] - train[:-season]))) if len(train) > season else 0.0
+        # A series that repeats exactly has no in-sample error; fall back to 1 rather than divide by zero.
+        scales[s.series_id] = scale if scale > 0 else 1.0
+    return scales
+
+
+def backtest(network: RecurrentNetwork, windows: Windows, target: np.ndarray, season: int,
+             batch_size: int = 1024) -> Backtest:
+    """Forecast every test origin of every series in batched calls, each from data before its origin."""
+    rows = [(s.series_id, origin) for s in windows.splits for origin in test_origins(s, windows.horizon)]
+    series_ids = [series_id for series_id, _ in rows]
+    origins = np.array([origin for _, origin in rows])
+    dataset = WindowBatches(windows.values, torch.from_numpy(origins - windows.lookback), windows.lookback,
+                            windows.horizon, windows.future_columns)
+    forecast = windows.scaler.inverse_target(predict(network, dataset, batch_size), series_ids)
+    scales = mase_scales(target, windows.splits, season)
+    return Backtest(
+        series_ids=series_ids,
+        origins=origins,
+        actual=target[origins[:, None] + np.arange(windows.horizon)],
+        forecast=forecast,
+        seasonal_naive=seasonal_naive(target, origins, windows.horizon, season),
+        mase_scale=np.array([scales[s] for s in series_ids]),
+    )
+
+
+def backtest_metrics(result: Backtest) -> dict[str, dict[str, float]]:
+    """The model's metrics beside seasonal naive's, on the same origins."""
+    return {
+        "model": point_metrics(result.actual, result.forecast, result.mase_scale),
+        "seasonal_naive": point_metrics(result.actual, result.seasonal_naive, result.mase_scale),
+    }
+
+
+def plot_forecasts(result: Backtest, target: np.ndarray, times: np.ndarray, n_plots: int = 4) -> plt.Figure:
+    """Forecast, seasonal naive and actuals for a few test origins spread over the test block."""
+    picks = np.linspace(0, len(result.origins) - 1, min(n_plots, len(result.origins))).round().astype(int)
+    horizon = result.actual.shape[1]
+    figure, axes = plt.subplots(len(picks), 1, figsize=(10, 2.6 * len(picks)), squeeze=False)
+    for axis, i in zip(axes[:, 0], picks):
+        origin = result.origins[i]
+        history = np.arange(origin - horizon, origin)
+        ahead = np.arange(origin, origin + horizon)
+        axis.plot(history - origin, target[history], color="0.5", label="history")
+        axis.plot(ahead - origin, result.actual[i], color="black", label="actual")
+        axis.plot(ahead - origin, result.forecast[i], color="tab:blue", label="forecast")
+        axis.plot(ahead - origin, result.seasonal_naive[i], color="tab:orange", ls="--", label="seasonal naive")
+        axis.set_title(f"series {result.series_ids[i]}, forecast from {times[origin]}", fontsize=9)
+    axes[0, 0].legend(loc="upper left", fontsize=8, ncol=4)
+    axes[-1, 0].set_xlabel("steps from forecast origin")
+    figure.tight_layout()
+    return figure

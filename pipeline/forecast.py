@@ -1,0 +1,96 @@
+"""Forecast from recent history with a saved model: the files it is saved as, and its MLflow pyfunc."""
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import torch
+
+from pipeline.config import DataConfig
+from pipeline.load import SERIES_ID, TIME, DataError, validate_frame
+from pipeline.models import Forecaster, predict
+from pipeline.window import Scaler, WindowBatches, build_values
+
+SPEC_FILE, WEIGHTS_FILE = "model_spec.json", "weights.pt"
+
+
+@dataclass
+class ModelSpec:
+    """All a forecast needs besides the weights, as plain JSON: never the current conf/."""
+
+    data: dict        # DataConfig fields, with freq and season resolved
+    lookback: int
+    horizon: int
+    hparams: dict     # Forecaster keyword arguments
+    scaler: dict      # Scaler fields
+
+    def save(self, directory: Path, module: Forecaster) -> dict[str, str]:
+        """Write the spec and the weights into `directory`; returns them as MLflow artifact paths."""
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / SPEC_FILE).write_text(json.dumps(asdict(self), indent=1))
+        torch.save({k: v.cpu() for k, v in module.state_dict().items()}, directory / WEIGHTS_FILE)
+        return {"spec": str(directory / SPEC_FILE), "weights": str(directory / WEIGHTS_FILE)}
+
+    @classmethod
+    def read(cls, path: Path) -> "ModelSpec":
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def load_module(spec: ModelSpec, weights: Path) -> Forecaster:
+    """Build the network from the spec and load tensors only: no pickled code runs."""
+    module = Forecaster(**spec.hparams)
+    module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return module.eval()
+
+
+def forecast_frame(module: Forecaster, spec: ModelSpec, history: pd.DataFrame) -> pd.DataFrame:
+    """The next `horizon` steps after the last row of every series in `history` (original units)."""
+    data = DataConfig(**spec.data)
+    series = validate_frame(history, data, source="input frame")
+    frame = series.frame
+    lengths = frame.groupby(SERIES_ID, sort=False).size()
+    short = lengths[lengths < spec.lookback]
+    if len(short):
+        raise DataError(f"input frame: series {short.index[0]!r} has {short.iloc[0]} rows; the model needs the "
+                        f"last {spec.lookback} ({data.time_column}) of each series")
+    recent = frame.groupby(SERIES_ID, sort=False).tail(spec.lookback)
+    future = _future_rows(recent, data.freq, spec.horizon)
+    # Each series: its lookback rows, then its horizon rows (future targets and covariates are never read).
+    extended = pd.concat([recent, future]).sort_values([SERIES_ID, TIME], kind="stable").reset_index(drop=True)
+    scaler = Scaler(**spec.scaler)
+    values = build_values(extended, scaler, data.freq, data.calendar)
+    window = spec.lookback + spec.horizon
+    starts = torch.arange(len(lengths)) * window
+    future_columns = list(range(len(scaler.columns), values.shape[1]))
+    dataset = WindowBatches(values, starts, spec.lookback, spec.horizon, future_columns)
+    series_ids = [str(s) for s in lengths.index]
+    forecast = scaler.inverse_target(predict(module.network, dataset, batch_size=1024), series_ids)
+    out = pd.DataFrame({TIME: future[TIME].to_numpy(), "forecast": forecast.reshape(-1)})
+    out.insert(0, SERIES_ID, future[SERIES_ID].to_numpy())
+    return out.rename(columns={TIME: data.time_column, SERIES_ID: data.id_column or SERIES_ID})
+
+
+def _future_rows(recent: pd.DataFrame, freq: str, horizon: int) -> pd.DataFrame:
+    """`horizon` rows after each series' last timestamp; only their times (calendar features) are used."""
+    last = recent.groupby(SERIES_ID, sort=False)[TIME].last()
+    offset = pd.tseries.frequencies.to_offset(freq)
+    rows = [pd.DataFrame({SERIES_ID: series_id, TIME: pd.date_range(t + offset, periods=horizon, freq=freq)})
+            for series_id, t in last.items()]
+    future = pd.concat(rows, ignore_index=True)
+    for column in recent.columns.difference([SERIES_ID, TIME]):
+        future[column] = 0.0
+    return future[recent.columns]
+
+
+class PyfuncForecaster(mlflow.pyfunc.PythonModel):
+    """MLflow pyfunc: recent history in (the training file's columns), the next `horizon` steps out."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        self.spec = ModelSpec.read(context.artifacts["spec"])
+        self.module = load_module(self.spec, Path(context.artifacts["weights"]))
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return forecast_frame(self.module, self.spec, model_input)
+

@@ -1,0 +1,110 @@
+"""The recurrent forecaster (one network, the cell is a parameter) and the LightningModule that trains it."""
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.config import ConfigError
+
+CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+class RecurrentNetwork(nn.Module):
+    """Encoder over the lookback; its last hidden state and the known-future features -> all H steps."""
+
+    def __init__(self, cell: str, n_features: int, n_future: int, lookback: int, horizon: int,
+                 hidden_size: int, num_layers: int, bidirectional: bool, dropout: float,
+                 nonlinearity: str, season: int | None):
+        super().__init__()
+        if cell not in CELLS:
+            raise ConfigError(f"model.cell={cell!r}: choose one of {sorted(CELLS)}")
+        if cell != "rnn" and nonlinearity != "tanh":
+            raise ConfigError(f"model.nonlinearity={nonlinearity!r} applies to the vanilla RNN only; "
+                             f"use model=rnn or drop the override")
+        extra = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
+        self.encoder = CELLS[cell](n_features, hidden_size, num_layers, batch_first=True,
+                                   dropout=dropout if num_layers > 1 else 0.0,
+                                   bidirectional=bidirectional, **extra)
+        self.directions = 2 if bidirectional else 1
+        self.head = nn.Linear(self.directions * hidden_size + horizon * n_future, horizon)
+        season_index = None
+        if season is not None:
+            if season > lookback:
+                raise ConfigError(f"model.seasonal_skip needs data.season ({season}) <= window.lookback "
+                                 f"({lookback})")
+            # Step j of the horizon repeats the input step one (or more) seasons before it.
+            steps = torch.arange(horizon)
+            season_index = lookback + steps - season * (steps // season + 1)
+            # Start exactly at seasonal naive; training learns the correction.
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+        self.register_buffer("season_index", season_index, persistent=False)
+
+    def forward(self, x: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+        # (B, L, F) -> h_n: (layers * directions, B, hidden); an LSTM also returns its cell state
+        _, state = self.encoder(x)
+        h_n = state[0] if isinstance(state, tuple) else state
+        # last layer, both directions -> (B, directions * hidden)
+        last = h_n[-self.directions:].transpose(0, 1).flatten(1)
+        # (B, directions * hidden + H * K) -> (B, H)
+        y = self.head(torch.cat([last, future.flatten(1)], dim=1))
+        if self.season_index is not None:
+            # (B, L, F) -> (B, H): the seasonal-naive forecast of the scaled target
+            y = y + x[:, self.season_index, 0]
+        return y
+
+
+class Forecaster(L.LightningModule):
+    """Trains RecurrentNetwork on (x, future, y) batches with MSE on the scaled target."""
+
+    def __init__(self, cell: str, n_features: int, n_future: int, lookback: int, horizon: int,
+                 hidden_size: int = 64, num_layers: int = 2, bidirectional: bool = False,
+                 dropout: float = 0.0, nonlinearity: str = "tanh", season: int | None = None,
+                 lr: float = 3e-3, weight_decay: float = 0.0, cosine_schedule: bool = True):
+        super().__init__()
+        # Plain values only, so the checkpoint loads with weights_only=True; MLflow gets the full config.
+        self.save_hyperparameters(logger=False)
+        self.network = RecurrentNetwork(cell, n_features, n_future, lookback, horizon, hidden_size,
+                                        num_layers, bidirectional, dropout, nonlinearity, season)
+
+    def forward(self, x: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+        return self.network(x, future)
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        x, future, y = batch
+        loss = nn.functional.mse_loss(self(x, future), y)
+        self.log("train_loss", loss, on_step=True, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        x, future, y = batch
+        self.log("val_loss", nn.functional.mse_loss(self(x, future), y), on_epoch=True)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Lightning calls this before it clips, so the logged norm shows gradients as they exploded.
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        self.log("grad_norm", torch.nn.utils.get_total_norm(grads), on_step=True, on_epoch=True)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr,
+                                      weight_decay=self.hparams.weight_decay)
+        if not self.hparams.cosine_schedule:
+            return optimizer
+        total = self.trainer.estimated_stepping_batches
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, int(total)))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def predict(network: nn.Module, dataset, batch_size: int) -> np.ndarray:
+    """(n, H) scaled forecasts for every window of a WindowBatches, in batched calls on the network's device."""
+    device = next(network.parameters()).device
+    was_training = network.training
+    network.eval()
+    outputs = []
+    with torch.inference_mode():
+        for first in range(0, len(dataset), batch_size):
+            x, future, _ = dataset[list(range(first, min(first + batch_size, len(dataset))))]
+            outputs.append(network(x.to(device), future.to(device)).float().cpu())
+    network.train(was_training)
+    return torch.cat(outputs).numpy().astype("float64")

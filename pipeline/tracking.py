@@ -1,0 +1,78 @@
+"""MLflow: the run's set-up and lifetime, flattened params, artifacts and the logged pyfunc model."""
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from lightning.pytorch.loggers import MLFlowLogger
+from mlflow.entities import Run
+
+from pipeline.config import TrackingConfig
+
+log = logging.getLogger(__name__)
+
+# What the logged model needs to load in a fresh environment; listed so MLflow need not infer it.
+PYFUNC_MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
+MODEL_REQUIREMENTS = ["torch", "lightning", "pandas", "pyarrow", "scikit-learn", "mlflow"]
+
+
+@contextmanager
+def start_run(cfg: TrackingConfig) -> Iterator[Run]:
+    """Open a run in `cfg.experiment`; an exception marks it FAILED (never FINISHED, never left RUNNING)."""
+    _ensure_store_folder(cfg.uri)
+    mlflow.set_tracking_uri(cfg.uri)
+    experiment = mlflow.get_experiment_by_name(cfg.experiment)
+    experiment_id = (experiment.experiment_id if experiment else
+                     mlflow.create_experiment(cfg.experiment, artifact_location=_artifact_location(cfg)))
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        log.info("MLflow run %s in experiment %r at %s", run.info.run_id, cfg.experiment, cfg.uri)
+        yield run
+
+
+def lightning_logger(cfg: TrackingConfig, run: Run) -> MLFlowLogger:
+    """Lightning's logger writing into our open run (URI passed explicitly, never read from the environment)."""
+    return MLFlowLogger(experiment_name=cfg.experiment, tracking_uri=cfg.uri, run_id=run.info.run_id)
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"model": {"cell": "lstm"}} -> {"model.cell": "lstm"}; lists stay one value."""
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def log_config(config: dict[str, Any], yaml_text: str) -> None:
+    """The resolved config as flattened params and as config.yaml."""
+    mlflow.log_params(flatten(config))
+    mlflow.log_text(yaml_text, "config.yaml")
+
+
+def log_model(artifacts: dict[str, str], input_example: pd.DataFrame) -> str:
+    """Log the pyfunc model (signature inferred from the example's prediction); returns its URI."""
+    info = mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_MODEL_CODE), artifacts=artifacts,
+                                   input_example=input_example, pip_requirements=MODEL_REQUIREMENTS)
+    return info.model_uri
+
+
+def _ensure_store_folder(uri: str) -> None:
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _artifact_location(cfg: TrackingConfig) -> str | None:
+    """Beside a local store (sqlite or file); a server picks its own when this is None."""
+    if cfg.artifact_location:
+        return cfg.artifact_location
+    if cfg.uri.startswith("sqlite:///"):
+        return (Path(cfg.uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+    return None
+

@@ -1,0 +1,109 @@
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import ConfigError, DataConfig
+from pipeline.evaluate import seasonal_naive
+from pipeline.load import validate_frame
+from pipeline.models import Forecaster, RecurrentNetwork, predict
+from pipeline.window import WindowBatches, batches, make_windows
+
+LOOKBACK, HORIZON = 96, 24
+
+
+@pytest.fixture
+def windows(vic_elec):
+    series = validate_frame(vic_elec.iloc[:1500], DataConfig(), source="vic_elec slice")
+    return make_windows(series, LOOKBACK, HORIZON, 4, 96, 96, calendar=True)
+
+
+def small_module(windows, cell="lstm", num_layers=1, bidirectional=False, season=48, lr=1e-2):
+    return Forecaster(cell=cell, n_features=windows.n_features, n_future=len(windows.future_columns),
+                      lookback=LOOKBACK, horizon=HORIZON, hidden_size=16, num_layers=num_layers,
+                      bidirectional=bidirectional, dropout=0.1 if num_layers > 1 else 0.0, season=season,
+                      lr=lr, cosine_schedule=False)
+
+
+def fit(module, windows, callbacks=(), **trainer_args):
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, callbacks=list(callbacks),
+                        **({"max_steps": 25} | trainer_args))
+    trainer.fit(module, batches(windows.train, 32, shuffle=True))
+    return trainer
+
+
+def training_loss(module, windows) -> float:
+    x, future, y = windows.train[list(range(len(windows.train)))]
+    module.eval()
+    with torch.no_grad():
+        return torch.nn.functional.mse_loss(module(x, future), y).item()
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_every_cell_and_shape_lowers_the_training_loss(windows, cell, num_layers, bidirectional):
+    torch.manual_seed(0)
+    module = small_module(windows, cell, num_layers, bidirectional, season=None)
+    before = training_loss(module, windows)
+    fit(module, windows)
+    assert training_loss(module, windows) < 0.8 * before
+
+
+class RecordGradients(L.Callback):
+    """Reads p.grad after each optimizer step: the gradients the optimizer actually used."""
+
+    def __init__(self):
+        self.norms, self.largest = [], []
+
+    def on_train_start(self, trainer, pl_module):
+        def record(optimizer, args, kwargs):
+            grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            self.norms.append(torch.nn.utils.get_total_norm(grads).item())
+            self.largest.append(max(g.abs().max().item() for g in grads))
+
+        trainer.optimizers[0].register_step_post_hook(record)
+
+
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+def test_gradient_clipping_bounds_the_gradients_the_optimizer_sees(windows, algorithm):
+    limit = 1e-3
+    unclipped, clipped = RecordGradients(), RecordGradients()
+    torch.manual_seed(0)
+    fit(small_module(windows), windows, [unclipped], max_steps=5)
+    torch.manual_seed(0)
+    fit(small_module(windows), windows, [clipped], max_steps=5, gradient_clip_val=limit,
+        gradient_clip_algorithm=algorithm)
+    measured = unclipped.norms if algorithm == "norm" else unclipped.largest
+    bounded = clipped.norms if algorithm == "norm" else clipped.largest
+    assert min(measured) > 10 * limit, "without clipping the gradients must exceed the limit"
+    assert len(bounded) == 5 and max(bounded) <= limit * (1 + 1e-5)
+
+
+def test_logged_gradient_norm_is_taken_before_clipping(windows):
+    trainer = fit(small_module(windows), windows, max_steps=3, gradient_clip_val=1e-3)
+    assert trainer.callback_metrics["grad_norm_step"] > 1e-2
+
+
+def test_seasonal_skip_starts_exactly_at_seasonal_naive(windows):
+    network = small_module(windows, season=48).network
+    dataset = WindowBatches(windows.values, windows.val.starts, LOOKBACK, HORIZON, windows.future_columns)
+    target = windows.values[:, 0].double().numpy()
+    expected = seasonal_naive(target, dataset.starts.numpy() + LOOKBACK, HORIZON, 48)
+    assert np.allclose(predict(network, dataset, 64), expected, atol=1e-6)
+
+
+def test_nonlinearity_applies_to_the_vanilla_rnn_only():
+    RecurrentNetwork("rnn", 3, 0, 8, 2, 4, 1, False, 0.0, "relu", None)
+    with pytest.raises(ConfigError, match="vanilla RNN only"):
+        RecurrentNetwork("gru", 3, 0, 8, 2, 4, 1, False, 0.0, "relu", None)
+
+
+def test_checkpoint_hyperparameters_are_plain_and_load_with_weights_only(windows, tmp_path):
+    trainer = fit(small_module(windows), windows, max_steps=2)
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True)
+    module = Forecaster(**checkpoint["hyper_parameters"])
+    module.load_state_dict(checkpoint["state_dict"])

@@ -1,0 +1,95 @@
+"""The training stage run as users run it: `python -m pipeline.train` in a subprocess, a real MLflow store."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import ROOT
+
+SMALL = ["window.lookback=96", "window.horizon=48", "window.stride=4", "window.batch_size=32",
+         "split.val_steps=96", "split.test_steps=96", "model.hidden_size=8", "trainer.max_steps=12",
+         "trainer=cpu", "trainer.log_every_n_steps=2"]
+
+
+def run_stage(module: str, *overrides: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *overrides], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def artifact_paths(client: MlflowClient, run_id: str, path: str = "") -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+@pytest.mark.slow
+def test_train_command_leaves_a_finished_run_with_params_metrics_artifacts_and_a_loadable_model(
+        tmp_path, vic_elec_slice, tracking_uri):
+    done = run_stage("pipeline.train", f"data.path={vic_elec_slice}", f"tracking.uri={tracking_uri}",
+                     f"hydra.run.dir={tmp_path / 'run'}", *SMALL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["test"]["mase"] > 0 and summary["seasonal_naive"]["mase"] > 0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == summary
+
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(summary["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.cell"] == "lstm" and run.data.params["window.lookback"] == "96"
+    assert run.data.params["trainer.gradient_clip_algorithm"] == "norm"
+    for metric in ["train_loss_epoch", "val_loss", "grad_norm_step", "test_mase", "test_mase_seasonal_naive",
+                   "test_smape", "test_rmse", "test_mae_seasonal_naive"]:
+        assert metric in run.data.metrics, metric
+    assert run.data.metrics["test_mase"] == pytest.approx(summary["test"]["mase"])
+    assert len(client.get_metric_history(run.info.run_id, "train_loss_step")) >= 5
+    artifacts = artifact_paths(client, run.info.run_id)
+    assert {"config.yaml", "forecasts.png"} <= artifacts
+    assert any(p.startswith("checkpoints/") and p.endswith(".ckpt") for p in artifacts)
+
+    # A fresh process loads the logged model and forecasts the next horizon from recent history.
+    # MLflow signatures hold tz-naive datetimes only: the model takes UTC wall-clock times.
+    history = pd.read_parquet(vic_elec_slice).iloc[-200:]
+    history["time"] = history["time"].dt.tz_convert("UTC").dt.tz_localize(None)
+    history.to_parquet(tmp_path / "history.parquet")
+    script = (
+        "import sys, mlflow, pandas as pd\n"
+        f"mlflow.set_tracking_uri({tracking_uri!r})\n"
+        f"model = mlflow.pyfunc.load_model('runs:/{run.info.run_id}/model')\n"
+        f"print(model.predict(pd.read_parquet({str(tmp_path / 'history.parquet')!r})).to_json(orient='records'))\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    forecast = pd.DataFrame(json.loads(loaded.stdout.strip().splitlines()[-1]))
+    assert len(forecast) == 48 and forecast["forecast"].notna().all()
+    last = pd.Timestamp(history["time"].iloc[-1])
+    assert pd.to_datetime(forecast["time"], unit="ms").tolist() == list(
+        pd.date_range(last + pd.Timedelta("30min"), periods=48, freq="30min"))
+    assert forecast["forecast"].between(1000, 15000).all()
+
+
+@pytest.mark.slow
+def test_bad_data_path_exits_non_zero_with_one_line_and_leaves_no_run(tmp_path, tracking_uri):
+    missing = tmp_path / "nowhere.csv"
+    done = run_stage("pipeline.train", f"data.path={missing}", f"tracking.uri={tracking_uri}",
+                     f"hydra.run.dir={tmp_path / 'run'}", *SMALL)
+    assert done.returncode == 2
+    assert f"{missing}: file not found" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert MlflowClient(tracking_uri).search_runs(experiment_ids=["0"], max_results=5) == []
+    assert not MlflowClient(tracking_uri).get_experiment_by_name("pipeline")
+
+
+@pytest.mark.slow
+def test_unknown_trainer_argument_fails_before_any_run_starts(tmp_path, vic_elec_slice, tracking_uri):
+    done = run_stage("pipeline.train", f"data.path={vic_elec_slice}", f"tracking.uri={tracking_uri}",
+                     f"hydra.run.dir={tmp_path / 'run'}", *SMALL, "++trainer.max_epoch=3")
+    assert done.returncode == 2
+    assert "trainer.max_epoch" in done.stderr
+    assert not MlflowClient(tracking_uri).get_experiment_by_name("pipeline")
