@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from pipeline.models import RecurrentNetwork, predict  # noqa: E402
-from pipeline.window import Split, WindowBatches, Windows, test_origins  # noqa: E402
+from pipeline.window import Split, WindowBatches, Windows, rolling_origins  # noqa: E402
 
 
 @dataclass
@@ -58,7 +58,7 @@ def mase_scales(target: np.ndarray, splits: list[Split], season: int) -> dict[st
 def backtest(network: RecurrentNetwork, windows: Windows, target: np.ndarray, season: int,
              batch_size: int = 1024) -> Backtest:
     """Forecast every test origin of every series in batched calls, each from data before its origin."""
-    rows = [(s.series_id, origin) for s in windows.splits for origin in test_origins(s, windows.horizon)]
+    rows = [(s.series_id, origin) for s in windows.splits for origin in rolling_origins(s, windows.horizon)]
     series_ids = [series_id for series_id, _ in rows]
     origins = np.array([origin for _, origin in rows])
     dataset = WindowBatches(windows.values, torch.from_numpy(origins - windows.lookback), windows.lookback,

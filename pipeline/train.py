@@ -78,12 +78,17 @@ def build_module(cfg: Config, windows: Windows, season: int) -> Forecaster:
 
 
 def check_trainer_args(trainer_args: dict[str, Any]) -> None:
-    """Fail on a misspelled ++trainer.NAME before any data is read or any run is opened."""
+    """Fail on a misspelled ++trainer.NAME, or a budget with no validation, before any run is opened."""
     known = inspect.signature(L.Trainer).parameters
     unknown = sorted(set(trainer_args) - set(known))
     if unknown:
         raise ConfigError(f"trainer.{unknown[0]} is not a Lightning Trainer argument; see "
                           f"lightning.pytorch.Trainer for the names")
+    steps, every = trainer_args.get("max_steps", -1), trainer_args.get("val_check_interval")
+    if isinstance(every, int) and 0 < steps < every:
+        # No validation would run, so there would be no best checkpoint to evaluate.
+        raise ConfigError(f"trainer.max_steps={steps} ends before the first validation "
+                          f"(trainer.val_check_interval={every}); lower val_check_interval")
 
 
 def build_trainer(trainer_args: dict[str, Any], cfg: Config, run, callbacks: list, output_dir: Path) -> L.Trainer:

@@ -119,7 +119,7 @@ def val_starts(splits: list[Split], lookback: int, horizon: int) -> torch.Tensor
     return torch.cat([torch.arange(s.val_start, s.test_start - horizon + 1) - lookback for s in splits])
 
 
-def test_origins(split: Split, horizon: int) -> list[int]:
+def rolling_origins(split: Split, horizon: int) -> list[int]:
     """Rolling origins every `horizon` steps through the test block."""
     return list(range(split.test_start, split.end - horizon + 1, horizon))
 

@@ -27,8 +27,11 @@ def test_every_model_and_trainer_preset_composes(cell, trainer):
 
 
 def test_every_experiment_file_composes():
-    for path in sorted((CONF_DIR / "experiment").glob("*.yaml")):
+    experiments = sorted((CONF_DIR / "experiment").glob("*.yaml"))
+    assert experiments
+    for path in experiments:
         to_config(compose_config(f"experiment={path.stem}"))
+    assert compose_config("experiment=quick").trainer.max_steps == 120
 
 
 @pytest.mark.parametrize("override", ["model.hiden_size=8", "window.lookbak=10", "trainer.max_step=3"])

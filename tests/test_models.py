@@ -37,7 +37,9 @@ def training_loss(module, windows) -> float:
     x, future, y = windows.train[list(range(len(windows.train)))]
     module.eval()
     with torch.no_grad():
-        return torch.nn.functional.mse_loss(module(x, future), y).item()
+        loss = torch.nn.functional.mse_loss(module(x, future), y).item()
+    module.train()
+    return loss
 
 
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])

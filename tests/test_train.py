@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -13,7 +14,7 @@ from tests.conftest import ROOT
 
 SMALL = ["window.lookback=96", "window.horizon=48", "window.stride=4", "window.batch_size=32",
          "split.val_steps=96", "split.test_steps=96", "model.hidden_size=8", "trainer.max_steps=12",
-         "trainer=cpu", "trainer.log_every_n_steps=2"]
+         "trainer.val_check_interval=6", "trainer=cpu", "trainer.log_every_n_steps=2"]
 
 
 def run_stage(module: str, *overrides: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -34,7 +35,7 @@ def test_train_command_leaves_a_finished_run_with_params_metrics_artifacts_and_a
     done = run_stage("pipeline.train", f"data.path={vic_elec_slice}", f"tracking.uri={tracking_uri}",
                      f"hydra.run.dir={tmp_path / 'run'}", *SMALL)
     assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    summary = json.loads(done.stdout)  # stdout is the one JSON line; logs go to stderr
     assert summary["test"]["mase"] > 0 and summary["seasonal_naive"]["mase"] > 0
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == summary
 
@@ -48,9 +49,14 @@ def test_train_command_leaves_a_finished_run_with_params_metrics_artifacts_and_a
         assert metric in run.data.metrics, metric
     assert run.data.metrics["test_mase"] == pytest.approx(summary["test"]["mase"])
     assert len(client.get_metric_history(run.info.run_id, "train_loss_step")) >= 5
+    mlflow.set_tracking_uri(tracking_uri)
     artifacts = artifact_paths(client, run.info.run_id)
     assert {"config.yaml", "forecasts.png"} <= artifacts
     assert any(p.startswith("checkpoints/") and p.endswith(".ckpt") for p in artifacts)
+
+    info = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model")
+    assert info.signature is not None and info.saved_input_example_info is not None
+    assert [c.name for c in info.signature.inputs.inputs] == ["time", "demand"]
 
     # A fresh process loads the logged model and forecasts the next horizon from recent history.
     # MLflow signatures hold tz-naive datetimes only: the model takes UTC wall-clock times.
@@ -92,4 +98,13 @@ def test_unknown_trainer_argument_fails_before_any_run_starts(tmp_path, vic_elec
                      f"hydra.run.dir={tmp_path / 'run'}", *SMALL, "++trainer.max_epoch=3")
     assert done.returncode == 2
     assert "trainer.max_epoch" in done.stderr
+    assert not MlflowClient(tracking_uri).get_experiment_by_name("pipeline")
+
+
+@pytest.mark.slow
+def test_budget_that_never_validates_is_refused_before_any_run_starts(tmp_path, vic_elec_slice, tracking_uri):
+    done = run_stage("pipeline.train", f"data.path={vic_elec_slice}", f"tracking.uri={tracking_uri}",
+                     f"hydra.run.dir={tmp_path / 'run'}", *SMALL, "trainer.val_check_interval=50")
+    assert done.returncode == 2
+    assert "ends before the first validation" in done.stderr
     assert not MlflowClient(tracking_uri).get_experiment_by_name("pipeline")

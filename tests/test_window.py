@@ -6,7 +6,7 @@ from sklearn.preprocessing import StandardScaler
 
 from pipeline.config import DataConfig
 from pipeline.load import DataError, validate_frame
-from pipeline.window import WindowBatches, make_windows, test_origins
+from pipeline.window import WindowBatches, make_windows, rolling_origins
 
 LOOKBACK, HORIZON, VAL, TEST = 12, 4, 8, 8
 
@@ -27,7 +27,7 @@ def step_series(lengths: dict[str, int]):
 def test_windows_never_put_target_steps_in_inputs():
     series = step_series({"a": 60, "b": 45})
     windows = make_windows(series, LOOKBACK, HORIZON, 1, VAL, TEST, calendar=False)
-    target = torch.from_numpy(series.frame["target"].to_numpy())
+    target = torch.tensor(series.frame["target"].to_numpy())
     for dataset in (windows.train, windows.val):
         rows = dataset.starts.unsqueeze(1) + torch.arange(LOOKBACK + HORIZON)
         inputs, horizon = rows[:, :LOOKBACK], rows[:, LOOKBACK:]
@@ -49,7 +49,7 @@ def test_windows_stay_inside_their_series_and_split():
         assert train.min() == split.start and train.max() + LOOKBACK + HORIZON == split.val_start
         origins = mine(windows.val.starts) + LOOKBACK
         assert origins.min() == split.val_start and origins.max() + HORIZON == split.test_start
-        assert test_origins(split, HORIZON) == list(range(split.test_start, split.end - HORIZON + 1, HORIZON))
+        assert rolling_origins(split, HORIZON) == list(range(split.test_start, split.end - HORIZON + 1, HORIZON))
     # 60 - 16 held out = 44 training rows -> 44 - 16 + 1 windows; 45 -> 29 -> 14
     assert len(windows.train) == 29 + 14
 
