@@ -1,10 +1,40 @@
 """Typed schema of conf/: a misspelled key or a wrongly typed value fails at composition."""
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
+
+
+class Missing(str, Enum):
+    error = "error"
+    interpolate = "interpolate"
+    ffill = "ffill"
+    zero = "zero"
+
+
+class Gaps(str, Enum):
+    error = "error"
+    fill = "fill"
+
+
+class ShortSeries(str, Enum):
+    error = "error"
+    drop = "drop"
+    pad = "pad"
+
+
+class Scaling(str, Enum):
+    standard = "standard"
+    robust = "robust"
+    minmax = "minmax"
+    none = "none"
+
+
+class ConfigError(ValueError):
+    """A config value the code cannot use; the message names the key and what to do."""
 
 
 @dataclass
@@ -12,8 +42,10 @@ class DataConfig:
     path: str = "data/vic_elec.parquet"
     time_column: str = "time"
     target_column: str = "demand"
-    # null: the file holds one series.
-    id_column: Optional[str] = None
+    # null: the file holds one series; a column name, or a list of columns joined into one id ("a / b").
+    id_column: Any = None
+    # strftime format of the time column, when pandas cannot guess it.
+    time_format: Optional[str] = None
     # Past-observed inputs: known up to the forecast origin only, scaled like the target.
     covariates: list[str] = field(default_factory=list)
     # Cyclic calendar features of each timestamp (known in the future too).
@@ -22,6 +54,14 @@ class DataConfig:
     freq: Optional[str] = None
     # Seasonal period in steps, for seasonal naive and MASE; null derives it from the frequency.
     season: Optional[int] = None
+    # Missing values (empty cells, or rows added by gaps=fill): error | interpolate | ffill | zero.
+    missing: Missing = Missing.error
+    # Steps absent from a series' regular grid: error | fill (with NaN rows, then the missing policy).
+    gaps: Gaps = Gaps.error
+    # Series too short for lookback + horizon + held-out blocks: error | drop | pad (left-pad, packed).
+    short_series: ShortSeries = ShortSeries.error
+    # Per-series scaling fitted on training rows: standard | robust | minmax | none.
+    scaler: Scaling = Scaling.standard
 
 
 @dataclass
@@ -51,6 +91,8 @@ class ModelConfig:
     nonlinearity: str = "tanh"
     # Predict a correction to the seasonal-naive forecast read from the input window.
     seasonal_skip: bool = True
+    # Size of a learned embedding of the series id fed to the head; 0 turns it off.
+    series_embedding: int = 0
 
 
 @dataclass
@@ -119,10 +161,6 @@ def to_config(cfg: DictConfig) -> Config:
 def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
     """Every key under trainer:, including ones added with ++, as Trainer keyword arguments."""
     return OmegaConf.to_container(cfg.trainer, resolve=True)  # type: ignore[return-value]
-
-
-class ConfigError(ValueError):
-    """A config value the code cannot use; the message names the key and what to do."""
 
 
 register_configs()

@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from pipeline.models import RecurrentNetwork, predict  # noqa: E402
-from pipeline.window import Split, WindowBatches, Windows, rolling_origins  # noqa: E402
+from pipeline.window import Split, Windows, rolling_origins  # noqa: E402
 
 
 @dataclass
@@ -48,21 +48,20 @@ def mase_scales(target: np.ndarray, splits: list[Split], season: int) -> dict[st
     """Per series: mean |y_t - y_(t - season)| over its training rows (the MASE denominator)."""
     scales = {}
     for s in splits:
-        train = target[s.start:s.val_start]
+        train = target[s.first:s.val_start]
         scale = float(np.mean(np.abs(train[season:] - train[:-season]))) if len(train) > season else 0.0
         # A series that repeats exactly has no in-sample error; fall back to 1 rather than divide by zero.
         scales[s.series_id] = scale if scale > 0 else 1.0
     return scales
 
 
-def backtest(network: RecurrentNetwork, windows: Windows, target: np.ndarray, season: int,
-             batch_size: int = 1024) -> Backtest:
+def backtest(network: RecurrentNetwork, windows: Windows, season: int, batch_size: int = 1024) -> Backtest:
     """Forecast every test origin of every series in batched calls, each from data before its origin."""
     rows = [(s.series_id, origin) for s in windows.splits for origin in rolling_origins(s, windows.horizon)]
     series_ids = [series_id for series_id, _ in rows]
     origins = np.array([origin for _, origin in rows])
-    dataset = WindowBatches(windows.values, torch.from_numpy(origins - windows.lookback), windows.lookback,
-                            windows.horizon, windows.future_columns)
+    target = windows.target
+    dataset = windows.index(torch.from_numpy(origins - windows.lookback))
     forecast = windows.scaler.inverse_target(predict(network, dataset, batch_size), series_ids)
     scales = mase_scales(target, windows.splits, season)
     return Backtest(

@@ -8,8 +8,8 @@ import mlflow
 import pandas as pd
 import torch
 
-from pipeline.config import DataConfig
-from pipeline.load import SERIES_ID, TIME, DataError, validate_frame
+from pipeline.config import DataConfig, ShortSeries
+from pipeline.load import SERIES_ID, TIME, DataError, id_columns_of, validate_frame
 from pipeline.models import Forecaster, predict
 from pipeline.window import Scaler, WindowBatches, build_values
 
@@ -25,6 +25,7 @@ class ModelSpec:
     horizon: int
     hparams: dict     # Forecaster keyword arguments
     scaler: dict      # Scaler fields
+    series_ids: list  # training series, in the order of the series embedding
 
     def save(self, directory: Path, module: Forecaster) -> dict[str, str]:
         """Write the spec and the weights into `directory`; returns them as MLflow artifact paths."""
@@ -48,28 +49,49 @@ def load_module(spec: ModelSpec, weights: Path) -> Forecaster:
 def forecast_frame(module: Forecaster, spec: ModelSpec, history: pd.DataFrame) -> pd.DataFrame:
     """The next `horizon` steps after the last row of every series in `history` (original units)."""
     data = DataConfig(**spec.data)
-    series = validate_frame(history, data, source="input frame")
-    frame = series.frame
-    lengths = frame.groupby(SERIES_ID, sort=False).size()
-    short = lengths[lengths < spec.lookback]
-    if len(short):
+    frame = validate_frame(history, data, source="input frame").frame
+    lookback, horizon = spec.lookback, spec.horizon
+    recent = frame.groupby(SERIES_ID, sort=False).tail(lookback)
+    lengths = recent.groupby(SERIES_ID, sort=False).size()
+    if data.short_series != ShortSeries.pad and (lengths < lookback).any():
+        short = lengths[lengths < lookback]
         raise DataError(f"input frame: series {short.index[0]!r} has {short.iloc[0]} rows; the model needs the "
-                        f"last {spec.lookback} ({data.time_column}) of each series")
-    recent = frame.groupby(SERIES_ID, sort=False).tail(spec.lookback)
-    future = _future_rows(recent, data.freq, spec.horizon)
-    # Each series: its lookback rows, then its horizon rows (future targets and covariates are never read).
+                        f"last {lookback} of each series")
+    future = _future_rows(recent, data.freq, horizon)
+    # Each series: its recent rows, then its horizon rows (future targets and covariates are never read).
     extended = pd.concat([recent, future]).sort_values([SERIES_ID, TIME], kind="stable").reset_index(drop=True)
     scaler = Scaler(**spec.scaler)
-    values = build_values(extended, scaler, data.freq, data.calendar)
-    window = spec.lookback + spec.horizon
-    starts = torch.arange(len(lengths)) * window
-    future_columns = list(range(len(scaler.columns), values.shape[1]))
-    dataset = WindowBatches(values, starts, spec.lookback, spec.horizon, future_columns)
+    dense = build_values(extended, scaler, data.freq, data.calendar)
+    # One block of lookback + horizon rows per series; a short history is left-padded with zero rows.
+    block = lookback + horizon
+    first_real = torch.arange(len(lengths)) * block + lookback - torch.tensor(lengths.to_numpy())
+    rows = torch.cat([torch.arange(f, f + n + horizon) for f, n in zip(first_real.tolist(), lengths)])
+    values = dense.new_zeros(len(lengths) * block, dense.shape[1])
+    values[rows] = dense
     series_ids = [str(s) for s in lengths.index]
+    row_series = torch.tensor([_embedding_row(spec, s) for s in series_ids]).repeat_interleave(block)
+    padded = first_real.repeat_interleave(block) if data.short_series == ShortSeries.pad else None
+    dataset = WindowBatches(values, torch.arange(len(lengths)) * block, lookback, horizon,
+                            list(range(len(scaler.columns), values.shape[1])), row_series, padded)
     forecast = scaler.inverse_target(predict(module.network, dataset, batch_size=1024), series_ids)
     out = pd.DataFrame({TIME: future[TIME].to_numpy(), "forecast": forecast.reshape(-1)})
     out.insert(0, SERIES_ID, future[SERIES_ID].to_numpy())
-    return out.rename(columns={TIME: data.time_column, SERIES_ID: data.id_column or SERIES_ID})
+    return _user_columns(out, data)
+
+
+def _embedding_row(spec: ModelSpec, series_id: str) -> int:
+    if spec.hparams.get("series_embedding"):
+        if series_id not in spec.series_ids:
+            raise DataError(f"input frame: series {series_id!r} was not in training, and this model has a "
+                            f"series embedding; forecast it with a model trained without one")
+        return spec.series_ids.index(series_id)
+    return 0
+
+
+def _user_columns(out: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
+    """Name the output's columns as the input's: the id column(s), the time column, then forecast."""
+    ids = id_columns_of(out[SERIES_ID], data.id_column)
+    return pd.concat([ids, out.drop(columns=[SERIES_ID])], axis=1).rename(columns={TIME: data.time_column})
 
 
 def _future_rows(recent: pd.DataFrame, freq: str, horizon: int) -> pd.DataFrame:

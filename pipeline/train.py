@@ -14,6 +14,7 @@ from typing import Any
 import hydra
 import lightning as L
 import mlflow
+import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -23,7 +24,7 @@ from pipeline import tracking
 from pipeline.config import Config, ConfigError, to_config, trainer_kwargs
 from pipeline.evaluate import backtest, backtest_metrics, plot_forecasts
 from pipeline.forecast import ModelSpec
-from pipeline.load import SERIES_ID, TARGET, TIME, DataError, load_series
+from pipeline.load import SERIES_ID, TARGET, TIME, DataError, Series, id_columns_of, load_series
 from pipeline.models import Forecaster
 from pipeline.window import Windows, batches, make_windows
 
@@ -38,7 +39,8 @@ def train(cfg: Config, trainer_args: dict[str, Any], resolved: dict[str, Any], o
     torch.set_flush_denormal(True)
     series = load_series(cfg.data)
     windows = make_windows(series, cfg.window.lookback, cfg.window.horizon, cfg.window.stride,
-                           cfg.split.val_steps, cfg.split.test_steps, cfg.data.calendar)
+                           cfg.split.val_steps, cfg.split.test_steps, cfg.data.calendar,
+                           cfg.data.short_series, cfg.data.scaler.value)
     module = build_module(cfg, windows, series.season)
     checkpoints = ModelCheckpoint(dirpath=output_dir / "checkpoints", monitor="val_loss", mode="min",
                                   save_top_k=1, save_last=True, filename="best-{step}")
@@ -49,12 +51,11 @@ def train(cfg: Config, trainer_args: dict[str, Any], resolved: dict[str, Any], o
                      batches(windows.val, cfg.window.batch_size, shuffle=False))
         best = torch.load(checkpoints.best_model_path, map_location=module.device, weights_only=True)
         module.load_state_dict(best["state_dict"])
-        target = series.frame[TARGET].to_numpy()
-        result = backtest(module.network, windows, target, series.season)
+        result = backtest(module.network, windows, series.season)
         metrics = backtest_metrics(result)
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics["model"].items()})
         mlflow.log_metrics({f"test_{k}_seasonal_naive": v for k, v in metrics["seasonal_naive"].items()})
-        mlflow.log_figure(plot_forecasts(result, target, series.frame[TIME].to_numpy()), "forecasts.png")
+        mlflow.log_figure(plot_forecasts(result, windows.target, windows.times), "forecasts.png")
         mlflow.log_artifact(checkpoints.best_model_path, "checkpoints")
         if cfg.tracking.log_model:
             spec = model_spec(cfg, series, windows, module)
@@ -73,6 +74,7 @@ def build_module(cfg: Config, windows: Windows, season: int) -> Forecaster:
                       lookback=cfg.window.lookback, horizon=cfg.window.horizon, hidden_size=m.hidden_size,
                       num_layers=m.num_layers, bidirectional=m.bidirectional, dropout=m.dropout,
                       nonlinearity=m.nonlinearity, season=season if m.seasonal_skip else None,
+                      n_series=len(windows.splits), series_embedding=m.series_embedding,
                       lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
                       cosine_schedule=cfg.optim.cosine_schedule)
 
@@ -96,25 +98,28 @@ def build_trainer(trainer_args: dict[str, Any], cfg: Config, run, callbacks: lis
                      default_root_dir=output_dir)
 
 
-def model_spec(cfg: Config, series, windows: Windows, module: Forecaster) -> ModelSpec:
-    data = asdict(cfg.data) | {"freq": series.freq, "season": series.season}
-    return ModelSpec(data=data, lookback=cfg.window.lookback, horizon=cfg.window.horizon,
-                     hparams=dict(module.hparams), scaler=asdict(windows.scaler))
+def model_spec(cfg: Config, series: Series, windows: Windows, module: Forecaster) -> ModelSpec:
+    # Plain JSON: enums as their values.
+    data = {k: getattr(v, "value", v) for k, v in asdict(cfg.data).items()}
+    return ModelSpec(data=data | {"freq": series.freq, "season": series.season}, lookback=cfg.window.lookback,
+                     horizon=cfg.window.horizon, hparams=dict(module.hparams), scaler=asdict(windows.scaler),
+                     series_ids=[s.series_id for s in windows.splits])
 
 
-def input_example(cfg: Config, series, windows: Windows):
-    """The last `lookback` rows before the test block of the first series, in the file's own columns.
+def input_example(cfg: Config, series: Series, windows: Windows) -> pd.DataFrame:
+    """Up to `lookback` rows before the test block of the first series, in the file's own columns.
 
     MLflow schemas hold tz-naive datetimes only, so times are given as UTC wall-clock.
     """
     split = windows.splits[0]
-    rows = series.frame.iloc[split.test_start - cfg.window.lookback:split.test_start].copy()
+    rows = series.frame[series.frame[SERIES_ID] == split.series_id]
+    test_start = split.test_start - split.first
+    rows = rows.iloc[max(0, test_start - cfg.window.lookback):test_start].copy()
     if rows[TIME].dt.tz is not None:
         rows[TIME] = rows[TIME].dt.tz_convert("UTC").dt.tz_localize(None)
-    example = rows.rename(columns={TIME: cfg.data.time_column, TARGET: cfg.data.target_column})
-    if cfg.data.id_column:
-        return example.rename(columns={SERIES_ID: cfg.data.id_column})
-    return example.drop(columns=[SERIES_ID])
+    names = {TIME: cfg.data.time_column, TARGET: cfg.data.target_column}
+    ids = id_columns_of(rows[SERIES_ID], cfg.data.id_column)
+    return pd.concat([ids, rows.drop(columns=[SERIES_ID]).rename(columns=names)], axis=1)
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

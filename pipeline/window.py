@@ -5,82 +5,123 @@ gathered in one indexing step, so memory stays proportional to the number of poi
 Columns of that tensor: 0 the scaled target, then scaled past covariates, then calendar features.
 """
 
+import logging
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from pipeline.config import ShortSeries
 from pipeline.load import SERIES_ID, TARGET, TIME, DataError, Series
+
+log = logging.getLogger(__name__)
+
+SCALERS = {"standard": StandardScaler, "robust": RobustScaler, "minmax": MinMaxScaler}
 
 
 @dataclass
 class Scaler:
-    """Per-series standard scaling of the target and covariates, stored as plain numbers."""
+    """Per-series affine scaling (x - center) / scale of the target and covariates, as plain numbers."""
 
     columns: list[str]
-    mean: dict[str, list[float]]
+    center: dict[str, list[float]]
     scale: dict[str, list[float]]
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        mean, scale = self._per_row(frame[SERIES_ID])
-        return (frame[self.columns].to_numpy(np.float64) - mean) / scale
-
-    def inverse_target(self, values: np.ndarray, series_ids: list[str]) -> np.ndarray:
-        """(B, H) scaled target of the given series -> original units."""
-        mean = np.array([self.mean[s][0] for s in series_ids])[:, None]
-        scale = np.array([self.scale[s][0] for s in series_ids])[:, None]
-        return values * scale + mean
-
-    def _per_row(self, series_ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-        unknown = set(series_ids.unique()) - self.mean.keys()
+        unknown = set(frame[SERIES_ID].unique()) - self.center.keys()
         if unknown:
             raise DataError(f"series {sorted(unknown)[0]!r} was not seen in training; the scaler has no "
                             f"statistics for it")
-        mean = np.stack(series_ids.map(self.mean).to_list())
-        scale = np.stack(series_ids.map(self.scale).to_list())
-        return mean, scale
+        center = np.stack(frame[SERIES_ID].map(self.center).to_list())
+        scale = np.stack(frame[SERIES_ID].map(self.scale).to_list())
+        return (frame[self.columns].to_numpy(np.float64) - center) / scale
+
+    def inverse_target(self, values: np.ndarray, series_ids: list[str]) -> np.ndarray:
+        """(B, H) scaled target of the given series -> original units."""
+        center = np.array([self.center[s][0] for s in series_ids])[:, None]
+        scale = np.array([self.scale[s][0] for s in series_ids])[:, None]
+        return values * scale + center
+
+
+def fit_scaler(frame: pd.DataFrame, columns: list[str], splits: list["Split"], kind: str) -> Scaler:
+    """One scikit-learn scaler per series, fitted on that series' training rows only.
+
+    `frame` holds exactly the series of `splits`, in their order, without padding rows.
+    """
+    center, scale = {}, {}
+    ones = np.ones((1, len(columns)))
+    values = frame[columns].to_numpy(np.float64)
+    starts = np.cumsum([0] + [split.length for split in splits])
+    for split, row in zip(splits, starts):
+        if kind == "none":
+            center[split.series_id], scale[split.series_id] = [0.0] * len(columns), [1.0] * len(columns)
+            continue
+        # scikit-learn gives a constant series scale 1, so nothing divides by zero.
+        fitted = SCALERS[kind]().fit(values[row:row + split.train_length])
+        # Every scaler here is affine per column: read its intercept and slope back as center and scale.
+        intercept = fitted.transform(0 * ones)[0]
+        slope = fitted.transform(ones)[0] - intercept
+        center[split.series_id] = (-intercept / slope).tolist()
+        scale[split.series_id] = (1 / slope).tolist()
+    return Scaler(columns=columns, center=center, scale=scale)
 
 
 @dataclass
 class Split:
-    """Row ranges of one series inside the stacked tensor: [start, val_start) trains, and so on."""
+    """Rows of one series in the stacked frame: [first, val_start) trains, [val_start, test_start) validates,
+    [test_start, end) tests. With short_series=pad, `pad` zero rows before `first` hold its left padding."""
 
     series_id: str
-    start: int
+    first: int
     val_start: int
     test_start: int
     end: int
+    pad: int = 0
+
+    @property
+    def length(self) -> int:
+        return self.end - self.first
+
+    @property
+    def train_length(self) -> int:
+        return self.val_start - self.first
 
 
-def split_series(series: Series, lookback: int, horizon: int, val_steps: int, test_steps: int) -> list[Split]:
-    """The last test_steps of each series are test, the val_steps before them validation, the rest train."""
-    splits, start = [], 0
-    for series_id, length in series.frame.groupby(SERIES_ID, sort=False).size().items():
-        end = start + length
-        test_start, val_start = end - test_steps, end - test_steps - val_steps
-        if val_start - start < lookback + horizon:
-            raise DataError(f"series {series_id!r} has {length} steps: too short for lookback + horizon "
-                            f"({lookback + horizon}) of training plus {val_steps + test_steps} held-out steps; "
-                            f"shorten window.lookback or split.*_steps")
-        splits.append(Split(str(series_id), start, val_start, test_start, end))
-        start = end
+def plan_splits(frame: pd.DataFrame, lookback: int, horizon: int, val_steps: int, test_steps: int,
+                policy: ShortSeries) -> list[Split]:
+    """The last test_steps of each series are test, the val_steps before them validation, the rest train.
+
+    Row numbers count the padding rows that short series get under short_series=pad.
+    """
+    splits, row, dropped = [], 0, []
+    for series_id, length in frame.groupby(SERIES_ID, sort=False).size().items():
+        train = length - val_steps - test_steps
+        pad = 0
+        if train < lookback + horizon:
+            if policy == ShortSeries.drop:
+                dropped.append(str(series_id))
+                continue
+            if policy == ShortSeries.error or train < horizon + 1:
+                raise DataError(f"series {series_id!r} has {length} steps: too short for lookback + horizon "
+                                f"({lookback + horizon}) of training plus {val_steps + test_steps} held-out "
+                                f"steps; set data.short_series=drop or pad, or shorten window.lookback or "
+                                f"split.*_steps")
+            pad = lookback - 1
+        first = row + pad
+        splits.append(Split(str(series_id), first, first + train, first + train + val_steps,
+                            first + length, pad))
+        row = first + length
+    if dropped:
+        log.warning("data.short_series=drop: dropped %d series too short to train on: %s", len(dropped),
+                    ", ".join(dropped[:20]) + (" ..." if len(dropped) > 20 else ""))
+    if not splits:
+        raise DataError("no series is long enough for lookback + horizon + the held-out blocks; shorten "
+                        "window.lookback or split.*_steps")
     return splits
-
-
-def fit_scaler(series: Series, splits: list[Split]) -> Scaler:
-    """One scikit-learn StandardScaler per series, fitted on that series' training rows only."""
-    columns = [TARGET, *series.covariates]
-    values = series.frame[columns].to_numpy(np.float64)
-    mean, scale = {}, {}
-    for split in splits:
-        # A constant series gets scale 1 from scikit-learn, so nothing divides by zero.
-        fitted = StandardScaler().fit(values[split.start:split.val_start])
-        mean[split.series_id] = fitted.mean_.tolist()
-        scale[split.series_id] = fitted.scale_.tolist()
-    return Scaler(columns=columns, mean=mean, scale=scale)
 
 
 def calendar_features(times: pd.Series, freq: str) -> np.ndarray:
@@ -111,7 +152,8 @@ def build_values(frame: pd.DataFrame, scaler: Scaler, freq: str, calendar: bool)
 
 def train_starts(splits: list[Split], lookback: int, horizon: int, stride: int) -> torch.Tensor:
     """Start rows of training windows: inputs and targets both end before validation begins."""
-    return torch.cat([torch.arange(s.start, s.val_start - lookback - horizon + 1, stride) for s in splits])
+    return torch.cat([torch.arange(s.first - s.pad, s.val_start - lookback - horizon + 1, stride)
+                      for s in splits])
 
 
 def val_starts(splits: list[Split], lookback: int, horizon: int) -> torch.Tensor:
@@ -124,27 +166,42 @@ def rolling_origins(split: Split, horizon: int) -> list[int]:
     return list(range(split.test_start, split.end - horizon + 1, horizon))
 
 
+class Batch(NamedTuple):
+    x: torch.Tensor                 # (B, L, F) inputs over the lookback
+    future: torch.Tensor            # (B, H, K) known-future features of the horizon steps
+    y: torch.Tensor                 # (B, H) scaled target of the horizon steps
+    series: torch.Tensor            # (B,) series index, for the series embedding
+    lengths: torch.Tensor | None    # (B,) real (unpadded) input steps; None when nothing is padded
+
+
 class WindowBatches(Dataset):
-    """Windows as start rows into one tensor; indexing with a list of windows gathers a whole batch."""
+    """Windows as start rows into one tensor; indexing with a list or slice of windows gathers a batch."""
 
     def __init__(self, values: torch.Tensor, starts: torch.Tensor, lookback: int, horizon: int,
-                 future_columns: list[int]):
-        self.values, self.starts = values, starts
+                 future_columns: list[int], row_series: torch.Tensor, first_real: torch.Tensor | None = None):
+        self.values, self.starts, self.row_series = values, starts, row_series
         self.lookback = lookback
         self.steps = torch.arange(lookback + horizon)
         self.future_columns = torch.tensor(future_columns, dtype=torch.long)
+        # With padded series: the first real row of each row's series, to count a window's real inputs.
+        self.first_real = first_real
 
     def __len__(self) -> int:
         return len(self.starts)
 
-    def __getitem__(self, index: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: list[int] | slice) -> Batch:
+        starts = self.starts[index]
         # (B,) start rows -> (B, L + H) row numbers -> (B, L + H, F)
-        window = self.values[self.starts[index].unsqueeze(1) + self.steps]
-        x = window[:, : self.lookback]
-        # (B, H, K): known-future features of the horizon steps; (B, H): their target
-        future = window[:, self.lookback:].index_select(2, self.future_columns)
-        y = window[:, self.lookback:, 0]
-        return x, future, y
+        window = self.values[starts.unsqueeze(1) + self.steps]
+        origins = starts + self.lookback
+        lengths = None
+        if self.first_real is not None:
+            lengths = (origins - self.first_real[origins]).clamp(max=self.lookback)
+        return Batch(x=window[:, : self.lookback],
+                     future=window[:, self.lookback:].index_select(2, self.future_columns),
+                     y=window[:, self.lookback:, 0],
+                     series=self.row_series[origins],
+                     lengths=lengths)
 
 
 def batches(dataset: WindowBatches, batch_size: int, shuffle: bool) -> DataLoader:
@@ -155,11 +212,13 @@ def batches(dataset: WindowBatches, batch_size: int, shuffle: bool) -> DataLoade
 
 @dataclass
 class Windows:
-    """Everything the training stage needs from the window stage."""
+    """Everything the training stage needs from the window stage; rows align with `values`."""
 
     splits: list[Split]
     scaler: Scaler
-    values: torch.Tensor
+    values: torch.Tensor         # (N, F) inputs, padding rows zero
+    target: np.ndarray           # (N,) target in original units, NaN on padding rows
+    times: np.ndarray            # (N,) timestamps, NaT on padding rows
     future_columns: list[int]
     lookback: int
     horizon: int
@@ -170,18 +229,40 @@ class Windows:
     def n_features(self) -> int:
         return self.values.shape[1]
 
+    def index(self, starts: torch.Tensor) -> WindowBatches:
+        """Windows starting at `starts`, over the same tensor."""
+        return WindowBatches(self.values, starts, self.lookback, self.horizon, self.future_columns,
+                             self.train.row_series, self.train.first_real)
+
 
 def make_windows(series: Series, lookback: int, horizon: int, stride: int, val_steps: int, test_steps: int,
-                 calendar: bool) -> Windows:
+                 calendar: bool, short_series: ShortSeries = ShortSeries.error,
+                 scaler: str = "standard") -> Windows:
     """Split every series by time, scale it with training statistics, and index its windows."""
-    splits = split_series(series, lookback, horizon, val_steps, test_steps)
-    scaler = fit_scaler(series, splits)
-    values = build_values(series.frame, scaler, series.freq, calendar)
-    future_columns = list(range(len(scaler.columns), values.shape[1]))
+    splits = plan_splits(series.frame, lookback, horizon, val_steps, test_steps, short_series)
+    kept = series.frame[series.frame[SERIES_ID].isin({s.series_id for s in splits})]
+    fitted = fit_scaler(kept, [TARGET, *series.covariates], splits, scaler)
+    # Rows of the kept frame in the stacked tensor: padding rows (if any) stay zero / NaN / NaT.
+    positions = np.concatenate([np.arange(s.first, s.end) for s in splits])
+    rows = splits[-1].end
+    dense = build_values(kept, fitted, series.freq, calendar)
+    values = dense.new_zeros(rows, dense.shape[1])
+    values[torch.from_numpy(positions)] = dense
+    target = np.full(rows, np.nan)
+    target[positions] = kept[TARGET].to_numpy()
+    times = np.full(rows, np.datetime64("NaT"), dtype=kept[TIME].to_numpy().dtype)
+    times[positions] = kept[TIME].to_numpy()
+    row_series = torch.zeros(rows, dtype=torch.int32)
+    first_real = torch.zeros(rows, dtype=torch.long) if any(s.pad for s in splits) else None
+    for number, s in enumerate(splits):
+        row_series[s.first - s.pad:s.end] = number
+        if first_real is not None:
+            first_real[s.first - s.pad:s.end] = s.first
+    future_columns = list(range(len(fitted.columns), values.shape[1]))
 
     def index(starts: torch.Tensor) -> WindowBatches:
-        return WindowBatches(values, starts, lookback, horizon, future_columns)
+        return WindowBatches(values, starts, lookback, horizon, future_columns, row_series, first_real)
 
-    return Windows(splits, scaler, values, future_columns, lookback, horizon,
+    return Windows(splits, fitted, values, target, times, future_columns, lookback, horizon,
                    train=index(train_starts(splits, lookback, horizon, stride)),
                    val=index(val_starts(splits, lookback, horizon)))

@@ -7,7 +7,7 @@ from pipeline.config import ConfigError, DataConfig
 from pipeline.evaluate import seasonal_naive
 from pipeline.load import validate_frame
 from pipeline.models import Forecaster, RecurrentNetwork, predict
-from pipeline.window import WindowBatches, batches, make_windows
+from pipeline.window import batches, make_windows
 
 LOOKBACK, HORIZON = 96, 24
 
@@ -34,10 +34,10 @@ def fit(module, windows, callbacks=(), **trainer_args):
 
 
 def training_loss(module, windows) -> float:
-    x, future, y = windows.train[list(range(len(windows.train)))]
+    batch = windows.train[:]
     module.eval()
     with torch.no_grad():
-        loss = torch.nn.functional.mse_loss(module(x, future), y).item()
+        loss = torch.nn.functional.mse_loss(module(batch), batch.y).item()
     module.train()
     return loss
 
@@ -90,10 +90,9 @@ def test_logged_gradient_norm_is_taken_before_clipping(windows):
 
 def test_seasonal_skip_starts_exactly_at_seasonal_naive(windows):
     network = small_module(windows, season=48).network
-    dataset = WindowBatches(windows.values, windows.val.starts, LOOKBACK, HORIZON, windows.future_columns)
     target = windows.values[:, 0].double().numpy()
-    expected = seasonal_naive(target, dataset.starts.numpy() + LOOKBACK, HORIZON, 48)
-    assert np.allclose(predict(network, dataset, 64), expected, atol=1e-6)
+    expected = seasonal_naive(target, windows.val.starts.numpy() + LOOKBACK, HORIZON, 48)
+    assert np.allclose(predict(network, windows.val, 64), expected, atol=1e-6)
 
 
 def test_nonlinearity_applies_to_the_vanilla_rnn_only():

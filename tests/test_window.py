@@ -33,20 +33,21 @@ def test_windows_never_put_target_steps_in_inputs():
         inputs, horizon = rows[:, :LOOKBACK], rows[:, LOOKBACK:]
         assert (inputs.max(1).values < horizon.min(1).values).all()
         # The gathered tensors are exactly those rows: inputs then the steps right after them.
-        x, _, y = dataset[list(range(len(dataset)))]
-        mean = torch.tensor([windows.scaler.mean[s][0] for s in series.frame["series_id"]])
+        batch = dataset[:]
+        center = torch.tensor([windows.scaler.center[s][0] for s in series.frame["series_id"]])
         scale = torch.tensor([windows.scaler.scale[s][0] for s in series.frame["series_id"]])
-        assert torch.allclose((y * scale[horizon] + mean[horizon]).double(), target[horizon], atol=1e-3)
-        assert torch.allclose((x[..., 0] * scale[inputs] + mean[inputs]).double(), target[inputs], atol=1e-3)
+        assert torch.allclose((batch.y * scale[horizon] + center[horizon]).double(), target[horizon], atol=1e-3)
+        assert torch.allclose((batch.x[..., 0] * scale[inputs] + center[inputs]).double(), target[inputs],
+                              atol=1e-3)
 
 
 def test_windows_stay_inside_their_series_and_split():
     series = step_series({"a": 60, "b": 45})
     windows = make_windows(series, LOOKBACK, HORIZON, 1, VAL, TEST, calendar=False)
     for split in windows.splits:
-        mine = lambda starts: starts[(starts >= split.start) & (starts < split.end)]  # noqa: E731
+        mine = lambda starts: starts[(starts >= split.first) & (starts < split.end)]  # noqa: E731
         train = mine(windows.train.starts)
-        assert train.min() == split.start and train.max() + LOOKBACK + HORIZON == split.val_start
+        assert train.min() == split.first and train.max() + LOOKBACK + HORIZON == split.val_start
         origins = mine(windows.val.starts) + LOOKBACK
         assert origins.min() == split.val_start and origins.max() + HORIZON == split.test_start
         assert rolling_origins(split, HORIZON) == list(range(split.test_start, split.end - HORIZON + 1, HORIZON))
@@ -66,9 +67,9 @@ def test_scaler_is_fitted_on_the_training_part_only():
     held_out = series.frame.groupby("series_id").cumcount(ascending=False) < VAL + TEST
     series.frame.loc[held_out, "target"] *= 1000
     after = make_windows(series, LOOKBACK, HORIZON, 1, VAL, TEST, calendar=False).scaler
-    assert after.mean == before.mean and after.scale == before.scale
+    assert after.center == before.center and after.scale == before.scale
     train_a = series.frame["target"].to_numpy()[:60 - VAL - TEST, None]
-    assert after.mean["a"][0] == pytest.approx(StandardScaler().fit(train_a).mean_[0])
+    assert after.center["a"][0] == pytest.approx(StandardScaler().fit(train_a).mean_[0])
 
 
 def test_batches_index_one_shared_tensor_instead_of_copying_windows():
@@ -79,18 +80,16 @@ def test_batches_index_one_shared_tensor_instead_of_copying_windows():
 
 
 def test_calendar_features_are_cyclic_and_known_for_the_horizon(vic_elec):
-    data = DataConfig()
-    series = validate_frame(vic_elec.iloc[:2000], data, source="slice")
+    series = validate_frame(vic_elec.iloc[:2000], DataConfig(), source="slice")
     windows = make_windows(series, 96, 48, 1, 96, 96, calendar=True)
     # time of day, day of week, day of year: sin and cos each
     assert len(windows.future_columns) == 6
     calendar = windows.values[:, windows.future_columns]
     assert torch.allclose(calendar[:, :3] ** 2 + calendar[:, 3:] ** 2, torch.ones(len(calendar), 3), atol=1e-5)
-    _, future, _ = windows.train[[0]]
-    assert future.shape == (1, 48, 6)
+    assert windows.train[[0]].future.shape == (1, 48, 6)
 
 
 def test_series_too_short_for_the_held_out_blocks_names_the_series():
     series = step_series({"long": 60, "short": 30})
-    with pytest.raises(DataError, match="series 'short' has 30 steps"):
+    with pytest.raises(DataError, match="series 'short' has 30 steps.*short_series=drop or pad"):
         make_windows(series, LOOKBACK, HORIZON, 1, VAL, TEST, calendar=False)
