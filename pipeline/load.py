@@ -37,6 +37,7 @@ class Series:
     freq: str
     season: int
     covariates: list[str]
+    source: str
     # What the data.* policies did, by name: rows sorted, gaps filled, values filled, ...
     report: dict[str, int] = field(default_factory=dict)
 
@@ -75,6 +76,8 @@ def validate_frame(raw: pd.DataFrame, cfg: DataConfig, source: str) -> Series:
     """Turn a user's table into the long frame; every error names `source` (a file or "input frame")."""
     if raw.empty:
         raise DataError(f"{source}: the file has no rows; point data.path at a file with data")
+    # Row numbers in messages and in sorting are positions in the file, whatever index the frame had.
+    raw = raw.reset_index(drop=True)
     id_columns = id_column_list(cfg.id_column)
     missing = [c for c in [cfg.time_column, cfg.target_column, *cfg.covariates, *id_columns]
                if c not in raw.columns]
@@ -101,7 +104,7 @@ def validate_frame(raw: pd.DataFrame, cfg: DataConfig, source: str) -> Series:
     if constant:
         report["constant_series"] = int(constant)
     return Series(frame=frame, freq=freq, season=cfg.season or season_of(freq),
-                  covariates=list(cfg.covariates), report=report)
+                  covariates=list(cfg.covariates), source=source, report=report)
 
 
 def id_column_list(id_column: str | list[str] | None) -> list[str]:
@@ -183,7 +186,7 @@ def _numeric(column: pd.Series, source: str, name: str) -> pd.Series:
     bad = not_number | infinite
     if bad.any():
         row = int(bad.to_numpy().nonzero()[0][0])
-        raise DataError(f"{source}: column {name!r} row {row}: value {column.iloc[row]!r} is not a finite number; "
+        raise DataError(f"{source}: column {name!r} row {row}: value {str(column.iloc[row])!r} is not a finite number; "
                         f"clean the file (missing values may be left empty)")
     return values
 

@@ -12,6 +12,8 @@ from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.entities import Run
 
 from pipeline.config import TrackingConfig
+from pipeline.load import Series
+from pipeline.window import Windows
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,15 @@ def log_config(config: dict[str, Any], yaml_text: str) -> None:
     """The resolved config as flattened params and as config.yaml."""
     mlflow.log_params(flatten(config))
     mlflow.log_text(yaml_text, "config.yaml")
+
+
+def log_data_report(series: Series, windows: Windows) -> None:
+    """What was trained on, and what the data.* policies did, as tags (`data.gap_rows_filled`, ...)."""
+    tags = {"data.series_trained": len(windows.splits), "data.rows": len(series.frame),
+            "data.freq": series.freq, "data.season": series.season,
+            "data.train_windows": len(windows.train), "data.val_windows": len(windows.val)}
+    tags |= {f"data.{name}": count for name, count in series.report.items()}
+    mlflow.set_tags(tags)
 
 
 def log_model(artifacts: dict[str, str], input_example: pd.DataFrame) -> str:

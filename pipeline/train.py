@@ -46,6 +46,7 @@ def train(cfg: Config, trainer_args: dict[str, Any], resolved: dict[str, Any], o
                                   save_top_k=1, save_last=True, filename="best-{step}")
     with tracking.start_run(cfg.tracking) as run:
         tracking.log_config(resolved, OmegaConf.to_yaml(resolved))
+        tracking.log_data_report(series, windows)
         trainer = build_trainer(trainer_args, cfg, run, [checkpoints, LearningRateMonitor("step")], output_dir)
         trainer.fit(module, batches(windows.train, cfg.window.batch_size, shuffle=True),
                      batches(windows.val, cfg.window.batch_size, shuffle=False))

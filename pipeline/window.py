@@ -92,7 +92,7 @@ class Split:
 
 
 def plan_splits(frame: pd.DataFrame, lookback: int, horizon: int, val_steps: int, test_steps: int,
-                policy: ShortSeries) -> list[Split]:
+                policy: ShortSeries, source: str) -> list[Split]:
     """The last test_steps of each series are test, the val_steps before them validation, the rest train.
 
     Row numbers count the padding rows that short series get under short_series=pad.
@@ -106,10 +106,10 @@ def plan_splits(frame: pd.DataFrame, lookback: int, horizon: int, val_steps: int
                 dropped.append(str(series_id))
                 continue
             if policy == ShortSeries.error or train < horizon + 1:
-                raise DataError(f"series {series_id!r} has {length} steps: too short for lookback + horizon "
-                                f"({lookback + horizon}) of training plus {val_steps + test_steps} held-out "
-                                f"steps; set data.short_series=drop or pad, or shorten window.lookback or "
-                                f"split.*_steps")
+                raise DataError(f"{source}: series {series_id!r} has {length} steps: too short for lookback "
+                                f"+ horizon ({lookback + horizon}) of training plus {val_steps + test_steps} "
+                                f"held-out steps; set data.short_series=drop or pad, or shorten "
+                                f"window.lookback or split.*_steps")
             pad = lookback - 1
         first = row + pad
         splits.append(Split(str(series_id), first, first + train, first + train + val_steps,
@@ -119,8 +119,8 @@ def plan_splits(frame: pd.DataFrame, lookback: int, horizon: int, val_steps: int
         log.warning("data.short_series=drop: dropped %d series too short to train on: %s", len(dropped),
                     ", ".join(dropped[:20]) + (" ..." if len(dropped) > 20 else ""))
     if not splits:
-        raise DataError("no series is long enough for lookback + horizon + the held-out blocks; shorten "
-                        "window.lookback or split.*_steps")
+        raise DataError(f"{source}: no series is long enough for lookback + horizon + the held-out blocks; "
+                        f"shorten window.lookback or split.*_steps")
     return splits
 
 
@@ -239,7 +239,7 @@ def make_windows(series: Series, lookback: int, horizon: int, stride: int, val_s
                  calendar: bool, short_series: ShortSeries = ShortSeries.error,
                  scaler: str = "standard") -> Windows:
     """Split every series by time, scale it with training statistics, and index its windows."""
-    splits = plan_splits(series.frame, lookback, horizon, val_steps, test_steps, short_series)
+    splits = plan_splits(series.frame, lookback, horizon, val_steps, test_steps, short_series, series.source)
     kept = series.frame[series.frame[SERIES_ID].isin({s.series_id for s in splits})]
     fitted = fit_scaler(kept, [TARGET, *series.covariates], splits, scaler)
     # Rows of the kept frame in the stacked tensor: padding rows (if any) stay zero / NaN / NaT.

@@ -3,6 +3,7 @@
 import shutil
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
@@ -43,8 +44,11 @@ def migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def tracking_uri(tmp_path: Path, migrated_store: Path) -> str:
-    """A fresh copy of the migrated store for this test."""
+def tracking_uri(tmp_path: Path, migrated_store: Path):
+    """A fresh copy of the migrated store for this test, also set as MLflow's current URI (restored after)."""
     path = tmp_path / "mlflow.db"
     shutil.copy(migrated_store, path)
-    return f"sqlite:///{path}"
+    uri, previous = f"sqlite:///{path}", mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(previous)

@@ -108,3 +108,32 @@ def test_checkpoint_hyperparameters_are_plain_and_load_with_weights_only(windows
     checkpoint = torch.load(path, weights_only=True)
     module = Forecaster(**checkpoint["hyper_parameters"])
     module.load_state_dict(checkpoint["state_dict"])
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_padding_never_reaches_the_hidden_state(cell, bidirectional):
+    torch.manual_seed(0)
+    network = RecurrentNetwork(cell, 3, 0, 10, 2, 8, 2, bidirectional, 0.0, "tanh", None).eval()
+    real = torch.randn(2, 4, 3)
+    # Two left-padded windows of 4 real steps, whose padding holds different garbage.
+    padded = torch.cat([torch.randn(2, 6, 3) * 100, real], dim=1)
+    lengths = torch.tensor([4, 4])
+    empty = torch.zeros(2, 2, 0)
+    with torch.no_grad():
+        from_padded = network(padded, empty, lengths=lengths)
+        from_real_steps_only = network(real, empty)
+    assert torch.allclose(from_padded, from_real_steps_only, atol=1e-5)
+
+
+def test_series_embedding_tells_series_apart(windows):
+    torch.manual_seed(0)
+    module = Forecaster(cell="gru", n_features=windows.n_features, n_future=len(windows.future_columns),
+                        lookback=LOOKBACK, horizon=HORIZON, hidden_size=8, num_layers=1, season=None,
+                        n_series=3, series_embedding=4)
+    batch = windows.train[[0, 0, 0]]
+    batch = batch._replace(series=torch.tensor([0, 1, 2]))
+    with torch.no_grad():
+        out = module(batch)
+    assert not torch.allclose(out[0], out[1]) and not torch.allclose(out[1], out[2])
+    assert module.network.embedding.weight.shape == (3, 4)

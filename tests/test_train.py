@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -49,7 +50,6 @@ def test_train_command_leaves_a_finished_run_with_params_metrics_artifacts_and_a
         assert metric in run.data.metrics, metric
     assert run.data.metrics["test_mase"] == pytest.approx(summary["test"]["mase"])
     assert len(client.get_metric_history(run.info.run_id, "train_loss_step")) >= 5
-    mlflow.set_tracking_uri(tracking_uri)
     artifacts = artifact_paths(client, run.info.run_id)
     assert {"config.yaml", "forecasts.png"} <= artifacts
     assert any(p.startswith("checkpoints/") and p.endswith(".ckpt") for p in artifacts)
@@ -108,3 +108,52 @@ def test_budget_that_never_validates_is_refused_before_any_run_starts(tmp_path, 
     assert done.returncode == 2
     assert "ends before the first validation" in done.stderr
     assert not MlflowClient(tracking_uri).get_experiment_by_name("pipeline")
+
+
+def messy_long_file(path: Path) -> None:
+    """Three hourly series of different lengths and starts, with gaps, holes, shuffled rows and a short one."""
+    rng = np.random.default_rng(0)
+    frames = []
+    for name, start, n in [("north", "2024-01-01", 400), ("south", "2024-01-03 05:00", 330), ("tiny", "2024-01-05", 130)]:
+        t = np.arange(n)
+        frames.append(pd.DataFrame({
+            "site": name, "kind": "power", "stamp": pd.date_range(start, periods=n, freq="h"),
+            "mw": 50 + 10 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 1, n), "temp": 15 + rng.normal(0, 3, n)}))
+    frame = pd.concat(frames, ignore_index=True)
+    frame = frame.drop(index=[50, 51, 52, 500])          # gaps
+    frame.loc[[100, 600], "mw"] = np.nan                  # missing values (none in the last 100 rows)
+    frame.sample(frac=1, random_state=0).to_csv(path, index=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("short_series", ["drop", "pad"])
+def test_messy_long_file_trains_one_global_model_with_every_policy_counted(tmp_path, tracking_uri, short_series):
+    path = tmp_path / "sites.csv.gz"
+    messy_long_file(path)
+    done = run_stage(
+        "pipeline.train", f"data.path={path}", "data.time_column=stamp", "data.target_column=mw",
+        "data.id_column=[site,kind]", "data.covariates=[temp]", "data.gaps=fill", "data.missing=interpolate",
+        f"data.short_series={short_series}", "data.scaler=robust", "model.series_embedding=3", "model=gru",
+        f"tracking.uri={tracking_uri}", f"hydra.run.dir={tmp_path / 'run'}", "window.lookback=48",
+        "window.horizon=24", "split.val_steps=48", "split.test_steps=48", "window.batch_size=32",
+        "model.hidden_size=8", "trainer.max_steps=10", "trainer.val_check_interval=5")
+    assert done.returncode == 0, done.stderr[-3000:]
+    trained = {"drop": {"north", "south"}, "pad": {"north", "south", "tiny"}}[short_series]
+    if short_series == "drop":
+        assert "dropped 1 series too short to train on: tiny / power" in done.stderr
+    run = MlflowClient(tracking_uri).get_run(json.loads(done.stdout)["run_id"])
+    tags = run.data.tags
+    assert tags["data.series_trained"] == str(len(trained)) and tags["data.gap_rows_filled"] == "4"
+    # 4 gap rows x (mw, temp) + 2 missing mw cells
+    assert tags["data.values_filled"] == "10" and int(tags["data.rows_out_of_order"]) > 0
+
+    # Recent history of every trained series: 100 rows, but only 30 (< lookback 48) for tiny when padded.
+    history = pd.read_csv(path).query("site in @trained")
+    history["stamp"] = pd.to_datetime(history["stamp"])
+    history = history.sort_values("stamp").groupby("site").tail(100).dropna()
+    history = history.drop(history.query("site == 'tiny'").index[:-30])
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    forecast = model.predict(history[["site", "kind", "stamp", "mw", "temp"]])
+    assert list(forecast.columns) == ["site", "kind", "stamp", "forecast"]
+    assert forecast.groupby("site").size().to_dict() == {site: 24 for site in trained}
+    assert forecast["forecast"].between(0, 100).all()

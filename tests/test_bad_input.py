@@ -1,0 +1,85 @@
+"""Each bad file stops `python -m pipeline.train` before training: exit 2, one clear line, nothing left behind."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import ROOT
+
+SMALL = ["window.lookback=8", "window.horizon=4", "split.val_steps=4", "split.test_steps=4",
+         "model.hidden_size=4", "trainer.max_steps=2", "trainer.val_check_interval=1"]
+
+
+def hourly(n: int = 40, series: str = "a") -> pd.DataFrame:
+    return pd.DataFrame({"id": series, "when": pd.date_range("2024-03-01", periods=n, freq="h").astype(str),
+                         "load": np.linspace(10.0, 20.0, n), "temp": np.linspace(0.0, 5.0, n)})
+
+
+def with_cell(frame: pd.DataFrame, row: int, column: str, value) -> pd.DataFrame:
+    frame = frame.astype({column: object})
+    frame.loc[row, column] = value
+    return frame
+
+
+CASES = {
+    "missing_column": (hourly().drop(columns=["load"]), [], "column 'load' not found"),
+    "unparsable_timestamp": (with_cell(hourly(), 5, "when", "yesterday noon"), [],
+                             "column 'when' row 5: cannot parse timestamp 'yesterday noon'"),
+    "mixed_time_zones": (with_cell(hourly(), 3, "when", "2024-03-01 03:00:00+10:00"), [],
+                         "mixed time zones"),
+    "duplicate_rows": (pd.concat([hourly(), hourly().iloc[[7]]]), [],
+                       "series 'a' has two rows at 2024-03-01 07:00:00"),
+    "non_numeric_target": (with_cell(hourly(), 9, "load", "12,5 MW"), [],
+                           "column 'load' row 9: value '12,5 MW' is not a finite number"),
+    "infinite_target": (with_cell(hourly(), 11, "load", np.inf), [],
+                        "column 'load' row 11: value 'inf' is not a finite number"),
+    "missing_value": (with_cell(hourly(), 12, "load", np.nan), [],
+                      "column 'load' of series 'a' is missing at 2024-03-01 12:00:00"),
+    "missing_covariate": (with_cell(hourly(), 13, "temp", None), ["data.covariates=[temp]"],
+                          "column 'temp' of series 'a' is missing at 2024-03-01 13:00:00"),
+    "gap_in_grid": (hourly().drop(index=[20, 21]), ["data.freq=h"],
+                    "series 'a' has a gap in its h grid at 2024-03-01 20:00:00"),
+    "daylight_saving_gap": (pd.DataFrame({"id": "a", "when": pd.date_range(
+        "2024-03-31 00:00", periods=40, freq="h", tz="Europe/Berlin").tz_localize(None).astype(str),
+        "load": np.arange(40.0), "temp": 0.0}), ["data.freq=h"], "daylight-saving"),
+    "frequency_not_inferable": (hourly().drop(index=[3, 8, 9, 15, 27]).assign(
+        when=lambda f: pd.to_datetime(f["when"]).add(pd.to_timedelta(np.arange(len(f)) % 3, "min")).astype(str)),
+        [], "cannot infer the time step"),
+    "series_too_short": (pd.concat([hourly(40, "a"), hourly(14, "b")]), [],
+                         "series 'b' has 14 steps: too short"),
+    "empty_file": (hourly().iloc[:0], [], "has no rows"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES)
+def test_bad_file_exits_non_zero_with_one_line_and_leaves_nothing_behind(case, tmp_path, tracking_uri):
+    frame, overrides, message = CASES[case]
+    path = tmp_path / f"{case}.csv"
+    frame.to_csv(path, index=False)
+    run_dir = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.train", f"data.path={path}", "data.time_column=when",
+         "data.target_column=load", "data.id_column=id", f"tracking.uri={tracking_uri}",
+         f"hydra.run.dir={run_dir}", *SMALL, *overrides],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and message in errors[0] and str(path) in errors[0], done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert not MlflowClient(tracking_uri).get_experiment_by_name("pipeline")
+    assert not {"metrics.json", "checkpoints", "model"} & {p.name for p in run_dir.iterdir()}
+
+
+def test_zero_byte_file_is_an_empty_file(tmp_path):
+    from pipeline.config import DataConfig
+    from pipeline.load import DataError, load_series
+
+    path = tmp_path / "empty.csv"
+    path.write_text("")
+    with pytest.raises(DataError, match="empty.csv: the file has no rows"):
+        load_series(DataConfig(path=str(path)))

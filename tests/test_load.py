@@ -1,0 +1,134 @@
+"""What each data.* policy does to a file, and what it counts."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config import DataConfig, Gaps, Missing, ShortSeries
+from pipeline.load import DataError, id_columns_of, load_series, validate_frame
+from pipeline.window import make_windows
+
+
+def hourly(n: int = 30, series: str = "a", start: str = "2024-03-01") -> pd.DataFrame:
+    return pd.DataFrame({"id": series, "when": pd.date_range(start, periods=n, freq="h"),
+                         "load": np.arange(n, dtype=float) + 100})
+
+
+def config(**changes) -> DataConfig:
+    return DataConfig(**{"path": "in-memory", "time_column": "when", "target_column": "load", "id_column": "id"}
+                      | changes)
+
+
+def test_unsorted_rows_are_sorted_and_counted():
+    frame = pd.concat([hourly(series="b"), hourly(series="a")]).sample(frac=1, random_state=0)
+    series = validate_frame(frame, config(), source="test")
+    assert series.frame["series_id"].is_monotonic_increasing
+    assert series.frame.groupby("series_id")["time"].apply(lambda t: t.is_monotonic_increasing).all()
+    assert series.report["rows_out_of_order"] > 0
+
+
+@pytest.mark.parametrize("policy, expected", [(Missing.interpolate, 105.0), (Missing.ffill, 104.0),
+                                              (Missing.zero, 0.0)])
+def test_missing_values_are_filled_by_the_configured_policy(policy, expected):
+    frame = hourly()
+    frame.loc[5, "load"] = np.nan
+    series = validate_frame(frame, config(missing=policy), source="test")
+    assert series.frame["target"].iloc[5] == expected
+    assert series.report["values_filled"] == 1
+
+
+def test_gaps_are_filled_on_the_grid_then_by_the_missing_policy():
+    frame = hourly().drop(index=[10, 11, 12])
+    series = validate_frame(frame, config(gaps=Gaps.fill, missing=Missing.interpolate, freq="h"), source="t")
+    assert len(series.frame) == 30
+    assert series.frame["target"].tolist() == [float(100 + i) for i in range(30)]
+    assert series.report == {"gap_rows_filled": 3, "values_filled": 3}
+
+
+def test_frequency_is_inferred_despite_gaps():
+    frame = hourly().drop(index=[10, 11, 12])
+    series = validate_frame(frame, config(gaps=Gaps.fill, missing=Missing.ffill), source="test")
+    assert series.freq == "h" and series.season == 24
+
+
+def test_utc_offsets_across_a_daylight_saving_change_become_one_regular_utc_grid():
+    local = pd.date_range("2024-03-30 20:00", periods=12, freq="h", tz="Europe/Berlin")
+    frame = pd.DataFrame({"id": "a", "when": local.strftime("%Y-%m-%dT%H:%M:%S%z"), "load": np.arange(12.0)})
+    series = validate_frame(frame, config(), source="test")
+    assert str(series.frame["time"].dt.tz) == "UTC" and series.freq == "h"
+
+
+def test_year_quarter_strings_and_several_id_columns(tmp_path):
+    path = tmp_path / "quarters.csv.gz"
+    pd.DataFrame({"Quarter": [f"{y} Q{q}" for y in (2000, 2001) for q in (1, 2, 3, 4)] * 2,
+                  "Region": ["North"] * 8 + ["South"] * 8, "Purpose": "Visiting",
+                  "Trips": np.arange(16.0)}).to_csv(path, index=False)
+    series = load_series(DataConfig(path=str(path), time_column="Quarter", target_column="Trips",
+                                    id_column=["Region", "Purpose"]))
+    assert series.series_ids == ["North / Visiting", "South / Visiting"]
+    assert series.freq == "QS-JAN" and series.season == 4
+    assert series.frame["time"].iloc[1] == pd.Timestamp("2000-04-01")
+    ids = id_columns_of(series.frame["series_id"], ["Region", "Purpose"])
+    assert ids.iloc[-1].tolist() == ["South", "Visiting"]
+
+
+def test_csv_and_parquet_load_the_same(tmp_path):
+    frame = hourly()
+    frame.to_csv(tmp_path / "f.csv", index=False)
+    frame.to_parquet(tmp_path / "f.parquet")
+    a, b = (load_series(config(path=str(tmp_path / name))).frame for name in ("f.csv", "f.parquet"))
+    pd.testing.assert_frame_equal(a, b, check_dtype=False)
+
+
+def test_constant_series_scale_without_dividing_by_zero():
+    frame = pd.concat([hourly(40, "a"), hourly(40, "flat").assign(load=7.0)])
+    series = validate_frame(frame, config(), source="test")
+    assert series.report["constant_series"] == 1
+    windows = make_windows(series, 8, 4, 1, 4, 4, calendar=False)
+    assert windows.scaler.scale["flat"] == [1.0]
+    assert np.isfinite(windows.values.numpy()).all()
+
+
+def test_short_series_are_dropped_when_asked():
+    frame = pd.concat([hourly(40, "a"), hourly(12, "short")])
+    series = validate_frame(frame, config(), source="test")
+    windows = make_windows(series, 8, 4, 1, 4, 4, calendar=False, short_series=ShortSeries.drop)
+    assert [s.series_id for s in windows.splits] == ["a"]
+    assert np.isfinite(windows.target).all() and len(windows.target) == 40
+
+
+def test_short_series_are_left_padded_and_windows_know_their_real_length():
+    frame = pd.concat([hourly(40, "a"), hourly(14, "short")])
+    series = validate_frame(frame, config(), source="test")
+    windows = make_windows(series, 8, 4, 1, 4, 4, calendar=False, short_series=ShortSeries.pad)
+    short = windows.splits[1]
+    assert short.pad == 7
+    padded = windows.train.starts >= short.first - short.pad
+    batch = windows.train[padded.nonzero().flatten().tolist()]
+    # 6 training rows: the first window has 1 real input step, the last (4 + 1 + 1) ... up to 2
+    assert batch.lengths.tolist() == [1, 2]
+    assert (batch.x[0, :7] == 0).all()
+    # Padding rows never mix with the neighbouring series: they are zero and NaN, not series a's tail.
+    assert np.isnan(windows.target[short.first - short.pad:short.first]).all()
+
+
+def test_a_series_too_short_even_to_pad_is_an_error():
+    frame = pd.concat([hourly(40, "a"), hourly(9, "tiny")])
+    series = validate_frame(frame, config(), source="file.csv")
+    with pytest.raises(DataError, match="file.csv: series 'tiny' has 9 steps"):
+        make_windows(series, 8, 4, 1, 4, 4, calendar=False, short_series=ShortSeries.pad)
+
+
+@pytest.mark.parametrize("kind", ["standard", "robust", "minmax", "none"])
+def test_every_scaler_is_fitted_on_training_rows_and_inverts_exactly(kind):
+    from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
+
+    series = validate_frame(hourly(40).assign(load=lambda f: f["load"] ** 1.5), config(), source="test")
+    windows = make_windows(series, 8, 4, 1, 4, 4, calendar=False, scaler=kind)
+    train = series.frame["target"].to_numpy()[:32, None]
+    reference = {"standard": StandardScaler, "robust": RobustScaler, "minmax": MinMaxScaler}.get(kind)
+    expected = reference().fit(train).transform(series.frame[["target"]].to_numpy()) if reference else train
+    assert np.allclose(windows.values[:, 0].numpy(), expected[:, 0] if reference else
+                       series.frame["target"].to_numpy(), rtol=1e-5, atol=1e-4)
+    restored = windows.scaler.inverse_target(windows.values[None, :, 0].double().numpy(), ["a"])
+    assert np.allclose(restored[0], series.frame["target"].to_numpy(), rtol=1e-5)
