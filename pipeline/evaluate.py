@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from pipeline.models import RecurrentNetwork, predict  # noqa: E402
-from pipeline.window import Split, Windows, rolling_origins  # noqa: E402
+from pipeline.window import Split, Windows  # noqa: E402
 
 
 @dataclass
@@ -57,11 +57,11 @@ def mase_scales(target: np.ndarray, splits: list[Split], season: int) -> dict[st
 
 def backtest(network: RecurrentNetwork, windows: Windows, season: int, batch_size: int = 1024) -> Backtest:
     """Forecast every test origin of every series in batched calls, each from data before its origin."""
-    rows = [(s.series_id, origin) for s in windows.splits for origin in rolling_origins(s, windows.horizon)]
-    series_ids = [series_id for series_id, _ in rows]
-    origins = np.array([origin for _, origin in rows])
+    dataset = windows.test
+    starts, series = dataset.windows.locate(torch.arange(len(dataset)))
+    origins = (starts + windows.lookback).numpy()
+    series_ids = [windows.splits[i].series_id for i in series.tolist()]
     target = windows.target
-    dataset = windows.index(torch.from_numpy(origins - windows.lookback))
     forecast = windows.scaler.inverse_target(predict(network, dataset, batch_size), series_ids)
     scales = mase_scales(target, windows.splits, season)
     return Backtest(

@@ -11,7 +11,7 @@ import torch
 from pipeline.config import DataConfig, ShortSeries
 from pipeline.load import SERIES_ID, TIME, DataError, id_columns_of, validate_frame
 from pipeline.models import Forecaster, predict
-from pipeline.window import Scaler, WindowBatches, build_values
+from pipeline.window import Scaler, WindowBatches, WindowRanges, build_values
 
 SPEC_FILE, WEIGHTS_FILE = "model_spec.json", "weights.pt"
 
@@ -69,10 +69,11 @@ def forecast_frame(module: Forecaster, spec: ModelSpec, history: pd.DataFrame) -
     values = dense.new_zeros(len(lengths) * block, dense.shape[1])
     values[rows] = dense
     series_ids = [str(s) for s in lengths.index]
-    row_series = torch.tensor([_embedding_row(spec, s) for s in series_ids]).repeat_interleave(block)
-    padded = first_real.repeat_interleave(block) if data.short_series == ShortSeries.pad else None
-    dataset = WindowBatches(values, torch.arange(len(lengths)) * block, lookback, horizon,
-                            list(range(len(scaler.columns), values.shape[1])), row_series, padded)
+    one_each = WindowRanges(first=torch.arange(len(lengths)) * block, count=torch.ones(len(lengths), dtype=torch.long),
+                            step=1)
+    dataset = WindowBatches(values, one_each, lookback, horizon, list(range(len(scaler.columns), values.shape[1])),
+                            first_real if data.short_series == ShortSeries.pad else None,
+                            torch.tensor([_embedding_row(spec, s) for s in series_ids]))
     forecast = scaler.inverse_target(predict(module.network, dataset, batch_size=1024), series_ids)
     out = pd.DataFrame({TIME: future[TIME].to_numpy(), "forecast": forecast.reshape(-1)})
     out.insert(0, SERIES_ID, future[SERIES_ID].to_numpy())

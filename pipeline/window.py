@@ -7,13 +7,14 @@ Columns of that tensor: 0 the scaled target, then scaled past covariates, then c
 
 import logging
 from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline.config import ShortSeries
 from pipeline.load import SERIES_ID, TARGET, TIME, DataError, Series
@@ -32,12 +33,13 @@ class Scaler:
     scale: dict[str, list[float]]
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        unknown = set(frame[SERIES_ID].unique()) - self.center.keys()
+        codes, ids = pd.factorize(frame[SERIES_ID])
+        unknown = [i for i in ids if i not in self.center]
         if unknown:
-            raise DataError(f"series {sorted(unknown)[0]!r} was not seen in training; the scaler has no "
-                            f"statistics for it")
-        center = np.stack(frame[SERIES_ID].map(self.center).to_list())
-        scale = np.stack(frame[SERIES_ID].map(self.scale).to_list())
+            raise DataError(f"series {unknown[0]!r} was not seen in training; the scaler has no statistics "
+                            f"for it")
+        center = np.array([self.center[i] for i in ids])[codes]
+        scale = np.array([self.scale[i] for i in ids])[codes]
         return (frame[self.columns].to_numpy(np.float64) - center) / scale
 
     def inverse_target(self, values: np.ndarray, series_ids: list[str]) -> np.ndarray:
@@ -142,72 +144,139 @@ def calendar_features(times: pd.Series, freq: str) -> np.ndarray:
     return np.concatenate([np.sin(angle), np.cos(angle)], axis=1)
 
 
-def build_values(frame: pd.DataFrame, scaler: Scaler, freq: str, calendar: bool) -> torch.Tensor:
-    """The (N, F) float32 input tensor of a sorted long frame: scaled target, covariates, calendar."""
-    parts = [scaler.transform(frame)]
-    if calendar:
-        parts.append(calendar_features(frame[TIME], freq))
-    return torch.from_numpy(np.concatenate(parts, axis=1).astype(np.float32))
+def build_values(frame: pd.DataFrame, scaler: Scaler, freq: str, calendar: bool,
+                 chunk_rows: int = 1 << 20) -> torch.Tensor:
+    """The (N, F) float32 input tensor of a sorted long frame: scaled target, covariates, calendar.
+
+    Built a chunk of rows at a time, so float64 temporaries stay bounded however long the file.
+    """
+    n_calendar = calendar_features(frame[TIME].iloc[:1], freq).shape[1] if calendar else 0
+    values = torch.empty(len(frame), len(scaler.columns) + n_calendar)
+    for first in range(0, len(frame), chunk_rows):
+        rows = frame.iloc[first:first + chunk_rows]
+        values[first:first + len(rows), :len(scaler.columns)] = torch.from_numpy(scaler.transform(rows))
+        if calendar:
+            values[first:first + len(rows), len(scaler.columns):] = torch.from_numpy(
+                calendar_features(rows[TIME], freq))
+    return values
 
 
-def train_starts(splits: list[Split], lookback: int, horizon: int, stride: int) -> torch.Tensor:
-    """Start rows of training windows: inputs and targets both end before validation begins."""
-    return torch.cat([torch.arange(s.first - s.pad, s.val_start - lookback - horizon + 1, stride)
-                      for s in splits])
+@dataclass
+class WindowRanges:
+    """Windows as arithmetic, never as arrays: series s has count[s] windows, the first starting at row
+    first[s] and each next one `step` rows later. Memory is O(series), whatever the number of windows."""
+
+    first: torch.Tensor   # (S,) start row of each series' first window
+    count: torch.Tensor   # (S,) windows per series (may be 0)
+    step: int
+
+    def __post_init__(self) -> None:
+        self.ends = torch.cumsum(self.count, 0)
+
+    def __len__(self) -> int:
+        return int(self.ends[-1]) if len(self.ends) else 0
+
+    def locate(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) window numbers -> (B,) start rows and (B,) series numbers."""
+        series = torch.searchsorted(self.ends, index, right=True)
+        within = index - (self.ends[series] - self.count[series])
+        return self.first[series] + within * self.step, series
+
+    @property
+    def starts(self) -> torch.Tensor:
+        """Every start row, materialised: for tests and small sets only."""
+        return self.locate(torch.arange(len(self)))[0]
 
 
-def val_starts(splits: list[Split], lookback: int, horizon: int) -> torch.Tensor:
+def ranges(splits: list[Split], lo: list[int], hi: list[int], step: int) -> WindowRanges:
+    """Per series, windows starting at rows lo[s], lo[s] + step, ... up to and including hi[s]."""
+    first, last = torch.tensor(lo), torch.tensor(hi)
+    return WindowRanges(first=first, count=((last - first) // step + 1).clamp(min=0), step=step)
+
+
+def train_windows(splits: list[Split], lookback: int, horizon: int, stride: int) -> WindowRanges:
+    """Training windows: inputs and targets both end before validation begins."""
+    return ranges(splits, [s.first - s.pad for s in splits],
+                  [s.val_start - lookback - horizon for s in splits], stride)
+
+
+def val_windows(splits: list[Split], lookback: int, horizon: int) -> WindowRanges:
     """Every origin whose whole horizon lies in the validation block; inputs may reach back into training."""
-    return torch.cat([torch.arange(s.val_start, s.test_start - horizon + 1) - lookback for s in splits])
+    return ranges(splits, [s.val_start - lookback for s in splits],
+                  [s.test_start - horizon - lookback for s in splits], 1)
 
 
-def rolling_origins(split: Split, horizon: int) -> list[int]:
+def rolling_origin_windows(splits: list[Split], lookback: int, horizon: int) -> WindowRanges:
     """Rolling origins every `horizon` steps through the test block."""
-    return list(range(split.test_start, split.end - horizon + 1, horizon))
+    return ranges(splits, [s.test_start - lookback for s in splits], [s.end - horizon - lookback for s in splits],
+                  horizon)
 
 
 class Batch(NamedTuple):
     x: torch.Tensor                 # (B, L, F) inputs over the lookback
     future: torch.Tensor            # (B, H, K) known-future features of the horizon steps
     y: torch.Tensor                 # (B, H) scaled target of the horizon steps
-    series: torch.Tensor            # (B,) series index, for the series embedding
+    series: torch.Tensor            # (B,) series number, for the series embedding
     lengths: torch.Tensor | None    # (B,) real (unpadded) input steps; None when nothing is padded
 
 
 class WindowBatches(Dataset):
-    """Windows as start rows into one tensor; indexing with a list or slice of windows gathers a batch."""
+    """Windows over one tensor; indexing with a tensor, list or slice of window numbers gathers a batch."""
 
-    def __init__(self, values: torch.Tensor, starts: torch.Tensor, lookback: int, horizon: int,
-                 future_columns: list[int], row_series: torch.Tensor, first_real: torch.Tensor | None = None):
-        self.values, self.starts, self.row_series = values, starts, row_series
+    def __init__(self, values: torch.Tensor, windows: WindowRanges, lookback: int, horizon: int,
+                 future_columns: list[int], first_real: torch.Tensor | None = None,
+                 embedding_rows: torch.Tensor | None = None):
+        self.values, self.windows = values, windows
+        # Forecasting maps its series to the embedding rows learned in training; training is the identity.
+        self.embedding_rows = embedding_rows
         self.lookback = lookback
         self.steps = torch.arange(lookback + horizon)
         self.future_columns = torch.tensor(future_columns, dtype=torch.long)
-        # With padded series: the first real row of each row's series, to count a window's real inputs.
+        # With padded series: the first real row of each series, to count a window's real inputs.
         self.first_real = first_real
 
     def __len__(self) -> int:
-        return len(self.starts)
+        return len(self.windows)
 
-    def __getitem__(self, index: list[int] | slice) -> Batch:
-        starts = self.starts[index]
+    @property
+    def starts(self) -> torch.Tensor:
+        return self.windows.starts
+
+    def __getitem__(self, index: torch.Tensor | list[int] | slice) -> Batch:
+        if isinstance(index, slice):
+            index = torch.arange(*index.indices(len(self)))
+        starts, series = self.windows.locate(torch.as_tensor(index, dtype=torch.long))
         # (B,) start rows -> (B, L + H) row numbers -> (B, L + H, F)
         window = self.values[starts.unsqueeze(1) + self.steps]
-        origins = starts + self.lookback
         lengths = None
         if self.first_real is not None:
-            lengths = (origins - self.first_real[origins]).clamp(max=self.lookback)
+            lengths = (starts + self.lookback - self.first_real[series]).clamp(max=self.lookback)
         return Batch(x=window[:, : self.lookback],
                      future=window[:, self.lookback:].index_select(2, self.future_columns),
                      y=window[:, self.lookback:, 0],
-                     series=self.row_series[origins],
+                     series=series if self.embedding_rows is None else self.embedding_rows[series],
                      lengths=lengths)
 
 
+class WindowSampler(Sampler):
+    """Batches of window numbers as tensors: one permutation per epoch (int32), no Python list per window."""
+
+    def __init__(self, n_windows: int, batch_size: int, shuffle: bool):
+        self.n_windows, self.batch_size, self.shuffle = n_windows, batch_size, shuffle
+
+    def __len__(self) -> int:
+        return -(-self.n_windows // self.batch_size)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        # Drawn from torch's global generator, which seed_everything seeds.
+        order = (torch.randperm(self.n_windows, dtype=torch.int32) if self.shuffle
+                 else torch.arange(self.n_windows, dtype=torch.int32))
+        yield from order.split(self.batch_size)
+
+
 def batches(dataset: WindowBatches, batch_size: int, shuffle: bool) -> DataLoader:
-    """A DataLoader that hands the dataset whole batches of window indices (no per-window __getitem__)."""
-    order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
-    return DataLoader(dataset, sampler=BatchSampler(order, batch_size, drop_last=False), batch_size=None)
+    """A DataLoader that hands the dataset whole batches of window numbers (no per-window __getitem__)."""
+    return DataLoader(dataset, sampler=WindowSampler(len(dataset), batch_size, shuffle), batch_size=None)
 
 
 @dataclass
@@ -222,17 +291,28 @@ class Windows:
     future_columns: list[int]
     lookback: int
     horizon: int
-    train: WindowBatches
-    val: WindowBatches
+    first_real: torch.Tensor | None  # (S,) first real row of each series, when any series is padded
+    train_windows: WindowRanges
 
     @property
     def n_features(self) -> int:
         return self.values.shape[1]
 
-    def index(self, starts: torch.Tensor) -> WindowBatches:
-        """Windows starting at `starts`, over the same tensor."""
-        return WindowBatches(self.values, starts, self.lookback, self.horizon, self.future_columns,
-                             self.train.row_series, self.train.first_real)
+    def batches_of(self, windows: WindowRanges) -> WindowBatches:
+        return WindowBatches(self.values, windows, self.lookback, self.horizon, self.future_columns,
+                             self.first_real)
+
+    @property
+    def train(self) -> WindowBatches:
+        return self.batches_of(self.train_windows)
+
+    @property
+    def val(self) -> WindowBatches:
+        return self.batches_of(val_windows(self.splits, self.lookback, self.horizon))
+
+    @property
+    def test(self) -> WindowBatches:
+        return self.batches_of(rolling_origin_windows(self.splits, self.lookback, self.horizon))
 
 
 def make_windows(series: Series, lookback: int, horizon: int, stride: int, val_steps: int, test_steps: int,
@@ -240,29 +320,31 @@ def make_windows(series: Series, lookback: int, horizon: int, stride: int, val_s
                  scaler: str = "standard") -> Windows:
     """Split every series by time, scale it with training statistics, and index its windows."""
     splits = plan_splits(series.frame, lookback, horizon, val_steps, test_steps, short_series, series.source)
-    kept = series.frame[series.frame[SERIES_ID].isin({s.series_id for s in splits})]
+    kept = series.frame
+    if len(splits) < series.frame[SERIES_ID].nunique():
+        kept = kept[kept[SERIES_ID].isin({s.series_id for s in splits})]
     fitted = fit_scaler(kept, [TARGET, *series.covariates], splits, scaler)
-    # Rows of the kept frame in the stacked tensor: padding rows (if any) stay zero / NaN / NaT.
-    positions = np.concatenate([np.arange(s.first, s.end) for s in splits])
-    rows = splits[-1].end
-    dense = build_values(kept, fitted, series.freq, calendar)
-    values = dense.new_zeros(rows, dense.shape[1])
-    values[torch.from_numpy(positions)] = dense
-    target = np.full(rows, np.nan)
-    target[positions] = kept[TARGET].to_numpy()
-    times = np.full(rows, np.datetime64("NaT"), dtype=kept[TIME].to_numpy().dtype)
-    times[positions] = kept[TIME].to_numpy()
-    row_series = torch.zeros(rows, dtype=torch.int32)
-    first_real = torch.zeros(rows, dtype=torch.long) if any(s.pad for s in splits) else None
-    for number, s in enumerate(splits):
-        row_series[s.first - s.pad:s.end] = number
-        if first_real is not None:
-            first_real[s.first - s.pad:s.end] = s.first
-    future_columns = list(range(len(fitted.columns), values.shape[1]))
+    values = build_values(kept, fitted, series.freq, calendar)
+    target, times = kept[TARGET].to_numpy(), kept[TIME].to_numpy()
+    first_real = None
+    if any(s.pad for s in splits):
+        # Padding rows sit before each padded series: zero inputs, NaN targets, NaT times.
+        positions = torch.cat([torch.arange(s.first, s.end) for s in splits])
+        values = scatter_rows(values, positions, splits[-1].end, 0.0)
+        target = scatter_rows(torch.from_numpy(target), positions, splits[-1].end, float("nan")).numpy()
+        times = _scatter_times(times, positions.numpy(), splits[-1].end)
+        first_real = torch.tensor([s.first for s in splits])
+    return Windows(splits, fitted, values, target, times, list(range(len(fitted.columns), values.shape[1])),
+                   lookback, horizon, first_real, train_windows(splits, lookback, horizon, stride))
 
-    def index(starts: torch.Tensor) -> WindowBatches:
-        return WindowBatches(values, starts, lookback, horizon, future_columns, row_series, first_real)
 
-    return Windows(splits, fitted, values, target, times, future_columns, lookback, horizon,
-                   train=index(train_starts(splits, lookback, horizon, stride)),
-                   val=index(val_starts(splits, lookback, horizon)))
+def scatter_rows(dense: torch.Tensor, positions: torch.Tensor, rows: int, fill: float) -> torch.Tensor:
+    out = torch.full((rows, *dense.shape[1:]), fill, dtype=dense.dtype)
+    out[positions] = dense
+    return out
+
+
+def _scatter_times(times: np.ndarray, positions: np.ndarray, rows: int) -> np.ndarray:
+    out = np.full(rows, np.datetime64("NaT"), dtype=times.dtype)
+    out[positions] = times
+    return out

@@ -6,7 +6,7 @@ from sklearn.preprocessing import StandardScaler
 
 from pipeline.config import DataConfig
 from pipeline.load import DataError, validate_frame
-from pipeline.window import WindowBatches, make_windows, rolling_origins
+from pipeline.window import batches, make_windows
 
 LOOKBACK, HORIZON, VAL, TEST = 12, 4, 8, 8
 
@@ -50,7 +50,8 @@ def test_windows_stay_inside_their_series_and_split():
         assert train.min() == split.first and train.max() + LOOKBACK + HORIZON == split.val_start
         origins = mine(windows.val.starts) + LOOKBACK
         assert origins.min() == split.val_start and origins.max() + HORIZON == split.test_start
-        assert rolling_origins(split, HORIZON) == list(range(split.test_start, split.end - HORIZON + 1, HORIZON))
+        origins = mine(windows.test.starts) + LOOKBACK
+        assert origins.tolist() == list(range(split.test_start, split.end - HORIZON + 1, HORIZON))
     # 60 - 16 held out = 44 training rows -> 44 - 16 + 1 windows; 45 -> 29 -> 14
     assert len(windows.train) == 29 + 14
 
@@ -72,11 +73,22 @@ def test_scaler_is_fitted_on_the_training_part_only():
     assert after.center["a"][0] == pytest.approx(StandardScaler().fit(train_a).mean_[0])
 
 
-def test_batches_index_one_shared_tensor_instead_of_copying_windows():
-    series = step_series({"a": 60})
+def test_windows_are_arithmetic_over_one_shared_tensor():
+    series = step_series({"a": 60, "b": 45})
     windows = make_windows(series, LOOKBACK, HORIZON, 1, VAL, TEST, calendar=False)
-    assert windows.train.values.data_ptr() == windows.values.data_ptr()
-    assert windows.val.values.data_ptr() == windows.values.data_ptr()
+    for dataset in (windows.train, windows.val, windows.test):
+        assert dataset.values.data_ptr() == windows.values.data_ptr()
+        # Two numbers per series describe every window: nothing grows with the number of windows.
+        assert dataset.windows.first.shape == dataset.windows.count.shape == (2,)
+
+
+def test_sampler_visits_every_window_once_per_epoch_in_tensor_batches():
+    series = step_series({"a": 60, "b": 45})
+    windows = make_windows(series, LOOKBACK, HORIZON, 1, VAL, TEST, calendar=False)
+    loader = batches(windows.train, 10, shuffle=True)
+    seen = torch.cat([batch.x[:, 0, 0] for batch in loader])
+    assert len(seen) == len(windows.train) and len(loader) == 5
+    assert torch.equal(seen.sort().values, windows.train[:].x[:, 0, 0].sort().values)
 
 
 def test_calendar_features_are_cyclic_and_known_for_the_horizon(vic_elec):
