@@ -47,7 +47,8 @@ def run_case(series: int, points: int, lookback: int) -> dict:
     frame = pd.DataFrame({
         "id": np.repeat(np.arange(series), points).astype(str) if series > 1 else "0",
         "time": np.tile(pd.date_range("2000-01-01", periods=points, freq="min").to_numpy(), series),
-        "y": np.tile(np.sin(2 * np.pi * steps / 1440), series) + np.random.default_rng(0).normal(0, .1, series * points),
+        "y": np.tile(np.sin(2 * np.pi * steps / 1440), series)
+        + np.random.default_rng(0).normal(0, 0.1, series * points),
     })
     raw_mb = series * points * (16 + (4 if series > 1 else 0)) / 2**20
     cfg = DataConfig(path="synthetic", time_column="time", target_column="y", id_column="id" if series > 1 else None,

@@ -93,10 +93,15 @@ class ModelConfig:
     seasonal_skip: bool = True
     # Size of a learned embedding of the series id fed to the head; 0 turns it off.
     series_embedding: int = 0
+    # Read the lookback as non-overlapping segments of this many steps, each embedded by a linear map:
+    # 336 steps become 28 recurrent steps of 12. null reads step by step.
+    segment_len: Optional[int] = None
 
 
 @dataclass
 class OptimConfig:
+    # Training and validation loss on the scaled target: mse | mae | huber.
+    loss: str = "mae"
     lr: float = 3e-3
     weight_decay: float = 0.0
     # Cosine decay to zero over the planned steps (needs trainer.max_steps or max_epochs).

@@ -55,9 +55,11 @@ def mase_scales(target: np.ndarray, splits: list[Split], season: int) -> dict[st
     return scales
 
 
-def backtest(network: RecurrentNetwork, windows: Windows, season: int, batch_size: int = 1024) -> Backtest:
-    """Forecast every test origin of every series in batched calls, each from data before its origin."""
-    dataset = windows.test
+def backtest(network: RecurrentNetwork, windows: Windows, season: int, block: str = "test",
+             batch_size: int = 1024) -> Backtest:
+    """Forecast every origin of the "test" (or "val") block of every series in batched calls, each from data
+    before its origin."""
+    dataset = windows.test if block == "test" else windows.val_origins
     starts, series = dataset.windows.locate(torch.arange(len(dataset)))
     origins = (starts + windows.lookback).numpy()
     series_ids = [windows.splits[i].series_id for i in series.tolist()]

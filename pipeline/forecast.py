@@ -9,9 +9,11 @@ import pandas as pd
 import torch
 
 from pipeline.config import DataConfig, ShortSeries
+from pipeline.features import build_values
 from pipeline.load import SERIES_ID, TIME, DataError, id_columns_of, validate_frame
 from pipeline.models import Forecaster, predict
-from pipeline.window import Scaler, WindowBatches, WindowRanges, build_values
+from pipeline.scaling import Scaler
+from pipeline.window import WindowBatches, WindowRanges
 
 SPEC_FILE, WEIGHTS_FILE = "model_spec.json", "weights.pt"
 

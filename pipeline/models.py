@@ -9,6 +9,7 @@ from pipeline.config import ConfigError
 from pipeline.window import Batch, WindowBatches
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+LOSSES = {"mse": nn.functional.mse_loss, "mae": nn.functional.l1_loss, "huber": nn.functional.huber_loss}
 
 
 class RecurrentNetwork(nn.Module):
@@ -16,7 +17,8 @@ class RecurrentNetwork(nn.Module):
 
     def __init__(self, cell: str, n_features: int, n_future: int, lookback: int, horizon: int,
                  hidden_size: int, num_layers: int, bidirectional: bool, dropout: float,
-                 nonlinearity: str, season: int | None, n_series: int = 1, series_embedding: int = 0):
+                 nonlinearity: str, season: int | None, n_series: int = 1, series_embedding: int = 0,
+                 segment_len: int | None = None):
         super().__init__()
         if cell not in CELLS:
             raise ConfigError(f"model.cell={cell!r}: choose one of {sorted(CELLS)}")
@@ -24,7 +26,15 @@ class RecurrentNetwork(nn.Module):
             raise ConfigError(f"model.nonlinearity={nonlinearity!r} applies to the vanilla RNN only; "
                               f"use model=rnn or drop the override")
         extra = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
-        self.encoder = CELLS[cell](n_features, hidden_size, num_layers, batch_first=True,
+        self.segment_len = segment_len
+        self.segment = None
+        if segment_len:
+            if lookback % segment_len:
+                raise ConfigError(f"model.segment_len={segment_len} must divide window.lookback ({lookback})")
+            # Each segment of S steps x F features becomes one recurrent input (SegRNN, Lin et al. 2023).
+            self.segment = nn.Linear(segment_len * n_features, hidden_size)
+        self.encoder = CELLS[cell](hidden_size if segment_len else n_features, hidden_size, num_layers,
+                                   batch_first=True,
                                    dropout=dropout if num_layers > 1 else 0.0,
                                    bidirectional=bidirectional, **extra)
         self.directions = 2 if bidirectional else 1
@@ -45,8 +55,14 @@ class RecurrentNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor, future: torch.Tensor, series: torch.Tensor | None = None,
                 lengths: torch.Tensor | None = None) -> torch.Tensor:
-        # (B, L, F) -> (B, directions * hidden): the last layer's final state, both directions
-        last = self.encode(x) if lengths is None else self.encode_packed(x, lengths)
+        steps = x
+        if self.segment is not None:
+            # (B, L, F) -> (B, L / S, S * F) -> (B, L / S, hidden)
+            steps = self.segment(x.reshape(x.shape[0], -1, self.segment_len * x.shape[2]))
+            lengths = None if lengths is None else torch.div(lengths + self.segment_len - 1, self.segment_len,
+                                                             rounding_mode="floor")
+        # (B, L', F') -> (B, directions * hidden): the last layer's final state, both directions
+        last = self.encode(steps) if lengths is None else self.encode_packed(steps, lengths)
         # (B, H, K) -> (B, H * K): calendar features of the steps to forecast
         parts = [last, future.flatten(1)]
         if self.embedding is not None:
@@ -77,30 +93,33 @@ class RecurrentNetwork(nn.Module):
 
 
 class Forecaster(L.LightningModule):
-    """Trains RecurrentNetwork on (x, future, y) batches with MSE on the scaled target."""
+    """Trains RecurrentNetwork on batches of windows; the loss (MSE, MAE or Huber) is on the scaled target."""
 
     def __init__(self, cell: str, n_features: int, n_future: int, lookback: int, horizon: int,
                  hidden_size: int = 64, num_layers: int = 2, bidirectional: bool = False,
                  dropout: float = 0.0, nonlinearity: str = "tanh", season: int | None = None,
-                 n_series: int = 1, series_embedding: int = 0,
-                 lr: float = 3e-3, weight_decay: float = 0.0, cosine_schedule: bool = True):
+                 n_series: int = 1, series_embedding: int = 0, segment_len: int | None = None,
+                 loss: str = "mse", lr: float = 3e-3, weight_decay: float = 0.0, cosine_schedule: bool = True):
         super().__init__()
+        if loss not in LOSSES:
+            raise ConfigError(f"optim.loss={loss!r}: choose one of {sorted(LOSSES)}")
+        self.loss = LOSSES[loss]
         # Plain values only, so the checkpoint loads with weights_only=True; MLflow gets the full config.
         self.save_hyperparameters(logger=False)
         self.network = RecurrentNetwork(cell, n_features, n_future, lookback, horizon, hidden_size,
                                         num_layers, bidirectional, dropout, nonlinearity, season,
-                                        n_series, series_embedding)
+                                        n_series, series_embedding, segment_len)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.network(batch.x, batch.future, batch.series, batch.lengths)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        loss = nn.functional.mse_loss(self(batch), batch.y)
+        loss = self.loss(self(batch), batch.y)
         self.log("train_loss", loss, on_step=True, on_epoch=True, batch_size=len(batch.y))
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self.log("val_loss", nn.functional.mse_loss(self(batch), batch.y), on_epoch=True,
+        self.log("val_loss", self.loss(self(batch), batch.y), on_epoch=True,
                  batch_size=len(batch.y))
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

@@ -52,10 +52,12 @@ def train(cfg: Config, trainer_args: dict[str, Any], resolved: dict[str, Any], o
                      batches(windows.val, cfg.window.batch_size, shuffle=False))
         best = torch.load(checkpoints.best_model_path, map_location=module.device, weights_only=True)
         module.load_state_dict(best["state_dict"])
-        result = backtest(module.network, windows, series.season)
+        validation = backtest_metrics(backtest(module.network, windows, series.season, block="val"))
+        result = backtest(module.network, windows, series.season, block="test")
         metrics = backtest_metrics(result)
-        mlflow.log_metrics({f"test_{k}": v for k, v in metrics["model"].items()})
-        mlflow.log_metrics({f"test_{k}_seasonal_naive": v for k, v in metrics["seasonal_naive"].items()})
+        for block, scores in [("val", validation), ("test", metrics)]:
+            mlflow.log_metrics({f"{block}_{k}": v for k, v in scores["model"].items()})
+            mlflow.log_metrics({f"{block}_{k}_seasonal_naive": v for k, v in scores["seasonal_naive"].items()})
         mlflow.log_figure(plot_forecasts(result, windows.target, windows.times), "forecasts.png")
         mlflow.log_artifact(checkpoints.best_model_path, "checkpoints")
         if cfg.tracking.log_model:
@@ -64,6 +66,7 @@ def train(cfg: Config, trainer_args: dict[str, Any], resolved: dict[str, Any], o
             history = input_example(cfg, series, windows)
             tracking.log_model(artifacts, history)
         summary = {"run_id": run.info.run_id, "val_loss": float(checkpoints.best_model_score),
+                   "val": validation["model"], "val_seasonal_naive": validation["seasonal_naive"],
                    "test": metrics["model"], "seasonal_naive": metrics["seasonal_naive"]}
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=1))
     return summary
@@ -76,7 +79,8 @@ def build_module(cfg: Config, windows: Windows, season: int) -> Forecaster:
                       num_layers=m.num_layers, bidirectional=m.bidirectional, dropout=m.dropout,
                       nonlinearity=m.nonlinearity, season=season if m.seasonal_skip else None,
                       n_series=len(windows.splits), series_embedding=m.series_embedding,
-                      lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+                      segment_len=m.segment_len,
+                      loss=cfg.optim.loss, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
                       cosine_schedule=cfg.optim.cosine_schedule)
 
 

@@ -2,75 +2,26 @@
 
 All series live in one contiguous (N, F) tensor; a window is only its start row. A batch of windows is
 gathered in one indexing step, so memory stays proportional to the number of points, not of windows.
-Columns of that tensor: 0 the scaled target, then scaled past covariates, then calendar features.
+Columns of that tensor (pipeline/features.py): 0 the scaled target, then scaled past covariates, then
+calendar features.
 """
 
 import logging
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline.config import ShortSeries
+from pipeline.features import build_values
 from pipeline.load import SERIES_ID, TARGET, TIME, DataError, Series
+from pipeline.scaling import Scaler, fit_scaler
 
 log = logging.getLogger(__name__)
-
-SCALERS = {"standard": StandardScaler, "robust": RobustScaler, "minmax": MinMaxScaler}
-
-
-@dataclass
-class Scaler:
-    """Per-series affine scaling (x - center) / scale of the target and covariates, as plain numbers."""
-
-    columns: list[str]
-    center: dict[str, list[float]]
-    scale: dict[str, list[float]]
-
-    def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        codes, ids = pd.factorize(frame[SERIES_ID])
-        unknown = [i for i in ids if i not in self.center]
-        if unknown:
-            raise DataError(f"series {unknown[0]!r} was not seen in training; the scaler has no statistics "
-                            f"for it")
-        center = np.array([self.center[i] for i in ids])[codes]
-        scale = np.array([self.scale[i] for i in ids])[codes]
-        return (frame[self.columns].to_numpy(np.float64) - center) / scale
-
-    def inverse_target(self, values: np.ndarray, series_ids: list[str]) -> np.ndarray:
-        """(B, H) scaled target of the given series -> original units."""
-        center = np.array([self.center[s][0] for s in series_ids])[:, None]
-        scale = np.array([self.scale[s][0] for s in series_ids])[:, None]
-        return values * scale + center
-
-
-def fit_scaler(frame: pd.DataFrame, columns: list[str], splits: list["Split"], kind: str) -> Scaler:
-    """One scikit-learn scaler per series, fitted on that series' training rows only.
-
-    `frame` holds exactly the series of `splits`, in their order, without padding rows.
-    """
-    center, scale = {}, {}
-    ones = np.ones((1, len(columns)))
-    values = frame[columns].to_numpy(np.float64)
-    starts = np.cumsum([0] + [split.length for split in splits])
-    for split, row in zip(splits, starts):
-        if kind == "none":
-            center[split.series_id], scale[split.series_id] = [0.0] * len(columns), [1.0] * len(columns)
-            continue
-        # scikit-learn gives a constant series scale 1, so nothing divides by zero.
-        fitted = SCALERS[kind]().fit(values[row:row + split.train_length])
-        # Every scaler here is affine per column: read its intercept and slope back as center and scale.
-        intercept = fitted.transform(0 * ones)[0]
-        slope = fitted.transform(ones)[0] - intercept
-        center[split.series_id] = (-intercept / slope).tolist()
-        scale[split.series_id] = (1 / slope).tolist()
-    return Scaler(columns=columns, center=center, scale=scale)
-
 
 @dataclass
 class Split:
@@ -126,41 +77,6 @@ def plan_splits(frame: pd.DataFrame, lookback: int, horizon: int, val_steps: int
     return splits
 
 
-def calendar_features(times: pd.Series, freq: str) -> np.ndarray:
-    """Cyclic (sin, cos) encodings of time of day, day of week and day of year, as fit the step."""
-    anchor = pd.Timestamp("2000-01-01")
-    step = (anchor + pd.tseries.frequencies.to_offset(freq)) - anchor
-    times = pd.DatetimeIndex(times)
-    phases = []
-    if step < pd.Timedelta("1D"):
-        phases.append((times.hour * 3600 + times.minute * 60 + times.second) / 86400)
-    if step < pd.Timedelta("7D"):
-        phases.append(times.dayofweek / 7)
-    if step < pd.Timedelta("365D"):
-        phases.append((times.dayofyear - 1) / 365.25)
-    if not phases:
-        return np.zeros((len(times), 0))
-    angle = 2 * np.pi * np.stack([np.asarray(p, dtype=np.float64) for p in phases], axis=1)
-    return np.concatenate([np.sin(angle), np.cos(angle)], axis=1)
-
-
-def build_values(frame: pd.DataFrame, scaler: Scaler, freq: str, calendar: bool,
-                 chunk_rows: int = 1 << 20) -> torch.Tensor:
-    """The (N, F) float32 input tensor of a sorted long frame: scaled target, covariates, calendar.
-
-    Built a chunk of rows at a time, so float64 temporaries stay bounded however long the file.
-    """
-    n_calendar = calendar_features(frame[TIME].iloc[:1], freq).shape[1] if calendar else 0
-    values = torch.empty(len(frame), len(scaler.columns) + n_calendar)
-    for first in range(0, len(frame), chunk_rows):
-        rows = frame.iloc[first:first + chunk_rows]
-        values[first:first + len(rows), :len(scaler.columns)] = torch.from_numpy(scaler.transform(rows))
-        if calendar:
-            values[first:first + len(rows), len(scaler.columns):] = torch.from_numpy(
-                calendar_features(rows[TIME], freq))
-    return values
-
-
 @dataclass
 class WindowRanges:
     """Windows as arithmetic, never as arrays: series s has count[s] windows, the first starting at row
@@ -188,7 +104,7 @@ class WindowRanges:
         return self.locate(torch.arange(len(self)))[0]
 
 
-def ranges(splits: list[Split], lo: list[int], hi: list[int], step: int) -> WindowRanges:
+def ranges(lo: list[int], hi: list[int], step: int) -> WindowRanges:
     """Per series, windows starting at rows lo[s], lo[s] + step, ... up to and including hi[s]."""
     first, last = torch.tensor(lo), torch.tensor(hi)
     return WindowRanges(first=first, count=((last - first) // step + 1).clamp(min=0), step=step)
@@ -196,20 +112,22 @@ def ranges(splits: list[Split], lo: list[int], hi: list[int], step: int) -> Wind
 
 def train_windows(splits: list[Split], lookback: int, horizon: int, stride: int) -> WindowRanges:
     """Training windows: inputs and targets both end before validation begins."""
-    return ranges(splits, [s.first - s.pad for s in splits],
+    return ranges([s.first - s.pad for s in splits],
                   [s.val_start - lookback - horizon for s in splits], stride)
 
 
 def val_windows(splits: list[Split], lookback: int, horizon: int) -> WindowRanges:
     """Every origin whose whole horizon lies in the validation block; inputs may reach back into training."""
-    return ranges(splits, [s.val_start - lookback for s in splits],
+    return ranges([s.val_start - lookback for s in splits],
                   [s.test_start - horizon - lookback for s in splits], 1)
 
 
-def rolling_origin_windows(splits: list[Split], lookback: int, horizon: int) -> WindowRanges:
-    """Rolling origins every `horizon` steps through the test block."""
-    return ranges(splits, [s.test_start - lookback for s in splits], [s.end - horizon - lookback for s in splits],
-                  horizon)
+def rolling_origin_windows(splits: list[Split], lookback: int, horizon: int, block: str) -> WindowRanges:
+    """Rolling origins every `horizon` steps through the "val" or "test" block."""
+    if block == "val":
+        return ranges([s.val_start - lookback for s in splits], [s.test_start - horizon - lookback for s in splits],
+                      horizon)
+    return ranges([s.test_start - lookback for s in splits], [s.end - horizon - lookback for s in splits], horizon)
 
 
 class Batch(NamedTuple):
@@ -312,7 +230,13 @@ class Windows:
 
     @property
     def test(self) -> WindowBatches:
-        return self.batches_of(rolling_origin_windows(self.splits, self.lookback, self.horizon))
+        """Rolling origins every `horizon` steps through the test block."""
+        return self.batches_of(rolling_origin_windows(self.splits, self.lookback, self.horizon, "test"))
+
+    @property
+    def val_origins(self) -> WindowBatches:
+        """The test protocol applied to the validation block: what model choices are made on."""
+        return self.batches_of(rolling_origin_windows(self.splits, self.lookback, self.horizon, "val"))
 
 
 def make_windows(series: Series, lookback: int, horizon: int, stride: int, val_steps: int, test_steps: int,

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import ROOT
 
-SMALL = ["window.lookback=8", "window.horizon=4", "split.val_steps=4", "split.test_steps=4",
+SMALL = ["window.lookback=8", "window.horizon=4", "split.val_steps=4", "split.test_steps=4", "model.segment_len=null",
          "model.hidden_size=4", "trainer.max_steps=2", "trainer.val_check_interval=1"]
 
 

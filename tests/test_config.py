@@ -31,7 +31,7 @@ def test_every_experiment_file_composes():
     assert experiments
     for path in experiments:
         to_config(compose_config(f"experiment={path.stem}"))
-    assert compose_config("experiment=quick").trainer.max_steps == 120
+    assert compose_config("experiment=quick").trainer.max_steps == 1200
 
 
 @pytest.mark.parametrize("override", ["model.hiden_size=8", "window.lookbak=10", "trainer.max_step=3"])

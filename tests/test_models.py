@@ -137,3 +137,20 @@ def test_series_embedding_tells_series_apart(windows):
         out = module(batch)
     assert not torch.allclose(out[0], out[1]) and not torch.allclose(out[1], out[2])
     assert module.network.embedding.weight.shape == (3, 4)
+
+
+def test_segment_inputs_read_the_lookback_in_fewer_recurrent_steps_and_train(windows):
+    torch.manual_seed(0)
+    module = small_module(windows, "gru", season=None)
+    module = Forecaster(**(dict(module.hparams) | {"segment_len": 12}))
+    seen = []
+    module.network.encoder.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape))
+    before = training_loss(module, windows)
+    fit(module, windows)
+    assert seen[0][1] == LOOKBACK // 12 and seen[0][2] == 16
+    assert training_loss(module, windows) < 0.8 * before
+
+
+def test_segment_length_must_divide_the_lookback():
+    with pytest.raises(ConfigError, match="must divide window.lookback"):
+        RecurrentNetwork("lstm", 3, 0, 10, 2, 4, 1, False, 0.0, "tanh", None, segment_len=4)

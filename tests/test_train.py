@@ -46,6 +46,7 @@ def test_train_command_leaves_a_finished_run_with_params_metrics_artifacts_and_a
     assert run.data.params["model.cell"] == "lstm" and run.data.params["window.lookback"] == "96"
     assert run.data.params["trainer.gradient_clip_algorithm"] == "norm"
     for metric in ["train_loss_epoch", "val_loss", "grad_norm_step", "test_mase", "test_mase_seasonal_naive",
+                   "val_mase", "val_mase_seasonal_naive",
                    "test_smape", "test_rmse", "test_mae_seasonal_naive"]:
         assert metric in run.data.metrics, metric
     assert run.data.metrics["test_mase"] == pytest.approx(summary["test"]["mase"])
@@ -114,7 +115,8 @@ def messy_long_file(path: Path) -> None:
     """Three hourly series of different lengths and starts, with gaps, holes, shuffled rows and a short one."""
     rng = np.random.default_rng(0)
     frames = []
-    for name, start, n in [("north", "2024-01-01", 400), ("south", "2024-01-03 05:00", 330), ("tiny", "2024-01-05", 130)]:
+    shapes = [("north", "2024-01-01", 400), ("south", "2024-01-03 05:00", 330), ("tiny", "2024-01-05", 130)]
+    for name, start, n in shapes:
         t = np.arange(n)
         frames.append(pd.DataFrame({
             "site": name, "kind": "power", "stamp": pd.date_range(start, periods=n, freq="h"),

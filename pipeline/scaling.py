@@ -1,0 +1,70 @@
+"""Per-series scaling of the target and covariates, fitted on each series' training rows only."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
+
+from pipeline.load import SERIES_ID, DataError
+
+
+class SeriesRows(Protocol):
+    """Where a series' rows are: what fit_scaler needs of a window Split."""
+
+    series_id: str
+    length: int
+    train_length: int
+
+
+SCALERS = {"standard": StandardScaler, "robust": RobustScaler, "minmax": MinMaxScaler}
+
+
+@dataclass
+class Scaler:
+    """Per-series affine scaling (x - center) / scale of the target and covariates, as plain numbers."""
+
+    columns: list[str]
+    center: dict[str, list[float]]
+    scale: dict[str, list[float]]
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        codes, ids = pd.factorize(frame[SERIES_ID])
+        unknown = [i for i in ids if i not in self.center]
+        if unknown:
+            raise DataError(f"series {unknown[0]!r} was not seen in training; the scaler has no statistics "
+                            f"for it")
+        center = np.array([self.center[i] for i in ids])[codes]
+        scale = np.array([self.scale[i] for i in ids])[codes]
+        return (frame[self.columns].to_numpy(np.float64) - center) / scale
+
+    def inverse_target(self, values: np.ndarray, series_ids: list[str]) -> np.ndarray:
+        """(B, H) scaled target of the given series -> original units."""
+        center = np.array([self.center[s][0] for s in series_ids])[:, None]
+        scale = np.array([self.scale[s][0] for s in series_ids])[:, None]
+        return values * scale + center
+
+
+def fit_scaler(frame: pd.DataFrame, columns: list[str], splits: Sequence[SeriesRows], kind: str) -> Scaler:
+    """One scikit-learn scaler per series, fitted on that series' training rows only.
+
+    `frame` holds exactly the series of `splits`, in their order, without padding rows.
+    """
+    center, scale = {}, {}
+    ones = np.ones((1, len(columns)))
+    values = frame[columns].to_numpy(np.float64)
+    starts = np.cumsum([0] + [split.length for split in splits])
+    for split, row in zip(splits, starts):
+        if kind == "none":
+            center[split.series_id], scale[split.series_id] = [0.0] * len(columns), [1.0] * len(columns)
+            continue
+        # scikit-learn gives a constant series scale 1, so nothing divides by zero.
+        fitted = SCALERS[kind]().fit(values[row:row + split.train_length])
+        # Every scaler here is affine per column: read its intercept and slope back as center and scale.
+        intercept = fitted.transform(0 * ones)[0]
+        slope = fitted.transform(ones)[0] - intercept
+        center[split.series_id] = (-intercept / slope).tolist()
+        scale[split.series_id] = (1 / slope).tolist()
+    return Scaler(columns=columns, center=center, scale=scale)
