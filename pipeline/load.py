@@ -86,7 +86,7 @@ def validate_frame(raw: pd.DataFrame, cfg: DataConfig, source: str) -> Series:
                         f"set data.* to the file's column names")
     report: dict[str, int] = {}
     frame = pd.DataFrame({
-        SERIES_ID: raw[id_columns].astype(str).agg(ID_SEPARATOR.join, axis=1) if id_columns else "0",
+        SERIES_ID: _joined_ids(raw, id_columns),
         TIME: parse_times(raw[cfg.time_column], cfg.time_format, source, cfg.time_column),
     })
     for name, column in [(TARGET, cfg.target_column), *[(c, c) for c in cfg.covariates]]:
@@ -105,6 +105,16 @@ def validate_frame(raw: pd.DataFrame, cfg: DataConfig, source: str) -> Series:
         report["constant_series"] = int(constant)
     return Series(frame=frame, freq=freq, season=cfg.season or season_of(freq),
                   covariates=list(cfg.covariates), source=source, report=report)
+
+
+def _joined_ids(raw: pd.DataFrame, id_columns: list[str]) -> pd.Series | str:
+    """One string id per row: vectorised, since files may hold millions of rows."""
+    if not id_columns:
+        return "0"
+    joined = raw[id_columns[0]].astype(str)
+    for column in id_columns[1:]:
+        joined = joined.str.cat(raw[column].astype(str), sep=ID_SEPARATOR)
+    return joined
 
 
 def id_column_list(id_column: str | list[str] | None) -> list[str]:
@@ -163,9 +173,12 @@ def parse_times(column: pd.Series, time_format: str | None, source: str, name: s
 
 def infer_freq(frame: pd.DataFrame, source: str) -> str:
     """The frequency pandas infers for most series, else the most common step if every step is a multiple."""
-    votes = [pd.infer_freq(times) for _, times in frame.groupby(SERIES_ID, sort=False)[TIME]
-             if len(times) >= 3]
-    votes = [v for v in votes[:50] if v]
+    votes = []
+    for _, times in frame.groupby(SERIES_ID, sort=False)[TIME]:
+        if len(times) >= 3 and (vote := pd.infer_freq(times)):
+            votes.append(vote)
+        if len(votes) == 50:
+            break
     if votes:
         return max(set(votes), key=votes.count)
     steps = frame.groupby(SERIES_ID, sort=False)[TIME].diff().dropna()
@@ -203,8 +216,17 @@ def _check_duplicates(frame: pd.DataFrame, source: str) -> None:
 
 def _regular_grid(frame: pd.DataFrame, freq: str, gaps: str, source: str, report: dict[str, int]) -> pd.DataFrame:
     """Check every series sits on its regular grid; with data.gaps=fill, add the missing steps as NaN rows."""
+    # Vectorised first: each row must be its predecessor plus one step. Only series that fail get a closer look.
+    previous = frame.groupby(SERIES_ID, sort=False)[TIME].shift(1)
+    irregular = previous.notna() & (frame[TIME] != previous + pd.tseries.frequencies.to_offset(freq))
+    if not irregular.any():
+        return frame
+    suspects = set(frame.loc[irregular, SERIES_ID])
     pieces, filled = [], 0
     for series_id, group in frame.groupby(SERIES_ID, sort=False):
+        if series_id not in suspects:
+            pieces.append(group)
+            continue
         times = group[TIME]
         grid = pd.date_range(times.iloc[0], times.iloc[-1], freq=freq)
         off_grid = ~times.isin(grid)

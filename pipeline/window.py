@@ -255,7 +255,7 @@ def make_windows(series: Series, lookback: int, horizon: int, stride: int, val_s
         # Padding rows sit before each padded series: zero inputs, NaN targets, NaT times.
         positions = torch.cat([torch.arange(s.first, s.end) for s in splits])
         values = scatter_rows(values, positions, splits[-1].end, 0.0)
-        target = scatter_rows(torch.from_numpy(target), positions, splits[-1].end, float("nan")).numpy()
+        target = scatter_rows(torch.tensor(target), positions, splits[-1].end, float("nan")).numpy()
         times = _scatter_times(times, positions.numpy(), splits[-1].end)
         first_real = torch.tensor([s.first for s in splits])
     return Windows(splits, fitted, values, target, times, list(range(len(fitted.columns), values.shape[1])),
