@@ -111,7 +111,8 @@ def main() -> None:
                               check=True)
         rows.append({"case": name} | json.loads(done.stdout.strip().splitlines()[-1]))
     keys = ["case", "points", "raw_mb", "train_windows", "load_peak_x_raw", "window_stage_peak_x_raw",
-            "window_peak_growth_x_raw", "window_build_seconds", "batches_per_second", "materialised_windows_would_be_x_raw"]
+            "window_peak_growth_x_raw", "window_build_seconds", "batches_per_second",
+            "materialised_windows_would_be_x_raw"]
     print(" | ".join(keys))
     for row in rows:
         print(" | ".join(str(row[k]) for k in keys))

@@ -52,13 +52,7 @@ def train(cfg: Config, trainer_args: dict[str, Any], resolved: dict[str, Any], o
                      batches(windows.val, cfg.window.batch_size, shuffle=False))
         best = torch.load(checkpoints.best_model_path, map_location=module.device, weights_only=True)
         module.load_state_dict(best["state_dict"])
-        validation = backtest_metrics(backtest(module.network, windows, series.season, block="val"))
-        result = backtest(module.network, windows, series.season, block="test")
-        metrics = backtest_metrics(result)
-        for block, scores in [("val", validation), ("test", metrics)]:
-            mlflow.log_metrics({f"{block}_{k}": v for k, v in scores["model"].items()})
-            mlflow.log_metrics({f"{block}_{k}_seasonal_naive": v for k, v in scores["seasonal_naive"].items()})
-        mlflow.log_figure(plot_forecasts(result, windows.target, windows.times), "forecasts.png")
+        scores = evaluate_and_log(module, windows, series.season)
         mlflow.log_artifact(checkpoints.best_model_path, "checkpoints")
         if cfg.tracking.log_model:
             spec = model_spec(cfg, series, windows, module)
@@ -66,10 +60,23 @@ def train(cfg: Config, trainer_args: dict[str, Any], resolved: dict[str, Any], o
             history = input_example(cfg, series, windows)
             tracking.log_model(artifacts, history)
         summary = {"run_id": run.info.run_id, "val_loss": float(checkpoints.best_model_score),
-                   "val": validation["model"], "val_seasonal_naive": validation["seasonal_naive"],
-                   "test": metrics["model"], "seasonal_naive": metrics["seasonal_naive"]}
+                   "val": scores["val"]["model"], "val_seasonal_naive": scores["val"]["seasonal_naive"],
+                   "test": scores["test"]["model"], "seasonal_naive": scores["test"]["seasonal_naive"]}
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def evaluate_and_log(module: Forecaster, windows: Windows, season: int) -> dict[str, dict]:
+    """Rolling-origin backtests on the validation and test blocks, beside seasonal naive; metrics and the
+    test block's forecast plot go to the open MLflow run."""
+    scores = {}
+    for block in ("val", "test"):
+        result = backtest(module.network, windows, season, block=block)
+        scores[block] = backtest_metrics(result)
+        mlflow.log_metrics({f"{block}_{k}": v for k, v in scores[block]["model"].items()})
+        mlflow.log_metrics({f"{block}_{k}_seasonal_naive": v for k, v in scores[block]["seasonal_naive"].items()})
+    mlflow.log_figure(plot_forecasts(result, windows.target, windows.times), "forecasts.png")
+    return scores
 
 
 def build_module(cfg: Config, windows: Windows, season: int) -> Forecaster:

@@ -94,20 +94,16 @@ def test_bad_data_path_exits_non_zero_with_one_line_and_leaves_no_run(tmp_path, 
 
 
 @pytest.mark.slow
-def test_unknown_trainer_argument_fails_before_any_run_starts(tmp_path, vic_elec_slice, tracking_uri):
+@pytest.mark.parametrize("override, message", [
+    ("++trainer.max_epoch=3", "trainer.max_epoch is not a Lightning Trainer argument"),
+    ("trainer.val_check_interval=50", "ends before the first validation"),
+], ids=["unknown_trainer_argument", "budget_that_never_validates"])
+def test_unusable_trainer_config_is_refused_before_any_run_starts(tmp_path, vic_elec_slice, tracking_uri,
+                                                                  override, message):
     done = run_stage("pipeline.train", f"data.path={vic_elec_slice}", f"tracking.uri={tracking_uri}",
-                     f"hydra.run.dir={tmp_path / 'run'}", *SMALL, "++trainer.max_epoch=3")
+                     f"hydra.run.dir={tmp_path / 'run'}", *SMALL, override)
     assert done.returncode == 2
-    assert "trainer.max_epoch" in done.stderr
-    assert not MlflowClient(tracking_uri).get_experiment_by_name("pipeline")
-
-
-@pytest.mark.slow
-def test_budget_that_never_validates_is_refused_before_any_run_starts(tmp_path, vic_elec_slice, tracking_uri):
-    done = run_stage("pipeline.train", f"data.path={vic_elec_slice}", f"tracking.uri={tracking_uri}",
-                     f"hydra.run.dir={tmp_path / 'run'}", *SMALL, "trainer.val_check_interval=50")
-    assert done.returncode == 2
-    assert "ends before the first validation" in done.stderr
+    assert message in done.stderr
     assert not MlflowClient(tracking_uri).get_experiment_by_name("pipeline")
 
 
