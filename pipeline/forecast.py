@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import torch
 
@@ -13,7 +14,7 @@ from pipeline.features import build_values
 from pipeline.load import SERIES_ID, TIME, DataError, id_columns_of, validate_frame
 from pipeline.models import Forecaster, predict
 from pipeline.scaling import Scaler
-from pipeline.window import WindowBatches, WindowRanges
+from pipeline.window import WindowBatches, WindowRanges, scatter_rows
 
 SPEC_FILE, WEIGHTS_FILE = "model_spec.json", "weights.pt"
 
@@ -67,9 +68,8 @@ def forecast_frame(module: Forecaster, spec: ModelSpec, history: pd.DataFrame) -
     # One block of lookback + horizon rows per series; a short history is left-padded with zero rows.
     block = lookback + horizon
     first_real = torch.arange(len(lengths)) * block + lookback - torch.tensor(lengths.to_numpy())
-    rows = torch.cat([torch.arange(f, f + n + horizon) for f, n in zip(first_real.tolist(), lengths)])
-    values = dense.new_zeros(len(lengths) * block, dense.shape[1])
-    values[rows] = dense
+    rows = np.concatenate([np.arange(f, f + n + horizon) for f, n in zip(first_real.tolist(), lengths)])
+    values = torch.from_numpy(scatter_rows(dense.numpy(), rows, len(lengths) * block, 0.0))
     series_ids = [str(s) for s in lengths.index]
     one_each = WindowRanges(first=torch.arange(len(lengths)) * block, count=torch.ones(len(lengths), dtype=torch.long),
                             step=1)

@@ -92,8 +92,9 @@ def validate_frame(raw: pd.DataFrame, cfg: DataConfig, source: str) -> Series:
     for name, column in [(TARGET, cfg.target_column), *[(c, c) for c in cfg.covariates]]:
         frame[name] = _numeric(raw[column], source, column)
     order = frame.sort_values([SERIES_ID, TIME], kind="stable").index
-    if (order != frame.index).any():
-        report["rows_out_of_order"] = int((order != frame.index).sum())
+    moved = int((order != frame.index).sum())
+    if moved:
+        report["rows_out_of_order"] = moved
         frame = frame.loc[order].reset_index(drop=True)
     _check_duplicates(frame, source)
     freq = cfg.freq or infer_freq(frame, source)

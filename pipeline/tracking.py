@@ -17,8 +17,8 @@ from pipeline.window import Windows
 
 log = logging.getLogger(__name__)
 
-# What the logged model needs to load in a fresh environment; listed so MLflow need not infer it.
 PYFUNC_MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
+# What the logged model needs to load in a fresh environment; listed so MLflow need not infer it.
 MODEL_REQUIREMENTS = ["torch", "lightning", "pandas", "pyarrow", "scikit-learn", "mlflow"]
 
 
@@ -40,21 +40,9 @@ def lightning_logger(cfg: TrackingConfig, run: Run) -> MLFlowLogger:
     return MLFlowLogger(experiment_name=cfg.experiment, tracking_uri=cfg.uri, run_id=run.info.run_id)
 
 
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"model": {"cell": "lstm"}} -> {"model.cell": "lstm"}; lists stay one value."""
-    flat = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def log_config(config: dict[str, Any], yaml_text: str) -> None:
-    """The resolved config as flattened params and as config.yaml."""
-    mlflow.log_params(flatten(config))
+    """The resolved config as flattened params ({"model": {"cell": ..}} -> "model.cell") and as config.yaml."""
+    mlflow.log_params(pd.json_normalize(config, sep=".").iloc[0].to_dict())
     mlflow.log_text(yaml_text, "config.yaml")
 
 

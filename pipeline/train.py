@@ -137,7 +137,8 @@ def input_example(cfg: Config, series: Series, windows: Windows) -> pd.DataFrame
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    # Enums as their values ("error", not "Missing.error") in the logged params and config.yaml.
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     try:
         summary = train(to_config(cfg), trainer_kwargs(cfg), resolved, output_dir)
     except (DataError, ConfigError) as error:

@@ -1,7 +1,7 @@
 """Chronological split, per-series scaler fitted on training rows only, zero-copy windows, batches.
 
-All series live in one contiguous (N, F) tensor; a window is only its start row. A batch of windows is
-gathered in one indexing step, so memory stays proportional to the number of points, not of windows.
+All series live in one contiguous (N, F) tensor; windows are arithmetic over it (WindowRanges), and a batch
+of windows is gathered in one indexing step, so memory stays proportional to the number of points.
 Columns of that tensor (pipeline/features.py): 0 the scaled target, then scaled past covariates, then
 calendar features.
 """
@@ -22,6 +22,7 @@ from pipeline.load import SERIES_ID, TARGET, TIME, DataError, Series
 from pipeline.scaling import Scaler, fit_scaler
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class Split:
@@ -116,18 +117,11 @@ def train_windows(splits: list[Split], lookback: int, horizon: int, stride: int)
                   [s.val_start - lookback - horizon for s in splits], stride)
 
 
-def val_windows(splits: list[Split], lookback: int, horizon: int) -> WindowRanges:
-    """Every origin whose whole horizon lies in the validation block; inputs may reach back into training."""
-    return ranges([s.val_start - lookback for s in splits],
-                  [s.test_start - horizon - lookback for s in splits], 1)
-
-
-def rolling_origin_windows(splits: list[Split], lookback: int, horizon: int, block: str) -> WindowRanges:
-    """Rolling origins every `horizon` steps through the "val" or "test" block."""
-    if block == "val":
-        return ranges([s.val_start - lookback for s in splits], [s.test_start - horizon - lookback for s in splits],
-                      horizon)
-    return ranges([s.test_start - lookback for s in splits], [s.end - horizon - lookback for s in splits], horizon)
+def block_windows(splits: list[Split], lookback: int, horizon: int, block: str, step: int) -> WindowRanges:
+    """Origins `step` apart whose whole horizon lies in the "val" or "test" block; inputs may reach back into
+    earlier blocks, which are known history by then."""
+    bounds = [(s.val_start, s.test_start) if block == "val" else (s.test_start, s.end) for s in splits]
+    return ranges([start - lookback for start, _ in bounds], [end - horizon - lookback for _, end in bounds], step)
 
 
 class Batch(NamedTuple):
@@ -226,17 +220,18 @@ class Windows:
 
     @property
     def val(self) -> WindowBatches:
-        return self.batches_of(val_windows(self.splits, self.lookback, self.horizon))
+        """Every origin of the validation block: the validation loss."""
+        return self.batches_of(block_windows(self.splits, self.lookback, self.horizon, "val", 1))
 
     @property
     def test(self) -> WindowBatches:
         """Rolling origins every `horizon` steps through the test block."""
-        return self.batches_of(rolling_origin_windows(self.splits, self.lookback, self.horizon, "test"))
+        return self.batches_of(block_windows(self.splits, self.lookback, self.horizon, "test", self.horizon))
 
     @property
     def val_origins(self) -> WindowBatches:
         """The test protocol applied to the validation block: what model choices are made on."""
-        return self.batches_of(rolling_origin_windows(self.splits, self.lookback, self.horizon, "val"))
+        return self.batches_of(block_windows(self.splits, self.lookback, self.horizon, "val", self.horizon))
 
 
 def make_windows(series: Series, lookback: int, horizon: int, stride: int, val_steps: int, test_steps: int,
@@ -253,22 +248,17 @@ def make_windows(series: Series, lookback: int, horizon: int, stride: int, val_s
     first_real = None
     if any(s.pad for s in splits):
         # Padding rows sit before each padded series: zero inputs, NaN targets, NaT times.
-        positions = torch.cat([torch.arange(s.first, s.end) for s in splits])
-        values = scatter_rows(values, positions, splits[-1].end, 0.0)
-        target = scatter_rows(torch.tensor(target), positions, splits[-1].end, float("nan")).numpy()
-        times = _scatter_times(times, positions.numpy(), splits[-1].end)
+        positions = np.concatenate([np.arange(s.first, s.end) for s in splits])
+        values = torch.from_numpy(scatter_rows(values.numpy(), positions, splits[-1].end, 0.0))
+        target = scatter_rows(target, positions, splits[-1].end, np.nan)
+        times = scatter_rows(times, positions, splits[-1].end, np.datetime64("NaT"))
         first_real = torch.tensor([s.first for s in splits])
     return Windows(splits, fitted, values, target, times, list(range(len(fitted.columns), values.shape[1])),
                    lookback, horizon, first_real, train_windows(splits, lookback, horizon, stride))
 
 
-def scatter_rows(dense: torch.Tensor, positions: torch.Tensor, rows: int, fill: float) -> torch.Tensor:
-    out = torch.full((rows, *dense.shape[1:]), fill, dtype=dense.dtype)
+def scatter_rows(dense: np.ndarray, positions: np.ndarray, rows: int, fill) -> np.ndarray:
+    """`dense` placed at row `positions` of a `rows`-long array; the other rows (padding) hold `fill`."""
+    out = np.full((rows, *dense.shape[1:]), fill, dtype=dense.dtype)
     out[positions] = dense
-    return out
-
-
-def _scatter_times(times: np.ndarray, positions: np.ndarray, rows: int) -> np.ndarray:
-    out = np.full(rows, np.datetime64("NaT"), dtype=times.dtype)
-    out[positions] = times
     return out

@@ -45,6 +45,7 @@ def test_train_command_leaves_a_finished_run_with_params_metrics_artifacts_and_a
     assert run.info.status == "FINISHED"
     assert run.data.params["model.cell"] == "lstm" and run.data.params["window.lookback"] == "96"
     assert run.data.params["trainer.gradient_clip_algorithm"] == "norm"
+    assert run.data.params["data.missing"] == "error" and run.data.params["data.covariates"] == "[]"
     for metric in ["train_loss_epoch", "val_loss", "grad_norm_step", "test_mase", "test_mase_seasonal_naive",
                    "val_mase", "val_mase_seasonal_naive",
                    "test_smape", "test_rmse", "test_mae_seasonal_naive"]:
