@@ -54,8 +54,8 @@ def forecast_frame(module: Forecaster, spec: ModelSpec, history: pd.DataFrame) -
     data = DataConfig(**spec.data)
     frame = validate_frame(history, data, source="input frame").frame
     lookback, horizon = spec.lookback, spec.horizon
-    recent = frame.groupby(SERIES_ID, sort=False).tail(lookback)
-    lengths = recent.groupby(SERIES_ID, sort=False).size()
+    recent = frame.groupby(SERIES_ID, sort=False, observed=True).tail(lookback)
+    lengths = recent.groupby(SERIES_ID, sort=False, observed=True).size()
     if data.short_series != ShortSeries.pad and (lengths < lookback).any():
         short = lengths[lengths < lookback]
         raise DataError(f"input frame: series {short.index[0]!r} has {short.iloc[0]} rows; the model needs the "
@@ -99,7 +99,7 @@ def _user_columns(out: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
 
 def _future_rows(recent: pd.DataFrame, freq: str, horizon: int) -> pd.DataFrame:
     """`horizon` rows after each series' last timestamp; only their times (calendar features) are used."""
-    last = recent.groupby(SERIES_ID, sort=False)[TIME].last()
+    last = recent.groupby(SERIES_ID, sort=False, observed=True)[TIME].last()
     offset = pd.tseries.frequencies.to_offset(freq)
     rows = [pd.DataFrame({SERIES_ID: series_id, TIME: pd.date_range(t + offset, periods=horizon, freq=freq)})
             for series_id, t in last.items()]

@@ -52,7 +52,7 @@ def plan_splits(frame: pd.DataFrame, lookback: int, horizon: int, val_steps: int
     Row numbers count the padding rows that short series get under short_series=pad.
     """
     splits, row, dropped = [], 0, []
-    for series_id, length in frame.groupby(SERIES_ID, sort=False).size().items():
+    for series_id, length in frame.groupby(SERIES_ID, sort=False, observed=True).size().items():
         train = length - val_steps - test_steps
         pad = 0
         if train < lookback + horizon:

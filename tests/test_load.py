@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from pipeline.config import DataConfig, Gaps, Missing, ShortSeries
-from pipeline.load import DataError, id_columns_of, load_series, validate_frame
+from pipeline.load import DataError, id_columns_of, load_series, read_table, validate_frame
 from pipeline.window import make_windows
 
 
@@ -70,6 +70,29 @@ def test_year_quarter_strings_and_several_id_columns(tmp_path):
     assert series.frame["time"].iloc[1] == pd.Timestamp("2000-04-01")
     ids = id_columns_of(series.frame["series_id"], ["Region", "Purpose"])
     assert ids.iloc[-1].tolist() == ["South", "Visiting"]
+
+
+def test_series_ids_are_joined_per_series_and_sorted_as_text_whatever_the_file_order():
+    frame = pd.concat([hourly(series=s).assign(kind=k) for s, k in [(10, "x"), (9, "y"), (9, "x"), (10, "y")]])
+    series = validate_frame(frame.iloc[::-1], config(id_column=["id", "kind"]), source="test")
+    assert series.series_ids == ["10 / x", "10 / y", "9 / x", "9 / y"]
+    assert series.frame.groupby("series_id", observed=True).size().tolist() == [30] * 4
+    assert series.frame["target"].iloc[:3].tolist() == [100.0, 101.0, 102.0]
+
+
+def test_a_sorted_file_reports_no_reordering():
+    series = validate_frame(pd.concat([hourly(series="a"), hourly(series="b")]), config(), source="test")
+    assert "rows_out_of_order" not in series.report
+
+
+@pytest.mark.parametrize("name", ["wide.csv", "wide.parquet"])
+def test_only_the_configured_columns_are_read_and_a_missing_one_is_named_beside_all(tmp_path, name):
+    path = tmp_path / name
+    frame = hourly().assign(notes="free text", extra=1)
+    frame.to_csv(path, index=False) if name.endswith(".csv") else frame.to_parquet(path)
+    assert list(read_table(path, ["when", "load"]).columns) == ["when", "load"]
+    with pytest.raises(DataError, match=r"column 'temp' not found \(columns: \['id', 'when', 'load', 'notes', "):
+        load_series(config(path=str(path), covariates=["temp"]))
 
 
 def test_csv_and_parquet_load_the_same(tmp_path):
