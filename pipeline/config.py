@@ -33,6 +33,22 @@ class Scaling(str, Enum):
     none = "none"
 
 
+class Strategy(str, Enum):
+    direct = "direct"
+    recursive = "recursive"
+    seq2seq = "seq2seq"
+
+
+class AttentionScore(str, Enum):
+    dot = "dot"
+    additive = "additive"
+
+
+class InitState(str, Enum):
+    zeros = "zeros"
+    learned = "learned"
+
+
 class ConfigError(ValueError):
     """A config value the code cannot use; the message names the key and what to do."""
 
@@ -83,8 +99,25 @@ class SplitConfig:
 @dataclass
 class ModelConfig:
     cell: str = "lstm"
-    hidden_size: int = 64
+    # One width for every layer, or a list with one width per layer (its length must equal num_layers).
+    hidden_size: Any = 64
     num_layers: int = 2
+    # direct: all steps from the encoder's final state | recursive: a one-step model rolled forward |
+    # seq2seq: a decoder unrolled over the horizon.
+    strategy: Strategy = Strategy.direct
+    # seq2seq only: each decoder step attends over every encoder state, scored by dot product or additively.
+    attention: bool = False
+    attention_score: AttentionScore = AttentionScore.dot
+    # seq2seq only: the share of decoder steps fed the true previous value during training.
+    teacher_forcing: float = 0.5
+    # Hidden widths of an MLP output head; [] is one linear map.
+    head_layers: list[int] = field(default_factory=list)
+    head_activation: str = "relu"
+    head_dropout: float = 0.0
+    # Initial hidden state of the encoder: zeros, or learned per layer and direction.
+    init_state: InitState = InitState.zeros
+    # Train with the pinball loss and forecast these quantiles (e.g. [0.1, 0.5, 0.9]); [] forecasts a point.
+    quantiles: list[float] = field(default_factory=list)
     bidirectional: bool = False
     dropout: float = 0.0
     # Vanilla RNN only: "tanh" or "relu".

@@ -1,6 +1,6 @@
 """Metrics, the seasonal-naive baseline and the rolling-origin backtest over the test block."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import matplotlib
 
@@ -23,6 +23,8 @@ class Backtest:
     forecast: np.ndarray      # (n, H)
     seasonal_naive: np.ndarray  # (n, H)
     mase_scale: np.ndarray    # (n,) in-sample seasonal-naive MAE of the row's series, training part
+    levels: list[float] = field(default_factory=list)  # quantile levels, when the model forecasts quantiles
+    quantiles: np.ndarray | None = None  # (n, H, Q); `forecast` is then the median (or the level nearest it)
 
 
 def point_metrics(actual: np.ndarray, forecast: np.ndarray, mase_scale: np.ndarray) -> dict[str, float]:
@@ -36,6 +38,19 @@ def point_metrics(actual: np.ndarray, forecast: np.ndarray, mase_scale: np.ndarr
         "smape": float(200 * np.mean(ratio)),
         "mase": float(np.mean(np.abs(error) / mase_scale[:, None])),
     }
+
+
+def quantile_metrics(actual: np.ndarray, quantiles: np.ndarray, levels: list[float]) -> dict[str, float]:
+    """Mean pinball loss over every level, and the empirical coverage of each central interval: levels q and
+    1 - q paired from the outside in (0.1 with 0.9 gives coverage_10_90, expected 0.8)."""
+    error = actual[..., None] - quantiles
+    q = np.asarray(levels)
+    metrics = {"quantile_loss": float(np.mean(np.maximum(q * error, (q - 1) * error)))}
+    for i in range(len(levels) // 2):
+        lo, hi = quantiles[..., i], quantiles[..., len(levels) - 1 - i]
+        name = f"coverage_{100 * levels[i]:g}_{100 * levels[-1 - i]:g}"
+        metrics[name] = float(np.mean((actual >= lo) & (actual <= hi)))
+    return metrics
 
 
 def seasonal_naive(target: np.ndarray, origins: np.ndarray, horizon: int, season: int) -> np.ndarray:
@@ -65,21 +80,27 @@ def backtest(network: RecurrentNetwork, windows: Windows, season: int, block: st
     series_ids = [windows.splits[i].series_id for i in series.tolist()]
     target = windows.target
     forecast = windows.scaler.inverse_target(predict(network, dataset, batch_size), series_ids)
+    quantiles = forecast if forecast.ndim == 3 else None
     scales = mase_scales(target, windows.splits, season)
     return Backtest(
         series_ids=series_ids,
         origins=origins,
         actual=target[origins[:, None] + np.arange(windows.horizon)],
-        forecast=forecast,
+        forecast=forecast[..., network.median] if quantiles is not None else forecast,
         seasonal_naive=seasonal_naive(target, origins, windows.horizon, season),
         mase_scale=np.array([scales[s] for s in series_ids]),
+        levels=network.quantiles,
+        quantiles=quantiles,
     )
 
 
 def backtest_metrics(result: Backtest) -> dict[str, dict[str, float]]:
     """The model's metrics beside seasonal naive's, on the same origins."""
+    model = point_metrics(result.actual, result.forecast, result.mase_scale)
+    if result.quantiles is not None:
+        model |= quantile_metrics(result.actual, result.quantiles, result.levels)
     return {
-        "model": point_metrics(result.actual, result.forecast, result.mase_scale),
+        "model": model,
         "seasonal_naive": point_metrics(result.actual, result.seasonal_naive, result.mase_scale),
     }
 
@@ -95,10 +116,14 @@ def plot_forecasts(result: Backtest, target: np.ndarray, times: np.ndarray, n_pl
         ahead = np.arange(origin, origin + horizon)
         axis.plot(history - origin, target[history], color="0.5", label="history")
         axis.plot(ahead - origin, result.actual[i], color="black", label="actual")
+        if result.quantiles is not None and len(result.levels) > 1:
+            axis.fill_between(ahead - origin, result.quantiles[i, :, 0], result.quantiles[i, :, -1],
+                              color="tab:blue", alpha=0.2,
+                              label=f"{100 * result.levels[0]:g}-{100 * result.levels[-1]:g}% band")
         axis.plot(ahead - origin, result.forecast[i], color="tab:blue", label="forecast")
         axis.plot(ahead - origin, result.seasonal_naive[i], color="tab:orange", ls="--", label="seasonal naive")
         axis.set_title(f"series {result.series_ids[i]}, forecast from {times[origin]}", fontsize=9)
-    axes[0, 0].legend(loc="upper left", fontsize=8, ncol=4)
+    axes[0, 0].legend(loc="upper left", fontsize=8, ncol=5)
     axes[-1, 0].set_xlabel("steps from forecast origin")
     figure.tight_layout()
     return figure

@@ -77,9 +77,18 @@ def forecast_frame(module: Forecaster, spec: ModelSpec, history: pd.DataFrame) -
                             first_real if data.short_series == ShortSeries.pad else None,
                             torch.tensor([_embedding_row(spec, s) for s in series_ids]))
     forecast = scaler.inverse_target(predict(module.network, dataset, batch_size=1024), series_ids)
-    out = pd.DataFrame({TIME: future[TIME].to_numpy(), "forecast": forecast.reshape(-1)})
+    network = module.network
+    point = forecast[..., network.median] if forecast.ndim == 3 else forecast
+    out = pd.DataFrame({TIME: future[TIME].to_numpy(), "forecast": point.reshape(-1)})
+    for i, level in enumerate(network.quantiles):
+        out[quantile_column(level)] = forecast[..., i].reshape(-1)
     out.insert(0, SERIES_ID, future[SERIES_ID].to_numpy())
     return _user_columns(out, data)
+
+
+def quantile_column(level: float) -> str:
+    """The output column of a quantile level: 0.1 -> "q10", 0.025 -> "q2.5"."""
+    return f"q{100 * level:g}"
 
 
 def _embedding_row(spec: ModelSpec, series_id: str) -> int:

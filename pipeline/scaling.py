@@ -41,9 +41,10 @@ class Scaler:
         return (frame[self.columns].to_numpy(np.float64) - center) / scale
 
     def inverse_target(self, values: np.ndarray, series_ids: list[str]) -> np.ndarray:
-        """(B, H) scaled target of the given series -> original units."""
-        center = np.array([self.center[s][0] for s in series_ids])[:, None]
-        scale = np.array([self.scale[s][0] for s in series_ids])[:, None]
+        """(B, H) or (B, H, Q) scaled target of the given series -> original units."""
+        shape = (len(series_ids),) + (1,) * (values.ndim - 1)
+        center = np.array([self.center[s][0] for s in series_ids]).reshape(shape)
+        scale = np.array([self.scale[s][0] for s in series_ids]).reshape(shape)
         return values * scale + center
 
 
