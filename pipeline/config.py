@@ -184,16 +184,33 @@ class Config:
     seed: int = 0
 
 
+class ExportFormat(str, Enum):
+    onnx = "onnx"
+    torchscript = "torchscript"
+
+
+@dataclass
+class ExportConfig:
+    """conf/export.yaml: which tracked model, which format."""
+
+    # The training run whose model to export, or any MLflow model URI (models:/NAME@champion, runs:/ID/model).
+    run_id: Optional[str] = None
+    model_uri: Optional[str] = None
+    format: ExportFormat = ExportFormat.onnx
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
 def register_configs() -> None:
-    """Make the schema the base of config.yaml, so Hydra type-checks every key against it."""
+    """Make the schemas the base of config.yaml and export.yaml, so Hydra type-checks every key."""
     ConfigStore.instance().store(name="config_schema", node=Config)
+    ConfigStore.instance().store(name="export_schema", node=ExportConfig)
 
 
 def to_config(cfg: DictConfig) -> Config:
     """Turn a composed DictConfig into plain dataclasses; extra trainer keys stay as a dict."""
     config = OmegaConf.to_object(cfg)
-    assert isinstance(config, Config)
-    return config
+    assert isinstance(config, (Config, ExportConfig))
+    return config  # type: ignore[return-value]
 
 
 def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:

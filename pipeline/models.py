@@ -261,17 +261,24 @@ class RecurrentNetwork(nn.Module):
         for rolled strategies, given that many steps of `future`.
         """
         outputs, states, mask = self.encode(x, lengths)
+        return self.decode(x, future, outputs, states, mask, series, target if self.training else None,
+                           horizon or self.horizon)
+
+    def decode(self, x: torch.Tensor, future: torch.Tensor, outputs: torch.Tensor, states: list[State],
+               mask: torch.Tensor | None, series: torch.Tensor | None, target: torch.Tensor | None,
+               horizon: int) -> torch.Tensor:
+        """From the encoder's outputs and final states to the forecast. `x` needs only its last `season` steps
+        (at least one): the seasonal skip and the rolled strategies read nothing older."""
         embedded = self.embedding(series.long()) if self.embedding is not None else None
         if self.strategy == "direct":
             # (B, directions * width + H * K [+ E]) -> (B, H, Q)
             parts = [top_state(states, self.encoder.directions), future.flatten(1)]
             raw = self.head(torch.cat(parts + ([embedded] if embedded is not None else []), dim=1))
-            raw = raw.view(len(x), self.horizon, self.n_outputs)
+            raw = raw.view(x.shape[0], self.horizon, self.n_outputs)
             if self.season is not None:
                 raw = raw + self.seasonal_naive(x[:, :, 0], self.horizon).unsqueeze(2)
             return self.output(raw)
-        return self.output(self.unroll(x, future, outputs, states, mask, embedded,
-                                       target if self.training else None, horizon or self.horizon))
+        return self.output(self.unroll(x, future, outputs, states, mask, embedded, target, horizon))
 
     def seasonal_naive(self, history: torch.Tensor, steps: int) -> torch.Tensor:
         """(B, T) scaled target so far -> (B, steps): the value one (or more) seasons before each next step."""
@@ -282,7 +289,7 @@ class RecurrentNetwork(nn.Module):
                mask: torch.Tensor | None, embedded: torch.Tensor | None, target: torch.Tensor | None,
                horizon: int) -> torch.Tensor:
         """Roll the decoder over `horizon` steps -> (B, H, Q) raw quantiles."""
-        batch = len(x)
+        batch = x.shape[0]
         if self.bridge is not None:
             states = self.bridge(states)
         projected = self.attention.prepare(outputs) if self.attention is not None else None
@@ -332,7 +339,7 @@ class RecurrentNetwork(nn.Module):
             return torch.cat([previous, future[:, j]], dim=1)
         if j == 0:
             return x[:, -1]
-        unknown = previous.new_zeros(len(x), self.n_features - 1 - self.n_future)
+        unknown = previous.new_zeros(x.shape[0], self.n_features - 1 - self.n_future)
         return torch.cat([previous, unknown, future[:, j - 1]], dim=1)
 
     def output(self, raw: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,139 @@
+"""Export a tracked model for small devices: ONNX (onnxruntime) or TorchScript (torch.jit), no pipeline needed.
+
+    python -m pipeline.export run_id=<training run> format=onnx
+
+The exported graph maps scaled inputs to scaled forecasts: x (B, lookback, F) rows of scaled target, scaled past
+covariates and calendar features, and future (B, horizon, K) calendar features of the steps to forecast, to
+(B, horizon) or (B, horizon, Q) quantiles. model_spec.json beside it holds the scaler and the feature layout.
+"""
+
+import json
+from dataclasses import asdict
+import logging
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import hydra
+import mlflow
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from torch import nn
+
+from pipeline.config import ConfigError, ExportConfig, ExportFormat, to_config
+from pipeline.forecast import SPEC_FILE, ModelSpec
+from pipeline.models import RecurrentNetwork
+
+log = logging.getLogger(__name__)
+FILES = {ExportFormat.onnx: "model.onnx", ExportFormat.torchscript: "model.pt"}
+
+
+class ScaledForecaster(nn.Module):
+    """The network as a function of (x, future) alone: what the exported graph computes."""
+
+    def __init__(self, network: RecurrentNetwork):
+        super().__init__()
+        self.network = network.eval()
+
+    def forward(self, x: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+        return self.network(x, future)
+
+
+def example_inputs(network: RecurrentNetwork, lookback: int, batch: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randn(batch, lookback, network.n_features, generator=generator),
+            torch.randn(batch, network.horizon, network.n_future, generator=generator))
+
+
+def export_network(network: RecurrentNetwork, lookback: int, fmt: ExportFormat, path: Path) -> None:
+    """Write the graph; the batch size stays free (traced with 2, run with any)."""
+    if network.embedding is not None:
+        raise ConfigError("model.series_embedding: exporting a model with a series embedding is not supported; "
+                          "train with model.series_embedding=0 to export")
+    wrapper = ScaledForecaster(network)
+    inputs = example_inputs(network, lookback, batch=2)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about the Python loops it unrolls
+        if fmt == ExportFormat.torchscript:
+            # Frozen: weights become constants, so users get plain tensors (no autograd) from the file.
+            torch.jit.freeze(torch.jit.trace(wrapper, inputs, check_trace=False).eval()).save(str(path))
+        else:
+            # The TorchScript-based exporter: it maps nn.LSTM/GRU/RNN to ONNX recurrent ops with a free batch
+            # axis; the dynamo exporter (torch 2.13) fixed the batch size of the recurrent layers.
+            torch.onnx.export(wrapper, inputs, str(path), dynamo=False, input_names=["x", "future"],
+                              output_names=["forecast"],
+                              dynamic_axes={"x": {0: "batch"}, "future": {0: "batch"}, "forecast": {0: "batch"}})
+
+
+def load_runner(fmt: ExportFormat, path: Path):
+    """A callable over numpy arrays, using only the runtime of the format."""
+    if fmt == ExportFormat.torchscript:
+        module = torch.jit.load(str(path))
+        return lambda x, future: module(torch.from_numpy(x), torch.from_numpy(future)).numpy()
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda x, future: session.run(None, {"x": x, "future": future})[0]
+
+
+def check_export(network: RecurrentNetwork, lookback: int, fmt: ExportFormat, path: Path) -> dict[str, float]:
+    """Largest difference from PyTorch on a batch of 5 (not the traced size), size, and one forecast's latency."""
+    run = load_runner(fmt, path)
+    x, future = example_inputs(network, lookback, batch=5, seed=1)
+    with torch.no_grad():
+        expected = network.eval()(x, future).numpy()
+    got = run(x.numpy(), future.numpy())
+    one = (x[:1].numpy(), future[:1].numpy())
+    run(*one)
+    times = []
+    for _ in range(30):
+        started = time.perf_counter()
+        run(*one)
+        times.append(time.perf_counter() - started)
+    return {"max_abs_diff": float(np.max(np.abs(got - expected))), "size_bytes": path.stat().st_size,
+            "latency_ms": 1000 * statistics.median(times)}
+
+
+def export(cfg: ExportConfig, output_dir: Path) -> dict:
+    if not cfg.run_id and not cfg.model_uri:
+        raise ConfigError("give run_id=<training run> or model_uri=<MLflow model URI> to export")
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    uri = cfg.model_uri or f"runs:/{cfg.run_id}/model"
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except mlflow.exceptions.MlflowException as error:
+        raise ConfigError(f"cannot load model {uri} from {cfg.tracking.uri}: {error.message.splitlines()[0]}; "
+                          f"check run_id/model_uri and tracking.uri") from error
+    forecaster = model.unwrap_python_model()
+    spec, network = forecaster.spec, forecaster.module.network
+    run_id = cfg.run_id or model.metadata.run_id
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / FILES[cfg.format]
+    export_network(network, spec.lookback, cfg.format, path)
+    (output_dir / SPEC_FILE).write_text(json.dumps(asdict(spec), indent=1))
+    checks = check_export(network, spec.lookback, cfg.format, path)
+    if checks["max_abs_diff"] > 1e-4:
+        raise RuntimeError(f"the {cfg.format.value} export differs from PyTorch by {checks['max_abs_diff']:.2e}; "
+                           f"not logged")
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_artifacts(str(output_dir), f"export/{cfg.format.value}")
+        mlflow.log_metrics({f"export_{cfg.format.value}_{k}": v for k, v in checks.items()})
+    return {"run_id": run_id, "format": cfg.format.value, "path": str(path)} | checks
+
+
+@hydra.main(config_path="../conf", config_name="export", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        summary = export(to_config(cfg), Path(HydraConfig.get().runtime.output_dir))
+    except ConfigError as error:
+        log.error("%s", error)
+        sys.exit(2)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

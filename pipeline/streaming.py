@@ -1,0 +1,111 @@
+"""Streaming: one new observation at a time, the recurrent state updated in O(1), the next forecast on demand.
+
+A bidirectional encoder cannot stream: its backward direction reads the window from the newest step to the
+oldest, so every new observation changes every backward state, and updating means re-reading the window
+(O(lookback) per observation). Unidirectional models carry all they know in their state.
+"""
+
+from collections import deque
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.config import ConfigError
+from pipeline.features import calendar_features
+from pipeline.forecast import ModelSpec, quantile_column
+from pipeline.models import Forecaster, RecurrentNetwork
+
+
+class StreamingForecaster:
+    """Scaled input rows in, forecasts out; matches the network's forward pass over the same rows.
+
+    With model.segment_len the state advances once per complete segment; rows wait in a buffer until then.
+    With attention, every encoder state is kept as a key, so memory grows with the stream.
+    """
+
+    def __init__(self, network: RecurrentNetwork, series: int = 0):
+        if network.encoder.directions == 2:
+            raise ConfigError("a bidirectional encoder cannot stream: its backward pass starts from the newest "
+                              "step, so each new observation changes every state; train with "
+                              "model.bidirectional=false to stream")
+        self.network = network.eval()
+        self.series = torch.tensor([series])
+        self.states = network.encoder.initial(1)
+        # The last `season` rows: all the seasonal skip and the rolled strategies read besides the state.
+        self.recent: deque[torch.Tensor] = deque(maxlen=max(1, network.season or 1))
+        self.segment: list[torch.Tensor] = []
+        self.keys: list[torch.Tensor] = []
+        self.seen = 0
+
+    @torch.inference_mode()
+    def update(self, row: torch.Tensor) -> None:
+        """Take one (F,) input row: scaled target, scaled past covariates, calendar features."""
+        row = row.to(torch.float32).reshape(1, 1, -1)
+        self.recent.append(row[0, 0])
+        self.seen += 1
+        step = row
+        if self.network.segment is not None:
+            self.segment.append(row[0, 0])
+            if len(self.segment) < self.network.segment_len:
+                return
+            step = self.network.segment(torch.cat(self.segment).reshape(1, 1, -1))
+            self.segment = []
+        out, self.states = self.network.encoder(step, self.states)
+        if self.network.attention is not None:
+            self.keys.append(out[:, 0])
+
+    @torch.inference_mode()
+    def forecast(self, future: torch.Tensor, horizon: int | None = None) -> torch.Tensor:
+        """(H, K) known-future features of the next steps -> (H,) scaled forecast, or (H, Q) quantiles."""
+        if not self.seen or (self.network.attention is not None and not self.keys):
+            raise ValueError("no observation yet (or, with attention, no complete segment): call update() first")
+        x = torch.stack(list(self.recent)).unsqueeze(0)
+        keys = torch.stack(self.keys, dim=1) if self.keys else None
+        return self.network.decode(x, future.to(torch.float32).unsqueeze(0), keys, self.states, None,
+                                   self.series, None, horizon or self.network.horizon)[0]
+
+
+class SeriesStream:
+    """A saved model streaming one series in its own units: (time, value, covariates) in, a frame out."""
+
+    def __init__(self, module: Forecaster, spec: ModelSpec, series_id: str):
+        self.spec, self.series_id = spec, series_id
+        center, scale = spec.scaler["center"], spec.scaler["scale"]
+        if series_id not in center:
+            raise ConfigError(f"series {series_id!r} was not in training; the model has no scaling for it")
+        self.center, self.scale = np.array(center[series_id]), np.array(scale[series_id])
+        row = spec.series_ids.index(series_id) if spec.hparams.get("series_embedding") else 0
+        self.stream = StreamingForecaster(module.network, series=row)
+        self.offset = pd.tseries.frequencies.to_offset(spec.data["freq"])
+        self.last: pd.Timestamp | None = None
+
+    def _calendar(self, times: pd.DatetimeIndex) -> np.ndarray:
+        if not self.spec.data["calendar"]:
+            return np.zeros((len(times), 0))
+        return calendar_features(pd.Series(times), self.spec.data["freq"])
+
+    def update(self, time, value: float, *covariates: float) -> None:
+        """One observation at `time`, the next step of the series' grid."""
+        time = pd.Timestamp(time)
+        if self.last is not None and time != self.last + self.offset:
+            raise ValueError(f"series {self.series_id!r}: expected the step after {self.last}, got {time}")
+        scaled = (np.array([value, *covariates], dtype=np.float64) - self.center) / self.scale
+        row = np.concatenate([scaled, self._calendar(pd.DatetimeIndex([time]))[0]])
+        self.stream.update(torch.from_numpy(row))
+        self.last = time
+
+    def forecast(self) -> pd.DataFrame:
+        """The next `horizon` steps after the last observation, in the series' units."""
+        times = pd.date_range(self.last + self.offset, periods=self.spec.horizon, freq=self.offset)
+        scaled = self.stream.forecast(torch.from_numpy(self._calendar(times))).numpy().astype(np.float64)
+        values = scaled * self.scale[0] + self.center[0]
+        out = pd.DataFrame({"time": times})
+        network = self.stream.network
+        if values.ndim == 2:
+            out["forecast"] = values[:, network.median]
+            for i, level in enumerate(network.quantiles):
+                out[quantile_column(level)] = values[:, i]
+        else:
+            out["forecast"] = values
+        return out

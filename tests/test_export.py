@@ -1,0 +1,90 @@
+"""Quantile models end to end, and their export to ONNX and TorchScript, run without the pipeline."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from tests.test_train import SMALL, artifact_paths, run_stage
+
+# Runs the exported file with the pipeline made unimportable: only numpy and the format's runtime.
+RUN_WITHOUT_PIPELINE = """
+import sys; sys.modules["pipeline"] = None
+import numpy as np
+fmt, path, inputs, out = sys.argv[1:]
+arrays = np.load(inputs)
+if fmt == "onnx":
+    import onnxruntime
+    got = onnxruntime.InferenceSession(path).run(None, {"x": arrays["x"], "future": arrays["future"]})[0]
+else:
+    import torch
+    got = torch.jit.load(path)(torch.from_numpy(arrays["x"]), torch.from_numpy(arrays["future"])).numpy()
+np.save(out, got)
+"""
+
+
+@pytest.fixture(scope="module")
+def quantile_run(tmp_path_factory, vic_elec, migrated_store):
+    """One small seq2seq model with attention and quantiles, trained by the real command (shared by the tests)."""
+    folder = tmp_path_factory.mktemp("quantile_run")
+    vic_elec.iloc[:1008].to_parquet(folder / "slice.parquet", index=False)
+    shutil.copy(migrated_store, folder / "mlflow.db")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    done = run_stage("pipeline.train", f"data.path={folder / 'slice.parquet'}", f"tracking.uri={uri}",
+                     f"hydra.run.dir={folder / 'run'}", *SMALL, "model.strategy=seq2seq", "model.attention=true",
+                     "model.quantiles=[0.1,0.5,0.9]", "model.hidden_size=[8,6]")
+    assert done.returncode == 0, done.stderr[-3000:]
+    previous = mlflow.get_tracking_uri()
+    yield json.loads(done.stdout)["run_id"], uri
+    mlflow.set_tracking_uri(previous)
+
+
+@pytest.mark.slow
+def test_a_quantile_model_logs_coverage_and_forecasts_quantile_columns(quantile_run, vic_elec):
+    run_id, uri = quantile_run
+    metrics = MlflowClient(uri).get_run(run_id).data.metrics
+    assert 0 <= metrics["test_coverage_10_90"] <= 1 and metrics["test_quantile_loss"] > 0
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    # MLflow schemas hold tz-naive datetimes: UTC wall-clock, as the model's input example.
+    history = vic_elec.iloc[:200][["time", "demand"]].assign(time=lambda f: f["time"].dt.tz_convert(None))
+    out = model.predict(history)
+    assert list(out.columns) == ["time", "forecast", "q10", "q50", "q90"] and len(out) == 48
+    assert (out["q10"] <= out["q50"]).all() and (out["q50"] <= out["q90"]).all()
+    assert np.allclose(out["forecast"], out["q50"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt, file", [("onnx", "model.onnx"), ("torchscript", "model.pt")])
+def test_export_runs_without_the_pipeline_and_matches_pytorch(quantile_run, tmp_path, fmt, file):
+    run_id, uri = quantile_run
+    done = run_stage("pipeline.export", f"run_id={run_id}", f"format={fmt}", f"tracking.uri={uri}",
+                     f"hydra.run.dir={tmp_path / 'export'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["max_abs_diff"] < 1e-4 and summary["size_bytes"] > 0 and summary["latency_ms"] > 0
+
+    mlflow.set_tracking_uri(uri)
+    network = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").unwrap_python_model().module.network
+    x, future = torch.randn(7, 96, network.n_features), torch.randn(7, 48, network.n_future)
+    np.savez(tmp_path / "inputs.npz", x=x.numpy(), future=future.numpy())
+    subprocess.run([sys.executable, "-c", RUN_WITHOUT_PIPELINE, fmt, str(tmp_path / "export" / file),
+                    str(tmp_path / "inputs.npz"), str(tmp_path / "out.npy")], check=True, timeout=120)
+    with torch.no_grad():
+        expected = network.eval()(x, future).numpy()
+    assert np.abs(np.load(tmp_path / "out.npy") - expected).max() < 1e-4
+
+    client = MlflowClient(uri)
+    assert f"export/{fmt}/{file}" in artifact_paths(client, run_id)
+    assert f"export_{fmt}_latency_ms" in client.get_run(run_id).data.metrics
+
+
+def test_export_without_a_model_is_refused_in_one_line(tmp_path, tracking_uri):
+    done = run_stage("pipeline.export", f"tracking.uri={tracking_uri}", f"hydra.run.dir={tmp_path}")
+    assert done.returncode == 2 and "give run_id=" in done.stderr
