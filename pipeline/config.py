@@ -108,7 +108,8 @@ class ModelConfig:
     # seq2seq only: each decoder step attends over every encoder state, scored by dot product or additively.
     attention: bool = False
     attention_score: AttentionScore = AttentionScore.dot
-    # seq2seq only: the share of decoder steps fed the true previous value during training.
+    # recursive and seq2seq: the share of rolled steps fed the true previous value during training
+    # (1.0: pure teacher forcing, a one-step model; 0.0: always its own predictions).
     teacher_forcing: float = 0.5
     # Hidden widths of an MLP output head; [] is one linear map.
     head_layers: list[int] = field(default_factory=list)

@@ -174,6 +174,8 @@ class RecurrentNetwork(nn.Module):
             raise ConfigError(f"model.strategy={strategy!r}: choose one of {list(STRATEGIES)}")
         if attention and strategy != "seq2seq":
             raise ConfigError("model.attention needs a decoder to attend from; set model.strategy=seq2seq")
+        if not 0.0 <= teacher_forcing <= 1.0:
+            raise ConfigError(f"model.teacher_forcing={teacher_forcing}: a share of steps, between 0 and 1")
         if init_state not in ("zeros", "learned"):
             raise ConfigError(f"model.init_state={init_state!r}: choose zeros or learned")
         self.quantiles = sorted(float(q) for q in quantiles or [])
@@ -256,9 +258,9 @@ class RecurrentNetwork(nn.Module):
                 horizon: int | None = None) -> torch.Tensor:
         """(B, L, F) inputs, (B, H, K) known-future features -> (B, H) or (B, H, Q).
 
-        `target` (B, H), in training only, is fed back instead of predictions (teacher forcing: always for
-        recursive, a model.teacher_forcing share of steps for seq2seq). `horizon` may exceed the trained one
-        for rolled strategies, given that many steps of `future`.
+        `target` (B, H), in training only, is fed back instead of predictions at a model.teacher_forcing share
+        of steps (1.0 trains a pure one-step model). `horizon` may exceed the trained one for rolled
+        strategies, given that many steps of `future`.
         """
         outputs, states, mask = self.encode(x, lengths)
         return self.decode(x, future, outputs, states, mask, series, target if self.training else None,
@@ -321,8 +323,7 @@ class RecurrentNetwork(nn.Module):
             fed = fed.detach().unsqueeze(1)
             if target is not None:
                 # Teacher forcing: the true value, for a random share of windows at each step (no host sync).
-                keep = torch.rand(batch, 1, device=x.device) < (1.0 if self.strategy == "recursive"
-                                                                else self.teacher_forcing)
+                keep = torch.rand(batch, 1, device=x.device) < self.teacher_forcing
                 fed = torch.where(keep, target[:, j:j + 1], fed)
             history = torch.cat([history, fed], dim=1)
             previous = fed
