@@ -12,7 +12,7 @@ import torch
 from pipeline.config import DataConfig, ShortSeries
 from pipeline.features import build_values
 from pipeline.load import SERIES_ID, TIME, DataError, id_columns_of, validate_frame
-from pipeline.models import Forecaster, predict
+from pipeline.models import Forecaster, RecurrentNetwork, predict
 from pipeline.scaling import Scaler
 from pipeline.window import WindowBatches, WindowRanges, scatter_rows
 
@@ -77,18 +77,19 @@ def forecast_frame(module: Forecaster, spec: ModelSpec, history: pd.DataFrame) -
                             first_real if data.short_series == ShortSeries.pad else None,
                             torch.tensor([_embedding_row(spec, s) for s in series_ids]))
     forecast = scaler.inverse_target(predict(module.network, dataset, batch_size=1024), series_ids)
-    network = module.network
-    point = forecast[..., network.median] if forecast.ndim == 3 else forecast
-    out = pd.DataFrame({TIME: future[TIME].to_numpy(), "forecast": point.reshape(-1)})
-    for i, level in enumerate(network.quantiles):
-        out[quantile_column(level)] = forecast[..., i].reshape(-1)
+    columns = forecast_columns(module.network, forecast)
+    out = pd.DataFrame({TIME: future[TIME].to_numpy()} | {k: v.reshape(-1) for k, v in columns.items()})
     out.insert(0, SERIES_ID, future[SERIES_ID].to_numpy())
     return _user_columns(out, data)
 
 
-def quantile_column(level: float) -> str:
-    """The output column of a quantile level: 0.1 -> "q10", 0.025 -> "q2.5"."""
-    return f"q{100 * level:g}"
+def forecast_columns(network: RecurrentNetwork, forecast: np.ndarray) -> dict[str, np.ndarray]:
+    """(..., H) point forecasts or (..., H, Q) quantiles -> output columns: "forecast" (the median, or the
+    level nearest it), then one per level, named "q10" for 0.1 and "q2.5" for 0.025."""
+    if not network.quantiles:
+        return {"forecast": forecast}
+    return {"forecast": forecast[..., network.median]} | {
+        f"q{100 * level:g}": forecast[..., i] for i, level in enumerate(network.quantiles)}
 
 
 def _embedding_row(spec: ModelSpec, series_id: str) -> int:

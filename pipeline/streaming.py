@@ -13,7 +13,7 @@ import torch
 
 from pipeline.config import ConfigError
 from pipeline.features import calendar_features
-from pipeline.forecast import ModelSpec, quantile_column
+from pipeline.forecast import ModelSpec, forecast_columns
 from pipeline.models import Forecaster, RecurrentNetwork
 
 
@@ -100,12 +100,4 @@ class SeriesStream:
         times = pd.date_range(self.last + self.offset, periods=self.spec.horizon, freq=self.offset)
         scaled = self.stream.forecast(torch.from_numpy(self._calendar(times))).numpy().astype(np.float64)
         values = scaled * self.scale[0] + self.center[0]
-        out = pd.DataFrame({"time": times})
-        network = self.stream.network
-        if values.ndim == 2:
-            out["forecast"] = values[:, network.median]
-            for i, level in enumerate(network.quantiles):
-                out[quantile_column(level)] = values[:, i]
-        else:
-            out["forecast"] = values
-        return out
+        return pd.DataFrame({"time": times} | forecast_columns(self.stream.network, values))
