@@ -204,11 +204,11 @@ class RecurrentNetwork(nn.Module):
             head_in = self.encoder.output_size + horizon * n_future
             head_out = horizon * self.n_outputs
         else:
-            # recursive rolls the encoder itself on when it can (causal, reading steps); else a causal decoder.
-            shared = strategy == "recursive" and not bidirectional and not segment_len
-            step_size = n_features if strategy == "recursive" else 1 + n_future
-            self.decoder = self.encoder if shared else Stack(input_size=step_size, bidirectional=False,
-                                                             learned_init=False, **stack)
+            # recursive rolls the encoder itself on when it can (causal, reading steps: decoder None);
+            # otherwise a causal decoder of its own.
+            if strategy == "seq2seq" or bidirectional or segment_len:
+                step_size = n_features if strategy == "recursive" else 1 + n_future
+                self.decoder = Stack(input_size=step_size, bidirectional=False, learned_init=False, **stack)
             self.bridge = Bridge(widths, cell == "lstm") if bidirectional else None
             head_in = widths[-1] + (n_future if strategy == "recursive" else 0)
             if attention:
@@ -299,13 +299,14 @@ class RecurrentNetwork(nn.Module):
         previous = x[:, -1, 0:1]
         steps = []
         top = None
-        if self.strategy == "recursive" and self.decoder is self.encoder:
+        decoder = self.encoder if self.decoder is None else self.decoder
+        if decoder is self.encoder:
             # The encoder has read the last lookback step already: its top output predicts the first step.
             top = top_state(states, 1)
         for j in range(horizon):
             if top is None or j:
                 row = self.decoder_input(j, x, future, previous)
-                out, states = self.decoder(row.unsqueeze(1), states)
+                out, states = decoder(row.unsqueeze(1), states)
                 top = out[:, 0]
             parts = [top]
             if self.strategy == "recursive":
