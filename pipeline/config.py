@@ -119,6 +119,9 @@ class ModelConfig:
     init_state: InitState = InitState.zeros
     # Train with the pinball loss and forecast these quantiles (e.g. [0.1, 0.5, 0.9]); [] forecasts a point.
     quantiles: list[float] = field(default_factory=list)
+    # With quantiles: widen (or narrow) each central interval after training so that it covers its nominal
+    # share of the validation block (conformalized quantile regression).
+    conformal: bool = True
     bidirectional: bool = False
     dropout: float = 0.0
     # Vanilla RNN only: "tanh" or "relu".

@@ -187,6 +187,10 @@ class RecurrentNetwork(nn.Module):
         self.n_outputs = max(1, len(self.quantiles))
         # The value fed back when rolling forward: the median, or the quantile nearest it.
         self.median = int(np.argmin([abs(q - 0.5) for q in self.quantiles])) if self.quantiles else 0
+        # Added to the quantiles at output (scaled units): zero in training; set after it by conformal
+        # calibration on the validation block (pipeline/evaluate.py), and saved with the weights.
+        self.register_buffer("interval_offsets", torch.zeros(len(self.quantiles)) if len(self.quantiles) > 1
+                             else None)
         self.segment_len = segment_len
         self.segment = None
         if segment_len:
@@ -351,7 +355,9 @@ class RecurrentNetwork(nn.Module):
             return raw[..., 0]
         if len(self.quantiles) == 1:
             return raw
-        return torch.cat([raw[..., :1], raw[..., :1] + nn.functional.softplus(raw[..., 1:]).cumsum(-1)], dim=-1)
+        quantiles = torch.cat([raw[..., :1], raw[..., :1] + nn.functional.softplus(raw[..., 1:]).cumsum(-1)], dim=-1)
+        # Calibration may narrow an interval past its neighbour; sorting keeps the levels monotone.
+        return (quantiles + self.interval_offsets).sort(dim=-1).values
 
 
 def pinball_loss(forecast: torch.Tensor, actual: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:

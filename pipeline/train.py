@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking
 from pipeline.config import Config, ConfigError, to_config, trainer_kwargs
-from pipeline.evaluate import backtest, backtest_metrics, plot_forecasts
+from pipeline.evaluate import backtest, backtest_metrics, calibrate_intervals, plot_forecasts
 from pipeline.forecast import ModelSpec
 from pipeline.load import SERIES_ID, TARGET, TIME, DataError, Series, id_columns_of, load_series
 from pipeline.models import Forecaster
@@ -52,6 +52,9 @@ def train(cfg: Config, trainer_args: dict[str, Any], resolved: dict[str, Any], o
                      batches(windows.val, cfg.window.batch_size, shuffle=False))
         best = torch.load(checkpoints.best_model_path, map_location=module.device, weights_only=True)
         module.load_state_dict(best["state_dict"])
+        if module.network.interval_offsets is not None and cfg.model.conformal:
+            offsets = calibrate_intervals(module.network, windows)
+            mlflow.log_metrics({f"conformal_offset_{name}": value for name, value in offsets.items()})
         scores = evaluate_and_log(module, windows, series.season)
         mlflow.log_artifact(checkpoints.best_model_path, "checkpoints")
         if cfg.tracking.log_model:

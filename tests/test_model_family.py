@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pipeline.config import ConfigError, DataConfig, to_config
-from pipeline.evaluate import quantile_metrics
+from pipeline.evaluate import backtest, backtest_metrics, calibrate_intervals, quantile_metrics
 from pipeline.load import validate_frame
 from pipeline.models import RecurrentNetwork, pinball_loss
 from pipeline.train import build_module
@@ -139,6 +139,18 @@ def test_padding_rows_never_reach_the_forecast(windows, strategy, attention, sco
     with torch.no_grad():
         assert torch.allclose(net(padded, batch.future, lengths=lengths), net(noisy, batch.future, lengths=lengths),
                               atol=1e-6)
+
+
+def test_conformal_calibration_makes_validation_intervals_cover_their_nominal_share(windows):
+    net = network(windows, quantiles=[0.1, 0.5, 0.9], season=SEASON).eval()
+    with torch.no_grad():
+        net.head[-1].bias[1::3] = -4.0  # squeeze the 10-90 interval far too narrow
+    before = backtest_metrics(backtest(net, windows, SEASON, block="val"))["model"]["coverage_10_90"]
+    offsets = calibrate_intervals(net, windows)
+    after = backtest_metrics(backtest(net, windows, SEASON, block="val"))["model"]["coverage_10_90"]
+    assert before < 0.5 and offsets["10_90"] > 0
+    assert 0.8 <= after <= 0.85
+    assert torch.allclose(net.interval_offsets, torch.tensor([-offsets["10_90"], 0.0, offsets["10_90"]], dtype=torch.float32))
 
 
 def test_refused_model_options_name_the_key(windows):
