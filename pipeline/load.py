@@ -128,7 +128,7 @@ def validate_frame(raw: pd.DataFrame, cfg: DataConfig, source: str) -> Series:
     extremes = frame.groupby(SERIES_ID, observed=True)[TARGET].agg(["min", "max"])
     constant = int((extremes["min"] == extremes["max"]).sum())
     if constant:
-        report["constant_series"] = int(constant)
+        report["constant_series"] = constant
     return Series(frame=frame, freq=freq, season=cfg.season or season_of(freq),
                   covariates=list(cfg.covariates), source=source, report=report)
 
@@ -148,12 +148,9 @@ def _joined_ids(raw: pd.DataFrame, id_columns: list[str]) -> pd.Categorical:
         labels.append([str(u) for u in uniques])
     shape = [len(label) for label in labels]
     combined, combos = pd.factorize(np.ravel_multi_index(codes, shape) if len(codes) > 1 else codes[0])
-    names = np.array([ID_SEPARATOR.join(labels[i][j] for i, j in enumerate(parts))
-                      for parts in zip(*np.unravel_index(combos, shape))], dtype=object)
-    order = np.argsort(names, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    return pd.Categorical.from_codes(rank[combined], categories=list(names[order]))
+    names = [ID_SEPARATOR.join(labels[i][j] for i, j in enumerate(parts))
+             for parts in zip(*np.unravel_index(combos, shape))]
+    return pd.Categorical.from_codes(combined, categories=names).reorder_categories(sorted(names))
 
 
 def id_column_list(id_column: str | list[str] | None) -> list[str]:
