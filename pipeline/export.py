@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from pipeline.config import ConfigError, ExportConfig, ExportFormat, to_config
-from pipeline.forecast import SPEC_FILE, ModelSpec
+from pipeline.forecast import SPEC_FILE
 from pipeline.models import RecurrentNetwork
 
 log = logging.getLogger(__name__)
@@ -114,13 +114,15 @@ def export(cfg: ExportConfig, output_dir: Path) -> dict:
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / FILES[cfg.format]
     export_network(network, spec.lookback, cfg.format, path)
-    (output_dir / SPEC_FILE).write_text(json.dumps(asdict(spec), indent=1))
+    spec_path = output_dir / SPEC_FILE
+    spec_path.write_text(json.dumps(asdict(spec), indent=1))
     checks = check_export(network, spec.lookback, cfg.format, path)
     if checks["max_abs_diff"] > 1e-4:
         raise RuntimeError(f"the {cfg.format.value} export differs from PyTorch by {checks['max_abs_diff']:.2e}; "
                            f"not logged")
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_artifacts(str(output_dir), f"export/{cfg.format.value}")
+        for artifact in (path, spec_path):
+            mlflow.log_artifact(str(artifact), f"export/{cfg.format.value}")
         mlflow.log_metrics({f"export_{cfg.format.value}_{k}": v for k, v in checks.items()})
     return {"run_id": run_id, "format": cfg.format.value, "path": str(path)} | checks
 

@@ -81,7 +81,8 @@ def test_export_runs_without_the_pipeline_and_matches_pytorch(quantile_run, tmp_
     assert np.abs(np.load(tmp_path / "out.npy") - expected).max() < 1e-4
 
     client = MlflowClient(uri)
-    assert f"export/{fmt}/{file}" in artifact_paths(client, run_id)
+    assert {f"export/{fmt}/{file}", f"export/{fmt}/model_spec.json"} == {
+        p for p in artifact_paths(client, run_id) if p.startswith(f"export/{fmt}/")}
     assert f"export_{fmt}_latency_ms" in client.get_run(run_id).data.metrics
 
 
