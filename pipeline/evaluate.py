@@ -40,6 +40,11 @@ def point_metrics(actual: np.ndarray, forecast: np.ndarray, mase_scale: np.ndarr
     }
 
 
+def interval_name(levels: list[float], lo: int) -> str:
+    """The central interval of levels[lo] and its mirror, by percent: "10_90" for 0.1 and 0.9."""
+    return f"{100 * levels[lo]:g}_{100 * levels[len(levels) - 1 - lo]:g}"
+
+
 def quantile_metrics(actual: np.ndarray, quantiles: np.ndarray, levels: list[float]) -> dict[str, float]:
     """Mean pinball loss over every level, and the empirical coverage of each central interval: levels q and
     1 - q paired from the outside in (0.1 with 0.9 gives coverage_10_90, expected 0.8)."""
@@ -48,8 +53,7 @@ def quantile_metrics(actual: np.ndarray, quantiles: np.ndarray, levels: list[flo
     metrics = {"quantile_loss": float(np.mean(np.maximum(q * error, (q - 1) * error)))}
     for i in range(len(levels) // 2):
         lo, hi = quantiles[..., i], quantiles[..., len(levels) - 1 - i]
-        name = f"coverage_{100 * levels[i]:g}_{100 * levels[-1 - i]:g}"
-        metrics[name] = float(np.mean((actual >= lo) & (actual <= hi)))
+        metrics[f"coverage_{interval_name(levels, i)}"] = float(np.mean((actual >= lo) & (actual <= hi)))
     return metrics
 
 
@@ -73,7 +77,7 @@ def calibrate_intervals(network: RecurrentNetwork, windows: Windows, batch_size:
         coverage = min(1.0, (levels[hi] - levels[lo]) * (1 + 1 / scores.size))
         offsets[hi] = float(np.quantile(scores, coverage, method="higher"))
         offsets[lo] = -offsets[hi]
-        named[f"{100 * levels[lo]:g}_{100 * levels[hi]:g}"] = offsets[hi]
+        named[interval_name(levels, lo)] = offsets[hi]
     network.interval_offsets.copy_(torch.from_numpy(offsets))
     return named
 

@@ -34,7 +34,7 @@ class StreamingForecaster:
         self.states = network.encoder.initial(1)
         # The last `season` rows: all the seasonal skip and the rolled strategies read besides the state.
         self.recent: deque[torch.Tensor] = deque(maxlen=max(1, network.season or 1))
-        self.segment: list[torch.Tensor] = []
+        self.pending: list[torch.Tensor] = []  # rows of an incomplete segment
         self.keys: list[torch.Tensor] = []
         self.seen = 0
 
@@ -46,11 +46,11 @@ class StreamingForecaster:
         self.seen += 1
         step = row
         if self.network.segment is not None:
-            self.segment.append(row[0, 0])
-            if len(self.segment) < self.network.segment_len:
+            self.pending.append(row[0, 0])
+            if len(self.pending) < self.network.segment_len:
                 return
-            step = self.network.segment(torch.cat(self.segment).reshape(1, 1, -1))
-            self.segment = []
+            step = self.network.segment(torch.cat(self.pending).reshape(1, 1, -1))
+            self.pending = []
         out, self.states = self.network.encoder(step, self.states)
         if self.network.attention is not None:
             self.keys.append(out[:, 0])

@@ -85,14 +85,14 @@ def evaluate_and_log(module: Forecaster, windows: Windows, season: int) -> dict[
 def build_module(cfg: Config, windows: Windows, season: int) -> Forecaster:
     m = cfg.model
     return Forecaster(cell=m.cell, n_features=windows.n_features, n_future=len(windows.future_columns),
-                      lookback=cfg.window.lookback, horizon=cfg.window.horizon, hidden_size=m.hidden_size if isinstance(m.hidden_size, int) else list(m.hidden_size),
+                      lookback=cfg.window.lookback, horizon=cfg.window.horizon, hidden_size=m.hidden_size,
                       num_layers=m.num_layers, bidirectional=m.bidirectional, dropout=m.dropout,
                       nonlinearity=m.nonlinearity, season=season if m.seasonal_skip else None,
                       n_series=len(windows.splits), series_embedding=m.series_embedding,
                       segment_len=m.segment_len, strategy=m.strategy.value, attention=m.attention,
                       attention_score=m.attention_score.value, teacher_forcing=m.teacher_forcing,
-                      head_layers=list(m.head_layers), head_activation=m.head_activation,
-                      head_dropout=m.head_dropout, init_state=m.init_state.value, quantiles=list(m.quantiles),
+                      head_layers=m.head_layers, head_activation=m.head_activation,
+                      head_dropout=m.head_dropout, init_state=m.init_state.value, quantiles=m.quantiles,
                       loss=cfg.optim.loss, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
                       cosine_schedule=cfg.optim.cosine_schedule)
 
