@@ -204,16 +204,35 @@ class ExportConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
+@dataclass
+class ForecastDataConfig:
+    # The new data; its columns, frequency and policies are the model's, never the current conf/.
+    path: Optional[str] = None
+
+
+@dataclass
+class ForecastConfig:
+    """conf/forecast.yaml: which model, which new data, where the forecast goes."""
+
+    # Any MLflow model URI: models:/NAME@champion, models:/NAME/3, runs:/RUN_ID/model.
+    model_uri: Optional[str] = None
+    data: ForecastDataConfig = field(default_factory=ForecastDataConfig)
+    # One file, CSV (optionally compressed) or Parquet by extension, written atomically.
+    output: Optional[str] = None
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
 def register_configs() -> None:
-    """Make the schemas the base of config.yaml and export.yaml, so Hydra type-checks every key."""
+    """Make the schemas the base of each stage's config file, so Hydra type-checks every key."""
     ConfigStore.instance().store(name="config_schema", node=Config)
     ConfigStore.instance().store(name="export_schema", node=ExportConfig)
+    ConfigStore.instance().store(name="forecast_schema", node=ForecastConfig)
 
 
 def to_config(cfg: DictConfig) -> Config:
     """Turn a composed DictConfig into plain dataclasses; extra trainer keys stay as a dict."""
     config = OmegaConf.to_object(cfg)
-    assert isinstance(config, (Config, ExportConfig))
+    assert isinstance(config, (Config, ExportConfig, ForecastConfig))
     return config  # type: ignore[return-value]
 
 

@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from torch import nn
 
+from pipeline import tracking
 from pipeline.config import ConfigError, ExportConfig, ExportFormat, to_config
 from pipeline.forecast import SPEC_FILE
 from pipeline.models import RecurrentNetwork
@@ -101,16 +102,9 @@ def check_export(network: RecurrentNetwork, lookback: int, fmt: ExportFormat, pa
 def export(cfg: ExportConfig, output_dir: Path) -> dict:
     if not cfg.run_id and not cfg.model_uri:
         raise ConfigError("give run_id=<training run> or model_uri=<MLflow model URI> to export")
-    mlflow.set_tracking_uri(cfg.tracking.uri)
-    uri = cfg.model_uri or f"runs:/{cfg.run_id}/model"
-    try:
-        model = mlflow.pyfunc.load_model(uri)
-    except mlflow.exceptions.MlflowException as error:
-        raise ConfigError(f"cannot load model {uri} from {cfg.tracking.uri}: {error.message.splitlines()[0]}; "
-                          f"check run_id/model_uri and tracking.uri") from error
-    forecaster = model.unwrap_python_model()
+    forecaster, metadata = tracking.load_model(cfg.tracking, cfg.model_uri or f"runs:/{cfg.run_id}/model")
     spec, network = forecaster.spec, forecaster.module.network
-    run_id = cfg.run_id or model.metadata.run_id
+    run_id = cfg.run_id or metadata.run_id
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / FILES[cfg.format]
     export_network(network, spec.lookback, cfg.format, path)

@@ -1,20 +1,35 @@
-"""Forecast from recent history with a saved model: the files it is saved as, and its MLflow pyfunc."""
+"""Forecast from recent history with a saved model: the files it is saved as, its MLflow pyfunc, and the
+forecast stage that scheduled jobs run.
+
+    python -m pipeline.forecast model_uri=models:/NAME@champion data.path=new.parquet output=forecast.csv
+"""
 
 import json
+import logging
+import os
+import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import hydra
 import mlflow
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
 
-from pipeline.config import DataConfig, ShortSeries
+from pipeline import tracking
+from pipeline.config import ConfigError, DataConfig, ForecastConfig, ShortSeries, to_config
 from pipeline.features import build_values
-from pipeline.load import SERIES_ID, TIME, DataError, id_columns_of, validate_frame
+from pipeline.load import (SERIES_ID, TIME, DataError, id_column_list, id_columns_of, parse_times, read_table,
+                           validate_frame)
 from pipeline.models import Forecaster, RecurrentNetwork, predict
 from pipeline.scaling import Scaler
 from pipeline.window import WindowBatches, WindowRanges, scatter_rows
+
+log = logging.getLogger(__name__)
 
 SPEC_FILE, WEIGHTS_FILE = "model_spec.json", "weights.pt"
 
@@ -49,16 +64,17 @@ def load_module(spec: ModelSpec, weights: Path) -> Forecaster:
     return module.eval()
 
 
-def forecast_frame(module: Forecaster, spec: ModelSpec, history: pd.DataFrame) -> pd.DataFrame:
+def forecast_frame(module: Forecaster, spec: ModelSpec, history: pd.DataFrame,
+                   source: str = "input frame") -> pd.DataFrame:
     """The next `horizon` steps after the last row of every series in `history` (original units)."""
     data = DataConfig(**spec.data)
-    frame = validate_frame(history, data, source="input frame").frame
+    frame = validate_frame(history, data, source=source).frame
     lookback, horizon = spec.lookback, spec.horizon
     recent = frame.groupby(SERIES_ID, sort=False, observed=True).tail(lookback)
     lengths = recent.groupby(SERIES_ID, sort=False, observed=True).size()
     if data.short_series != ShortSeries.pad and (lengths < lookback).any():
         short = lengths[lengths < lookback]
-        raise DataError(f"input frame: series {short.index[0]!r} has {short.iloc[0]} rows; the model needs the "
+        raise DataError(f"{source}: series {short.index[0]!r} has {short.iloc[0]} rows; the model needs the "
                         f"last {lookback} of each series")
     future = _future_rows(recent, data.freq, horizon)
     # Each series: its recent rows, then its horizon rows (future targets and covariates are never read).
@@ -75,7 +91,7 @@ def forecast_frame(module: Forecaster, spec: ModelSpec, history: pd.DataFrame) -
                             step=1)
     dataset = WindowBatches(values, one_each, lookback, horizon, list(range(len(scaler.columns), values.shape[1])),
                             first_real if data.short_series == ShortSeries.pad else None,
-                            torch.tensor([_embedding_row(spec, s) for s in series_ids]))
+                            torch.tensor([_embedding_row(spec, s, source) for s in series_ids]))
     forecast = scaler.inverse_target(predict(module.network, dataset, batch_size=1024), series_ids)
     columns = forecast_columns(module.network, forecast)
     out = pd.DataFrame({TIME: future[TIME].to_numpy()} | {k: v.reshape(-1) for k, v in columns.items()})
@@ -92,10 +108,10 @@ def forecast_columns(network: RecurrentNetwork, forecast: np.ndarray) -> dict[st
         f"q{100 * level:g}": forecast[..., i] for i, level in enumerate(network.quantiles)}
 
 
-def _embedding_row(spec: ModelSpec, series_id: str) -> int:
+def _embedding_row(spec: ModelSpec, series_id: str, source: str) -> int:
     if spec.hparams.get("series_embedding"):
         if series_id not in spec.series_ids:
-            raise DataError(f"input frame: series {series_id!r} was not in training, and this model has a "
+            raise DataError(f"{source}: series {series_id!r} was not in training, and this model has a "
                             f"series embedding; forecast it with a model trained without one")
         return spec.series_ids.index(series_id)
     return 0
@@ -129,3 +145,77 @@ class PyfuncForecaster(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         return forecast_frame(self.module, self.spec, model_input)
 
+
+
+# -- the forecast stage ----------------------------------------------------------------------------------------
+
+
+def write_atomically(frame: pd.DataFrame, path: Path) -> None:
+    """CSV (compression by extension) or Parquet, written beside `path` and renamed onto it: readers and a
+    killed job see the old file or the new one, never half of one."""
+    suffixes = "".join(path.suffixes).lower()
+    if not (suffixes.endswith(".parquet") or ".csv" in suffixes):
+        raise ConfigError(f"output={path}: use a .csv, .csv.gz or .parquet file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The temporary name keeps the extensions, so pandas picks the same format and compression.
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffixes)
+    os.close(handle)
+    try:
+        if suffixes.endswith(".parquet"):
+            frame.to_parquet(temporary, index=False)
+        else:
+            frame.to_csv(temporary, index=False)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def model_version(uri: str) -> str | None:
+    """The registry version a models:/NAME@ALIAS or models:/NAME/VERSION URI points at (None for others)."""
+    if not uri.startswith("models:/"):
+        return None
+    name, _, rest = uri.removeprefix("models:/").partition("@")
+    if rest:
+        return MlflowClient().get_model_version_by_alias(name, rest).version
+    name, slash, version = name.rpartition("/")
+    return version if slash else None
+
+
+def run_forecast(cfg: ForecastConfig) -> dict:
+    """Load the model, validate the new data against what it was trained on, forecast, write, record."""
+    if not cfg.model_uri or not cfg.data.path or not cfg.output:
+        raise ConfigError("give model_uri=<MLflow model URI>, data.path=<new data> and output=<file>")
+    output, source = Path(cfg.output), Path(cfg.data.path)
+    forecaster, metadata = tracking.load_model(cfg.tracking, cfg.model_uri)
+    spec = forecaster.spec
+    data = DataConfig(**spec.data)
+    columns = [data.time_column, data.target_column, *data.covariates, *id_column_list(data.id_column)]
+    history = read_table(source, columns)
+    out = forecast_frame(forecaster.module, spec, history, source=str(source))
+    times = parse_times(history[data.time_column], data.time_format, str(source), data.time_column)
+    summary = {"model_uri": cfg.model_uri, "model_version": model_version(cfg.model_uri),
+               "model_run_id": metadata.run_id, "input": str(source), "input_start": str(times.min()),
+               "input_end": str(times.max()), "series": int(len(out) // spec.horizon), "rows": len(out),
+               "output": str(output)}
+    with tracking.start_run(cfg.tracking) as run:
+        mlflow.set_tags({"stage": "forecast", "model_uri": cfg.model_uri, "model_run_id": metadata.run_id,
+                         "model_version": summary["model_version"] or ""})
+        mlflow.log_params({k: v for k, v in summary.items() if k not in ("model_uri", "model_run_id")})
+        write_atomically(out, output)
+        mlflow.log_artifact(str(output), "forecast")
+    return summary | {"run_id": run.info.run_id}
+
+
+@hydra.main(config_path="../conf", config_name="forecast", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        summary = run_forecast(to_config(cfg))
+    except (DataError, ConfigError) as error:
+        log.error("%s", error)
+        sys.exit(2)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

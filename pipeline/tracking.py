@@ -11,7 +11,7 @@ import pandas as pd
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.entities import Run
 
-from pipeline.config import TrackingConfig
+from pipeline.config import ConfigError, TrackingConfig
 from pipeline.load import Series
 from pipeline.window import Windows
 
@@ -60,6 +60,19 @@ def log_model(artifacts: dict[str, str], input_example: pd.DataFrame) -> str:
     info = mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_MODEL_CODE), artifacts=artifacts,
                                    input_example=input_example, pip_requirements=MODEL_REQUIREMENTS)
     return info.model_uri
+
+
+def load_model(cfg: TrackingConfig, uri: str) -> tuple[Any, mlflow.models.Model]:
+    """A logged pipeline model (runs:/ID/model, models:/NAME@ALIAS, ...) -> its PyfuncForecaster (spec and
+    module) and its MLflow metadata; a URI that cannot be loaded is a ConfigError naming it."""
+    mlflow.set_tracking_uri(cfg.uri)
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except (mlflow.exceptions.MlflowException, OSError) as error:
+        reason = str(getattr(error, "message", error)).splitlines()[0]
+        raise ConfigError(f"cannot load model {uri} from {cfg.uri}: {reason}; check the model URI (or run_id) "
+                          f"and tracking.uri") from error
+    return model.unwrap_python_model(), model.metadata
 
 
 def _ensure_store_folder(uri: str) -> None:

@@ -1,0 +1,84 @@
+"""The forecast stage as a scheduled job runs it: a separate process, a saved model, a file in, a file out."""
+
+import json
+import shutil
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.test_train import SMALL, run_stage
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, vic_elec, migrated_store):
+    """A small model trained by the real command on the first three weeks of the shipped data."""
+    folder = tmp_path_factory.mktemp("trained")
+    vic_elec.iloc[:1008].to_parquet(folder / "train.parquet", index=False)
+    shutil.copy(migrated_store, folder / "mlflow.db")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    done = run_stage("pipeline.train", f"data.path={folder / 'train.parquet'}", f"tracking.uri={uri}",
+                     f"hydra.run.dir={folder / 'run'}", *SMALL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    previous = mlflow.get_tracking_uri()
+    yield f"runs:/{json.loads(done.stdout)['run_id']}/model", uri
+    mlflow.set_tracking_uri(previous)
+
+
+def read_output(path) -> pd.DataFrame:
+    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, parse_dates=["time"])
+
+
+def forecast(tmp_path, model_uri, tracking_uri, data, output):
+    return run_stage("pipeline.forecast", f"model_uri={model_uri}", f"data.path={data}", f"output={output}",
+                     f"tracking.uri={tracking_uri}", f"hydra.run.dir={tmp_path / 'hydra'}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["forecast.csv", "forecast.parquet"])
+def test_forecast_stage_writes_each_series_steps_after_its_last_time_and_the_same_file_twice(
+        trained, tmp_path, vic_elec, name):
+    model_uri, tracking_uri = trained
+    new = tmp_path / "new.parquet"
+    vic_elec.iloc[:1200].to_parquet(new, index=False)  # extends past the training data's end
+    output = tmp_path / name
+    done = forecast(tmp_path, model_uri, tracking_uri, new, output)
+    assert done.returncode == 0, done.stderr[-3000:]
+    first = output.read_bytes()
+    frame = read_output(output)
+    assert list(frame.columns) == ["time", "forecast"] and len(frame) == 48
+    last = vic_elec["time"].iloc[1199]
+    assert str(frame["time"].iloc[0]) == str(last + vic_elec["time"].diff().iloc[1])
+    assert frame["time"].is_monotonic_increasing and frame["forecast"].notna().all()
+
+    summary = json.loads(done.stdout)
+    run = MlflowClient(tracking_uri).get_run(summary["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["stage"] == "forecast"
+    assert run.data.tags["model_run_id"] == model_uri.split("/")[1]
+    assert run.data.params["input_end"] == str(last) and run.data.params["rows"] == "48"
+
+    again = forecast(tmp_path, model_uri, tracking_uri, new, output)
+    assert again.returncode == 0 and output.read_bytes() == first
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case, change, message", [
+    ("missing column", lambda f: f.drop(columns=["demand"]), "column 'demand' not found"),
+    ("wrong frequency", lambda f: f.iloc[::2], "gap in its 30min grid"),
+    ("too little history", lambda f: f.iloc[:50], "needs the last 96"),
+    ("unknown model", None, "cannot load model runs:/0123456789abcdef/model"),
+])
+def test_bad_forecast_input_exits_non_zero_in_one_line_and_leaves_the_previous_output(
+        trained, tmp_path, vic_elec, case, change, message):
+    model_uri, tracking_uri = trained
+    new = tmp_path / "new.parquet"
+    (change or (lambda f: f))(vic_elec.iloc[:1200]).to_parquet(new, index=False)
+    output = tmp_path / "forecast.csv"
+    output.write_text("yesterday's forecast\n")
+    done = forecast(tmp_path, "runs:/0123456789abcdef/model" if change is None else model_uri, tracking_uri,
+                    new, output)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert message in done.stderr.strip().splitlines()[-1]
+    assert output.read_text() == "yesterday's forecast\n"
