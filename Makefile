@@ -23,4 +23,4 @@ ui: $(BIN)/pipeline-installed
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db
 
 clean:
-	rm -rf outputs/runs outputs/multiruns outputs/exports outputs/forecasts outputs/mlflow.db outputs/mlartifacts
+	rm -rf outputs/runs outputs/multiruns outputs/exports outputs/forecasts outputs/registrations outputs/mlflow.db outputs/mlartifacts

@@ -222,17 +222,29 @@ class ForecastConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
+@dataclass
+class RegisterConfig:
+    """conf/register.yaml: which training run goes into which registered model."""
+
+    run_id: Optional[str] = None
+    name: Optional[str] = None
+    # Move the champion alias to the new version even when it does not beat the current champion.
+    force: bool = False
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
 def register_configs() -> None:
     """Make the schemas the base of each stage's config file, so Hydra type-checks every key."""
     ConfigStore.instance().store(name="config_schema", node=Config)
     ConfigStore.instance().store(name="export_schema", node=ExportConfig)
     ConfigStore.instance().store(name="forecast_schema", node=ForecastConfig)
+    ConfigStore.instance().store(name="register_schema", node=RegisterConfig)
 
 
 def to_config(cfg: DictConfig) -> Config:
     """Turn a composed DictConfig into plain dataclasses; extra trainer keys stay as a dict."""
     config = OmegaConf.to_object(cfg)
-    assert isinstance(config, (Config, ExportConfig, ForecastConfig))
+    assert isinstance(config, (Config, ExportConfig, ForecastConfig, RegisterConfig))
     return config  # type: ignore[return-value]
 
 

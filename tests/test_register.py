@@ -1,0 +1,82 @@
+"""The registry loop a team runs: train, register, the better model becomes champion, forecast through it."""
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.test_train import SMALL, run_stage
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, vic_elec, migrated_store):
+    folder = tmp_path_factory.mktemp("registry")
+    vic_elec.iloc[:1008].to_parquet(folder / "train.parquet", index=False)
+    vic_elec.iloc[:1200].to_parquet(folder / "new.parquet", index=False)
+    shutil.copy(migrated_store, folder / "mlflow.db")
+    return folder, f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def train(store, *overrides):
+    folder, uri = store
+    done = run_stage("pipeline.train", f"data.path={folder / 'train.parquet'}", f"tracking.uri={uri}",
+                     f"hydra.run.dir={folder / 'runs' / '_'.join(overrides or ('default',)).replace('=', '-')}", *SMALL, *overrides)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def register(store, run_id, *overrides, name="demand"):
+    folder, uri = store
+    done = run_stage("pipeline.register", f"run_id={run_id}", f"name={name}", f"tracking.uri={uri}",
+                     f"hydra.run.dir={folder / 'reg'}", *overrides)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+@pytest.mark.slow
+def test_the_better_model_becomes_champion_and_scheduled_forecasts_use_it(store, tmp_path):
+    folder, uri = store
+    # The same data and split, so their validation backtests are the same; one trains far less.
+    weak = train(store, "trainer.max_steps=6", "trainer.val_check_interval=6")
+    strong = train(store)
+    assert strong["val"]["mase"] != weak["val"]["mase"]
+    better, worse = sorted([weak, strong], key=lambda s: s["val"]["mase"])
+
+    first = register(store, worse["run_id"])
+    assert first["champion"] and first["reason"] == "no champion yet"
+    second = register(store, better["run_id"])
+    assert second["champion"] and second["champion_version"] == first["version"]
+    third = register(store, worse["run_id"])
+    assert not third["champion"] and "does not beat" in third["reason"]
+
+    client = MlflowClient(uri)
+    champion = client.get_model_version_by_alias("demand", "champion")
+    assert champion.version == second["version"] and champion.run_id == better["run_id"]
+    assert float(champion.tags["val_mase"]) == pytest.approx(better["val"]["mase"])
+    assert json.loads(client.get_model_version("demand", third["version"]).tags["registration"])["champion"] is False
+
+    outputs = []
+    for attempt in range(2):
+        done = run_stage("pipeline.forecast", "model_uri=models:/demand@champion",
+                         f"data.path={folder / 'new.parquet'}", f"output={tmp_path / 'forecast.parquet'}",
+                         f"tracking.uri={uri}", f"hydra.run.dir={tmp_path / str(attempt)}")
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert json.loads(done.stdout)["model_version"] == second["version"]
+        outputs.append((tmp_path / "forecast.parquet").read_bytes())
+    assert outputs[0] == outputs[1]
+    frame = pd.read_parquet(tmp_path / "forecast.parquet")
+    assert len(frame) == 48 and frame["time"].iloc[0] > pd.read_parquet(folder / "new.parquet")["time"].max()
+
+
+@pytest.mark.slow
+def test_a_run_on_other_data_is_not_compared_unless_forced(store):
+    folder, uri = store
+    baseline = train(store)
+    register(store, baseline["run_id"], name="other")
+    different = train(store, "split.val_steps=144")
+    refused = register(store, different["run_id"], name="other")
+    assert not refused["champion"] and "split.val_steps" in refused["reason"]
+    forced = register(store, different["run_id"], "force=true", name="other")
+    assert forced["champion"] and "force=true" in forced["reason"]
