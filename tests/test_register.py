@@ -35,12 +35,16 @@ def register(store, run_id, *overrides, name="demand"):
     return json.loads(done.stdout)
 
 
+@pytest.fixture(scope="module")
+def two_runs(store):
+    """The same data and split, so their validation backtests are the same; one trains far less."""
+    return train(store, "trainer.max_steps=6", "trainer.val_check_interval=6"), train(store)
+
+
 @pytest.mark.slow
-def test_the_better_model_becomes_champion_and_scheduled_forecasts_use_it(store, tmp_path):
+def test_the_better_model_becomes_champion_and_scheduled_forecasts_use_it(store, two_runs, tmp_path):
     folder, uri = store
-    # The same data and split, so their validation backtests are the same; one trains far less.
-    weak = train(store, "trainer.max_steps=6", "trainer.val_check_interval=6")
-    strong = train(store)
+    weak, strong = two_runs
     assert strong["val"]["mase"] != weak["val"]["mase"]
     better, worse = sorted([weak, strong], key=lambda s: s["val"]["mase"])
 
@@ -71,10 +75,8 @@ def test_the_better_model_becomes_champion_and_scheduled_forecasts_use_it(store,
 
 
 @pytest.mark.slow
-def test_a_run_on_other_data_is_not_compared_unless_forced(store):
-    folder, uri = store
-    baseline = train(store)
-    register(store, baseline["run_id"], name="other")
+def test_a_run_on_another_split_is_not_compared_unless_forced(store, two_runs):
+    register(store, two_runs[1]["run_id"], name="other")
     different = train(store, "split.val_steps=144")
     refused = register(store, different["run_id"], name="other")
     assert not refused["champion"] and "split.val_steps" in refused["reason"]
