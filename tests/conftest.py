@@ -1,6 +1,11 @@
 """Shared fixtures: the real composed config, slices of the shipped data, a real MLflow sqlite store."""
 
+import json
 import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -51,4 +56,44 @@ def tracking_uri(tmp_path: Path, migrated_store: Path):
     uri, previous = f"sqlite:///{path}", mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
     yield uri
+    mlflow.set_tracking_uri(previous)
+
+
+# A model that trains in seconds on three weeks of half-hours.
+SMALL = ["window.lookback=96", "window.horizon=48", "window.stride=4", "window.batch_size=32",
+         "split.val_steps=96", "split.test_steps=96", "model.hidden_size=8", "trainer.max_steps=12",
+         "trainer.val_check_interval=6", "trainer=cpu", "trainer.log_every_n_steps=2"]
+
+
+def run_stage(module: str, *overrides: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """`python -m MODULE overrides...` as users run it, in its own process."""
+    return subprocess.run([sys.executable, "-m", module, *overrides], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+@dataclass
+class Store:
+    """A test module's MLflow store, with train.parquet (the first 1008 half-hours of the shipped data) and
+    new.parquet (the same plus 192 steps past the training end)."""
+
+    folder: Path
+    uri: str
+
+    def train(self, *overrides: str) -> dict:
+        """Train a SMALL model with the real command; its one-line JSON summary."""
+        run_dir = tempfile.mkdtemp(prefix="run-", dir=self.folder)
+        done = run_stage("pipeline.train", f"data.path={self.folder / 'train.parquet'}", f"tracking.uri={self.uri}",
+                         f"hydra.run.dir={run_dir}", *SMALL, *overrides)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory, vic_elec: pd.DataFrame, migrated_store: Path):
+    folder = tmp_path_factory.mktemp("store")
+    vic_elec.iloc[:1008].to_parquet(folder / "train.parquet", index=False)
+    vic_elec.iloc[:1200].to_parquet(folder / "new.parquet", index=False)
+    shutil.copy(migrated_store, folder / "mlflow.db")
+    previous = mlflow.get_tracking_uri()
+    yield Store(folder, f"sqlite:///{folder / 'mlflow.db'}")
     mlflow.set_tracking_uri(previous)

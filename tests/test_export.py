@@ -1,7 +1,6 @@
 """Quantile models end to end, and their export to ONNX and TorchScript, run without the pipeline."""
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -11,7 +10,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from tests.test_train import SMALL, artifact_paths, run_stage
+from tests.conftest import run_stage
+from tests.test_train import artifact_paths
 
 # Runs the exported file with the pipeline made unimportable: only numpy and the format's runtime.
 RUN_WITHOUT_PIPELINE = """
@@ -30,19 +30,11 @@ np.save(out, got)
 
 
 @pytest.fixture(scope="module")
-def quantile_run(tmp_path_factory, vic_elec, migrated_store):
+def quantile_run(store):
     """One small seq2seq model with attention and quantiles, trained by the real command (shared by the tests)."""
-    folder = tmp_path_factory.mktemp("quantile_run")
-    vic_elec.iloc[:1008].to_parquet(folder / "slice.parquet", index=False)
-    shutil.copy(migrated_store, folder / "mlflow.db")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    done = run_stage("pipeline.train", f"data.path={folder / 'slice.parquet'}", f"tracking.uri={uri}",
-                     f"hydra.run.dir={folder / 'run'}", *SMALL, "model.strategy=seq2seq", "model.attention=true",
-                     "model.quantiles=[0.1,0.5,0.9]", "model.hidden_size=[8,6]")
-    assert done.returncode == 0, done.stderr[-3000:]
-    previous = mlflow.get_tracking_uri()
-    yield json.loads(done.stdout)["run_id"], uri
-    mlflow.set_tracking_uri(previous)
+    summary = store.train("model.strategy=seq2seq", "model.attention=true", "model.quantiles=[0.1,0.5,0.9]",
+                          "model.hidden_size=[8,6]")
+    return summary["run_id"], store.uri
 
 
 @pytest.mark.slow

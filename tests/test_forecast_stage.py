@@ -1,29 +1,18 @@
 """The forecast stage as a scheduled job runs it: a separate process, a saved model, a file in, a file out."""
 
 import json
-import shutil
 
-import mlflow
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.test_train import SMALL, run_stage
+from tests.conftest import run_stage
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, vic_elec, migrated_store):
-    """A small model trained by the real command on the first three weeks of the shipped data."""
-    folder = tmp_path_factory.mktemp("trained")
-    vic_elec.iloc[:1008].to_parquet(folder / "train.parquet", index=False)
-    shutil.copy(migrated_store, folder / "mlflow.db")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    done = run_stage("pipeline.train", f"data.path={folder / 'train.parquet'}", f"tracking.uri={uri}",
-                     f"hydra.run.dir={folder / 'run'}", *SMALL)
-    assert done.returncode == 0, done.stderr[-3000:]
-    previous = mlflow.get_tracking_uri()
-    yield f"runs:/{json.loads(done.stdout)['run_id']}/model", uri
-    mlflow.set_tracking_uri(previous)
+def trained(store):
+    """A small model trained by the real command on train.parquet."""
+    return f"runs:/{store.train()['run_id']}/model", store.uri
 
 
 def read_output(path) -> pd.DataFrame:
@@ -41,7 +30,7 @@ def test_forecast_stage_writes_each_series_steps_after_its_last_time_and_the_sam
         trained, tmp_path, vic_elec, name):
     model_uri, tracking_uri = trained
     new = tmp_path / "new.parquet"
-    vic_elec.iloc[:1200].to_parquet(new, index=False)  # extends past the training data's end
+    vic_elec.iloc[:1200].to_parquet(new, index=False)  # 192 steps past the training data's end
     output = tmp_path / name
     done = forecast(tmp_path, model_uri, tracking_uri, new, output)
     assert done.returncode == 0, done.stderr[-3000:]

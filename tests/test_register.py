@@ -1,36 +1,17 @@
 """The registry loop a team runs: train, register, the better model becomes champion, forecast through it."""
 
 import json
-import shutil
 
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.test_train import SMALL, run_stage
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, vic_elec, migrated_store):
-    folder = tmp_path_factory.mktemp("registry")
-    vic_elec.iloc[:1008].to_parquet(folder / "train.parquet", index=False)
-    vic_elec.iloc[:1200].to_parquet(folder / "new.parquet", index=False)
-    shutil.copy(migrated_store, folder / "mlflow.db")
-    return folder, f"sqlite:///{folder / 'mlflow.db'}"
-
-
-def train(store, *overrides):
-    folder, uri = store
-    done = run_stage("pipeline.train", f"data.path={folder / 'train.parquet'}", f"tracking.uri={uri}",
-                     f"hydra.run.dir={folder / 'runs' / '_'.join(overrides or ('default',)).replace('=', '-')}", *SMALL, *overrides)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout)
+from tests.conftest import run_stage
 
 
 def register(store, run_id, *overrides, name="demand"):
-    folder, uri = store
-    done = run_stage("pipeline.register", f"run_id={run_id}", f"name={name}", f"tracking.uri={uri}",
-                     f"hydra.run.dir={folder / 'reg'}", *overrides)
+    done = run_stage("pipeline.register", f"run_id={run_id}", f"name={name}", f"tracking.uri={store.uri}",
+                     f"hydra.run.dir={store.folder / 'reg'}", *overrides)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)
 
@@ -38,12 +19,11 @@ def register(store, run_id, *overrides, name="demand"):
 @pytest.fixture(scope="module")
 def two_runs(store):
     """The same data and split, so their validation backtests are the same; one trains far less."""
-    return train(store, "trainer.max_steps=6", "trainer.val_check_interval=6"), train(store)
+    return store.train("trainer.max_steps=6", "trainer.val_check_interval=6"), store.train()
 
 
 @pytest.mark.slow
 def test_the_better_model_becomes_champion_and_scheduled_forecasts_use_it(store, two_runs, tmp_path):
-    folder, uri = store
     weak, strong = two_runs
     assert strong["val"]["mase"] != weak["val"]["mase"]
     better, worse = sorted([weak, strong], key=lambda s: s["val"]["mase"])
@@ -55,7 +35,7 @@ def test_the_better_model_becomes_champion_and_scheduled_forecasts_use_it(store,
     third = register(store, worse["run_id"])
     assert not third["champion"] and "does not beat" in third["reason"]
 
-    client = MlflowClient(uri)
+    client = MlflowClient(store.uri)
     champion = client.get_model_version_by_alias("demand", "champion")
     assert champion.version == second["version"] and champion.run_id == better["run_id"]
     assert float(champion.tags["val_mase"]) == pytest.approx(better["val"]["mase"])
@@ -64,20 +44,20 @@ def test_the_better_model_becomes_champion_and_scheduled_forecasts_use_it(store,
     outputs = []
     for attempt in range(2):
         done = run_stage("pipeline.forecast", "model_uri=models:/demand@champion",
-                         f"data.path={folder / 'new.parquet'}", f"output={tmp_path / 'forecast.parquet'}",
-                         f"tracking.uri={uri}", f"hydra.run.dir={tmp_path / str(attempt)}")
+                         f"data.path={store.folder / 'new.parquet'}", f"output={tmp_path / 'forecast.parquet'}",
+                         f"tracking.uri={store.uri}", f"hydra.run.dir={tmp_path / str(attempt)}")
         assert done.returncode == 0, done.stderr[-3000:]
         assert json.loads(done.stdout)["model_version"] == second["version"]
         outputs.append((tmp_path / "forecast.parquet").read_bytes())
     assert outputs[0] == outputs[1]
     frame = pd.read_parquet(tmp_path / "forecast.parquet")
-    assert len(frame) == 48 and frame["time"].iloc[0] > pd.read_parquet(folder / "new.parquet")["time"].max()
+    assert len(frame) == 48 and frame["time"].iloc[0] > pd.read_parquet(store.folder / "new.parquet")["time"].max()
 
 
 @pytest.mark.slow
 def test_a_run_on_another_split_is_not_compared_unless_forced(store, two_runs):
     register(store, two_runs[1]["run_id"], name="other")
-    different = train(store, "split.val_steps=144")
+    different = store.train("split.val_steps=144")
     refused = register(store, different["run_id"], name="other")
     assert not refused["champion"] and "split.val_steps" in refused["reason"]
     forced = register(store, different["run_id"], "force=true", name="other")

@@ -11,17 +11,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT
-
-SMALL = ["window.lookback=96", "window.horizon=48", "window.stride=4", "window.batch_size=32",
-         "split.val_steps=96", "split.test_steps=96", "model.hidden_size=8", "trainer.max_steps=12",
-         "trainer.val_check_interval=6", "trainer=cpu", "trainer.log_every_n_steps=2"]
-
-
-def run_stage(module: str, *overrides: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *overrides], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
-
+from tests.conftest import SMALL, run_stage
 
 def artifact_paths(client: MlflowClient, run_id: str, path: str = "") -> set[str]:
     found = set()
