@@ -8,12 +8,11 @@ covariates and calendar features, and future (B, horizon, K) calendar features o
 """
 
 import json
-from dataclasses import asdict
 import logging
 import statistics
-import sys
 import time
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import hydra
@@ -25,6 +24,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from pipeline import tracking
+from pipeline.cli import finish
 from pipeline.config import ConfigError, ExportConfig, ExportFormat, to_config
 from pipeline.forecast import SPEC_FILE
 from pipeline.models import RecurrentNetwork
@@ -123,12 +123,7 @@ def export(cfg: ExportConfig, output_dir: Path) -> dict:
 
 @hydra.main(config_path="../conf", config_name="export", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
-        summary = export(to_config(cfg), Path(HydraConfig.get().runtime.output_dir))
-    except ConfigError as error:
-        log.error("%s", error)
-        sys.exit(2)
-    print(json.dumps(summary))
+    finish(lambda: export(to_config(cfg), Path(HydraConfig.get().runtime.output_dir)))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ forecast stage that scheduled jobs run.
 import json
 import logging
 import os
-import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,10 +20,10 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from pipeline import tracking
+from pipeline.cli import finish
 from pipeline.config import ConfigError, DataConfig, ForecastConfig, ShortSeries, to_config
 from pipeline.features import build_values
-from pipeline.load import (SERIES_ID, TIME, DataError, id_column_list, id_columns_of, parse_times, read_table,
-                           validate_frame)
+from pipeline.load import SERIES_ID, TIME, DataError, data_columns, id_columns_of, read_table, validate_frame
 from pipeline.models import Forecaster, RecurrentNetwork, predict
 from pipeline.scaling import Scaler
 from pipeline.window import WindowBatches, WindowRanges, scatter_rows
@@ -68,7 +67,12 @@ def forecast_frame(module: Forecaster, spec: ModelSpec, history: pd.DataFrame,
                    source: str = "input frame") -> pd.DataFrame:
     """The next `horizon` steps after the last row of every series in `history` (original units)."""
     data = DataConfig(**spec.data)
-    frame = validate_frame(history, data, source=source).frame
+    return forecast_validated(module, spec, validate_frame(history, data, source=source).frame, source)
+
+
+def forecast_validated(module: Forecaster, spec: ModelSpec, frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """forecast_frame after validation: `frame` is the long frame validate_frame made of the history."""
+    data = DataConfig(**spec.data)
     lookback, horizon = spec.lookback, spec.horizon
     recent = frame.groupby(SERIES_ID, sort=False, observed=True).tail(lookback)
     lengths = recent.groupby(SERIES_ID, sort=False, observed=True).size()
@@ -190,10 +194,9 @@ def run_forecast(cfg: ForecastConfig) -> dict:
     forecaster, metadata = tracking.load_model(cfg.tracking, cfg.model_uri)
     spec = forecaster.spec
     data = DataConfig(**spec.data)
-    columns = [data.time_column, data.target_column, *data.covariates, *id_column_list(data.id_column)]
-    history = read_table(source, columns)
-    out = forecast_frame(forecaster.module, spec, history, source=str(source))
-    times = parse_times(history[data.time_column], data.time_format, str(source), data.time_column)
+    frame = validate_frame(read_table(source, data_columns(data)), data, source=str(source)).frame
+    out = forecast_validated(forecaster.module, spec, frame, source=str(source))
+    times = frame[TIME]
     summary = {"model_uri": cfg.model_uri, "model_version": model_version(cfg.model_uri),
                "model_run_id": metadata.run_id, "input": str(source), "input_start": str(times.min()),
                "input_end": str(times.max()), "series": int(len(out) // spec.horizon), "rows": len(out),
@@ -209,12 +212,7 @@ def run_forecast(cfg: ForecastConfig) -> dict:
 
 @hydra.main(config_path="../conf", config_name="forecast", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
-        summary = run_forecast(to_config(cfg))
-    except (DataError, ConfigError) as error:
-        log.error("%s", error)
-        sys.exit(2)
-    print(json.dumps(summary))
+    finish(lambda: run_forecast(to_config(cfg)))
 
 
 if __name__ == "__main__":

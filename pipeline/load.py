@@ -90,8 +90,7 @@ def _read_parquet(path: Path, columns: list[str] | None) -> pd.DataFrame:
 def load_series(cfg: DataConfig) -> Series:
     """Load `cfg.path` and check it (see validate_frame)."""
     path = Path(cfg.path)
-    columns = [cfg.time_column, cfg.target_column, *cfg.covariates, *id_column_list(cfg.id_column)]
-    series = validate_frame(read_table(path, columns), cfg, source=str(path))
+    series = validate_frame(read_table(path, data_columns(cfg)), cfg, source=str(path))
     log.info("loaded %s: %d rows, %d series, freq %s, season %d; %s", path, len(series.frame),
              len(series.series_ids), series.freq, series.season, series.report or "no fixes needed")
     return series
@@ -104,8 +103,7 @@ def validate_frame(raw: pd.DataFrame, cfg: DataConfig, source: str) -> Series:
     # Row numbers in messages and in sorting are positions in the file, whatever index the frame had.
     raw = raw.reset_index(drop=True)
     id_columns = id_column_list(cfg.id_column)
-    missing = [c for c in [cfg.time_column, cfg.target_column, *cfg.covariates, *id_columns]
-               if c not in raw.columns]
+    missing = [c for c in data_columns(cfg) if c not in raw.columns]
     if missing:
         raise DataError(f"{source}: column {missing[0]!r} not found (columns: {list(raw.columns)}); "
                         f"set data.* to the file's column names")
@@ -151,6 +149,11 @@ def _joined_ids(raw: pd.DataFrame, id_columns: list[str]) -> pd.Categorical:
     names = [ID_SEPARATOR.join(labels[i][j] for i, j in enumerate(parts))
              for parts in zip(*np.unravel_index(combos, shape))]
     return pd.Categorical.from_codes(combined, categories=names).reorder_categories(sorted(names))
+
+
+def data_columns(cfg: DataConfig) -> list[str]:
+    """The file's columns the configuration uses: time, target, covariates, id column(s)."""
+    return [cfg.time_column, cfg.target_column, *cfg.covariates, *id_column_list(cfg.id_column)]
 
 
 def id_column_list(id_column: str | list[str] | None) -> list[str]:

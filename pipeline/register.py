@@ -10,7 +10,6 @@ used to choose.
 
 import json
 import logging
-import sys
 
 import hydra
 import mlflow
@@ -18,6 +17,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from pipeline.cli import finish
 from pipeline.config import ConfigError, RegisterConfig, to_config
 
 log = logging.getLogger(__name__)
@@ -84,12 +84,7 @@ def _champion(client: MlflowClient, name: str):
 
 @hydra.main(config_path="../conf", config_name="register", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
-        decision = register(to_config(cfg))
-    except ConfigError as error:
-        log.error("%s", error)
-        sys.exit(2)
-    print(json.dumps(decision))
+    finish(lambda: register(to_config(cfg)))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@
 import inspect
 import json
 import logging
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,11 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking
+from pipeline.cli import finish
 from pipeline.config import Config, ConfigError, to_config, trainer_kwargs
 from pipeline.evaluate import backtest, backtest_metrics, calibrate_intervals, plot_forecasts
 from pipeline.forecast import ModelSpec
-from pipeline.load import SERIES_ID, TARGET, TIME, DataError, Series, id_columns_of, load_series
+from pipeline.load import SERIES_ID, TARGET, TIME, Series, id_columns_of, load_series
 from pipeline.models import Forecaster
 from pipeline.window import Windows, batches, make_windows
 
@@ -145,12 +145,7 @@ def main(cfg: DictConfig) -> float:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     # Enums as their values ("error", not "Missing.error") in the logged params and config.yaml.
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    try:
-        summary = train(to_config(cfg), trainer_kwargs(cfg), resolved, output_dir)
-    except (DataError, ConfigError) as error:
-        log.error("%s", error)
-        sys.exit(2)
-    print(json.dumps(summary))
+    summary = finish(lambda: train(to_config(cfg), trainer_kwargs(cfg), resolved, output_dir))
     # Sweepers minimise this: the validation loss, so no choice is ever made on the test block.
     return summary["val_loss"]
 

@@ -1,0 +1,22 @@
+"""How every stage's command ends: one JSON summary line on stdout, or one line on stderr and exit status 2."""
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+
+from pipeline.config import ConfigError
+from pipeline.load import DataError
+
+log = logging.getLogger(__name__)
+
+
+def finish(stage: Callable[[], dict]) -> dict:
+    """Run the stage; a problem with the user's data or config becomes one line naming it, and exit 2."""
+    try:
+        summary = stage()
+    except (DataError, ConfigError) as error:
+        log.error("%s", error)
+        sys.exit(2)
+    print(json.dumps(summary))
+    return summary
