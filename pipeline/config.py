@@ -128,6 +128,9 @@ class ModelConfig:
     nonlinearity: str = "tanh"
     # Predict a correction to the seasonal-naive forecast read from the input window.
     seasonal_skip: bool = True
+    # Per-window normalisation (RevIN): each window's target is centred and scaled by its own mean and
+    # standard deviation before the network reads it, and the forecast is mapped back.
+    window_norm: bool = False
     # Size of a learned embedding of the series id fed to the head; 0 turns it off.
     series_embedding: int = 0
     # Read the lookback as non-overlapping segments of this many steps, each embedded by a linear map:
@@ -143,6 +146,8 @@ class OptimConfig:
     weight_decay: float = 0.0
     # Cosine decay to zero over the planned steps (needs trainer.max_steps or max_epochs).
     cosine_schedule: bool = True
+    # Stop when the validation loss has not improved for this many validations; null trains the whole budget.
+    patience: Optional[int] = None
 
 
 @dataclass
@@ -223,6 +228,26 @@ class ForecastConfig:
 
 
 @dataclass
+class BacktestConfig:
+    # Origins per series, counted back from the end of the file; fewer where a series is too short.
+    origins: int = 28
+    # Steps between consecutive origins; null: the model's horizon (forecasts that do not overlap).
+    step: Optional[int] = None
+
+
+@dataclass
+class EvaluateConfig:
+    """conf/evaluate.yaml: which tracked model, on which file, from which origins."""
+
+    run_id: Optional[str] = None
+    model_uri: Optional[str] = None
+    # null: the file the model was trained on (its columns and policies are always the model's).
+    data: ForecastDataConfig = field(default_factory=ForecastDataConfig)
+    evaluate: BacktestConfig = field(default_factory=BacktestConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+@dataclass
 class RegisterConfig:
     """conf/register.yaml: which training run goes into which registered model."""
 
@@ -239,12 +264,13 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="export_schema", node=ExportConfig)
     ConfigStore.instance().store(name="forecast_schema", node=ForecastConfig)
     ConfigStore.instance().store(name="register_schema", node=RegisterConfig)
+    ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
 
 
 def to_config(cfg: DictConfig) -> Config:
     """Turn a composed DictConfig into plain dataclasses; extra trainer keys stay as a dict."""
     config = OmegaConf.to_object(cfg)
-    assert isinstance(config, (Config, ExportConfig, ForecastConfig, RegisterConfig))
+    assert isinstance(config, (Config, ExportConfig, ForecastConfig, RegisterConfig, EvaluateConfig))
     return config  # type: ignore[return-value]
 
 

@@ -163,7 +163,7 @@ class RecurrentNetwork(nn.Module):
                  segment_len: int | None = None, strategy: str = "direct", attention: bool = False,
                  attention_score: str = "dot", teacher_forcing: float = 0.5, head_layers: list[int] | None = None,
                  head_activation: str = "relu", head_dropout: float = 0.0, init_state: str = "zeros",
-                 quantiles: list[float] | None = None):
+                 quantiles: list[float] | None = None, window_norm: bool = False):
         super().__init__()
         if cell not in CELLS:
             raise ConfigError(f"model.cell={cell!r}: choose one of {sorted(CELLS)}")
@@ -183,6 +183,7 @@ class RecurrentNetwork(nn.Module):
             raise ConfigError(f"model.quantiles={quantiles}: each must lie strictly between 0 and 1")
         widths = layer_widths(hidden_size, num_layers)
         self.strategy, self.horizon, self.teacher_forcing = strategy, horizon, teacher_forcing
+        self.window_norm = window_norm
         self.n_features, self.n_future = n_features, n_future
         self.n_outputs = max(1, len(self.quantiles))
         # The value fed back when rolling forward: the median, or the quantile nearest it.
@@ -266,9 +267,44 @@ class RecurrentNetwork(nn.Module):
         of steps (1.0 trains a pure one-step model). `horizon` may exceed the trained one for rolled
         strategies, given that many steps of `future`.
         """
+        target = target if self.training else None
+        if self.window_norm:
+            level, spread = self.window_statistics(x[:, :, 0], lengths)
+            x = torch.cat([((x[:, :, 0] - level) / spread).unsqueeze(2), x[:, :, 1:]], dim=2)
+            target = None if target is None else (target - level) / spread
         outputs, states, mask = self.encode(x, lengths)
-        return self.decode(x, future, outputs, states, mask, series, target if self.training else None,
-                           horizon or self.horizon)
+        forecast = self.decode(x, future, outputs, states, mask, series, target, horizon or self.horizon)
+        if self.window_norm:
+            shape = (-1,) + (1,) * (forecast.dim() - 1)
+            forecast = forecast * spread.view(shape) + level.view(shape)
+        return self.calibrated(forecast)
+
+    def calibrated(self, forecast: torch.Tensor) -> torch.Tensor:
+        """Quantiles widened (or narrowed) by the conformal offsets, in the scaled units of the target."""
+        if self.interval_offsets is None:
+            return forecast
+        # Calibration may narrow an interval past its neighbour; sorting keeps the levels monotone.
+        return (forecast + self.interval_offsets).sort(dim=-1).values
+
+    @staticmethod
+    def window_statistics(history: torch.Tensor, lengths: torch.Tensor | None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and standard deviation of each window's target over its real (unpadded) steps: (B, 1) each.
+
+        Per-window normalisation (RevIN, Kim et al. 2022) removes the window's level and spread before the
+        network reads it and restores them at output, so a level shift since training needs no extrapolation.
+        """
+        if lengths is None:
+            level = history.mean(dim=1, keepdim=True)
+            spread = history.std(dim=1, keepdim=True)
+        else:
+            real = (torch.arange(history.shape[1], device=history.device).unsqueeze(0)
+                    >= (history.shape[1] - lengths).unsqueeze(1)).to(history.dtype)
+            count = real.sum(dim=1, keepdim=True)
+            level = (history * real).sum(dim=1, keepdim=True) / count
+            spread = (((history - level) * real) ** 2).sum(dim=1, keepdim=True).div(count).sqrt()
+        # A flat window would divide by zero; it keeps its level and unit spread (already scaled units).
+        return level, spread.clamp_min(1e-3)
 
     def decode(self, x: torch.Tensor, future: torch.Tensor, outputs: torch.Tensor, states: list[State],
                mask: torch.Tensor | None, series: torch.Tensor | None, target: torch.Tensor | None,
@@ -355,9 +391,8 @@ class RecurrentNetwork(nn.Module):
             return raw[..., 0]
         if len(self.quantiles) == 1:
             return raw
-        quantiles = torch.cat([raw[..., :1], raw[..., :1] + nn.functional.softplus(raw[..., 1:]).cumsum(-1)], dim=-1)
-        # Calibration may narrow an interval past its neighbour; sorting keeps the levels monotone.
-        return (quantiles + self.interval_offsets).sort(dim=-1).values
+        # Calibration offsets are added in forward, in the scaled units of the target.
+        return torch.cat([raw[..., :1], raw[..., :1] + nn.functional.softplus(raw[..., 1:]).cumsum(-1)], dim=-1)
 
 
 def pinball_loss(forecast: torch.Tensor, actual: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:
@@ -377,7 +412,7 @@ class Forecaster(L.LightningModule):
                  strategy: str = "direct", attention: bool = False, attention_score: str = "dot",
                  teacher_forcing: float = 0.5, head_layers: list[int] | None = None, head_activation: str = "relu",
                  head_dropout: float = 0.0, init_state: str = "zeros", quantiles: list[float] | None = None,
-                 loss: str = "mse", lr: float = 3e-3, weight_decay: float = 0.0, cosine_schedule: bool = True):
+                 window_norm: bool = False, loss: str = "mse", lr: float = 3e-3, weight_decay: float = 0.0, cosine_schedule: bool = True):
         super().__init__()
         if loss not in LOSSES:
             raise ConfigError(f"optim.loss={loss!r}: choose one of {sorted(LOSSES)}")
@@ -387,7 +422,7 @@ class Forecaster(L.LightningModule):
                                         num_layers, bidirectional, dropout, nonlinearity, season,
                                         n_series, series_embedding, segment_len, strategy, attention,
                                         attention_score, teacher_forcing, head_layers, head_activation,
-                                        head_dropout, init_state, quantiles)
+                                        head_dropout, init_state, quantiles, window_norm)
         self.register_buffer("quantiles", torch.tensor(self.network.quantiles), persistent=False)
         self.point_loss = LOSSES[loss]
 

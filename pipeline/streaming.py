@@ -29,6 +29,10 @@ class StreamingForecaster:
             raise ConfigError("a bidirectional encoder cannot stream: its backward pass starts from the newest "
                               "step, so each new observation changes every state; train with "
                               "model.bidirectional=false to stream")
+        if network.window_norm:
+            raise ConfigError("model.window_norm cannot stream: every new observation changes the window's "
+                              "mean and spread, so every state would have to be recomputed; train with "
+                              "model.window_norm=false to stream")
         self.network = network.eval()
         self.series = torch.tensor([series])
         self.states = network.encoder.initial(1)
@@ -62,8 +66,9 @@ class StreamingForecaster:
             raise ValueError("no observation yet (or, with attention, no complete segment): call update() first")
         x = torch.stack(list(self.recent)).unsqueeze(0)
         keys = torch.stack(self.keys, dim=1) if self.keys else None
-        return self.network.decode(x, future.to(torch.float32).unsqueeze(0), keys, self.states, None,
-                                   self.series, None, horizon or self.network.horizon)[0]
+        forecast = self.network.decode(x, future.to(torch.float32).unsqueeze(0), keys, self.states, None,
+                                       self.series, None, horizon or self.network.horizon)
+        return self.network.calibrated(forecast)[0]
 
 
 class SeriesStream:
