@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: train test ui clean
+.PHONY: train test ui clean bench-accuracy
 
 # torch first, pinned: it is a local CPU wheel here; an unpinned torch pulls gigabytes of CUDA packages.
 $(BIN)/pipeline-installed: pyproject.toml
@@ -19,8 +19,21 @@ train: $(BIN)/pipeline-installed
 test: $(BIN)/pipeline-installed
 	$(BIN)/python -m pytest $(ARGS)
 
+# The accuracy benchmark needs statsforecast (the `bench` extra), which pins pandas below 3: its own environment.
+BENCH_BIN := .venv-bench/bin
+
+$(BENCH_BIN)/pipeline-installed: pyproject.toml
+	test -x $(BENCH_BIN)/python || $(PYTHON) -m venv .venv-bench
+	$(BENCH_BIN)/pip install --quiet --upgrade pip
+	$(BENCH_BIN)/pip install --quiet torch==2.13.0
+	$(BENCH_BIN)/pip install --quiet -e ".[bench]"
+	touch $@
+
+bench-accuracy: $(BENCH_BIN)/pipeline-installed
+	$(BENCH_BIN)/python bench/accuracy.py $(ARGS)
+
 ui: $(BIN)/pipeline-installed
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db
 
 clean:
-	rm -rf outputs/runs outputs/multiruns outputs/exports outputs/forecasts outputs/registrations outputs/mlflow.db outputs/mlartifacts
+	rm -rf outputs/runs outputs/multiruns outputs/exports outputs/evaluations outputs/forecasts outputs/registrations outputs/mlflow.db outputs/mlartifacts
