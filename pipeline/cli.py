@@ -1,5 +1,6 @@
 """How every stage's command ends: one JSON summary line on stdout, or one line on stderr and exit status 2."""
 
+import contextlib
 import json
 import logging
 import sys
@@ -12,9 +13,14 @@ log = logging.getLogger(__name__)
 
 
 def finish(stage: Callable[[], dict]) -> dict:
-    """Run the stage; a problem with the user's data or config becomes one line naming it, and exit 2."""
+    """Run the stage; a problem with the user's data or config becomes one line naming it, and exit 2.
+
+    Whatever libraries print meanwhile (MLflow prints run links when tracking to a server) goes to stderr, so
+    stdout carries the summary line alone.
+    """
     try:
-        summary = stage()
+        with contextlib.redirect_stdout(sys.stderr):
+            summary = stage()
     except (DataError, ConfigError) as error:
         log.error("%s", error)
         sys.exit(2)

@@ -1,60 +1,41 @@
-"""Metrics, the seasonal-naive baseline and the rolling-origin backtest over the test block."""
+"""Rolling-origin backtests: the training stage's on its validation and test blocks, and the evaluate stage's
+on any file, both in batched calls over every series and origin. Conformal calibration of intervals.
 
-from dataclasses import dataclass, field
+    python -m pipeline.evaluate run_id=<training run> [data.path=new.parquet] [evaluate.origins=28]
+"""
 
-import matplotlib
+import logging
+from pathlib import Path
 
-matplotlib.use("Agg")  # no display on servers and in cron jobs
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import hydra
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig
 
-from pipeline.models import RecurrentNetwork, predict  # noqa: E402
-from pipeline.window import Split, Windows  # noqa: E402
+from pipeline import tracking
+from pipeline.cli import finish
+from pipeline.config import ConfigError, DataConfig, EvaluateConfig, to_config
+from pipeline.features import build_values
+from pipeline.forecast import embedding_row
+from pipeline.load import SERIES_ID, TARGET, TIME, DataError, data_columns, read_table, validate_frame
+from pipeline.metrics import (
+    Backtest,
+    backtest_metrics,
+    interval_name,
+    mase_scale,
+    mase_scales,
+    naive,
+    point_metrics,
+    seasonal_naive,
+)
+from pipeline.models import RecurrentNetwork, predict
+from pipeline.plots import plot_best_and_worst, plot_error_by_step
+from pipeline.scaling import Scaler
+from pipeline.window import WindowBatches, WindowRanges, Windows
 
-
-@dataclass
-class Backtest:
-    """Forecasts from rolling origins, in original units: one row per (series, origin), H columns."""
-
-    series_ids: list[str]
-    origins: np.ndarray       # (n,) row of the first forecast step in the stacked frame
-    actual: np.ndarray        # (n, H)
-    forecast: np.ndarray      # (n, H)
-    seasonal_naive: np.ndarray  # (n, H)
-    mase_scale: np.ndarray    # (n,) in-sample seasonal-naive MAE of the row's series, training part
-    levels: list[float] = field(default_factory=list)  # quantile levels, when the model forecasts quantiles
-    quantiles: np.ndarray | None = None  # (n, H, Q); `forecast` is then the median (or the level nearest it)
-
-
-def point_metrics(actual: np.ndarray, forecast: np.ndarray, mase_scale: np.ndarray) -> dict[str, float]:
-    """MAE, RMSE, sMAPE (percent, 0-200) and MASE over every (row, step); rows are (n, H)."""
-    error = forecast - actual
-    denominator = np.abs(actual) + np.abs(forecast)
-    ratio = np.divide(np.abs(error), denominator, out=np.zeros_like(error), where=denominator > 0)
-    return {
-        "mae": float(np.mean(np.abs(error))),
-        "rmse": float(np.sqrt(np.mean(error**2))),
-        "smape": float(200 * np.mean(ratio)),
-        "mase": float(np.mean(np.abs(error) / mase_scale[:, None])),
-    }
-
-
-def interval_name(levels: list[float], lo: int) -> str:
-    """The central interval of levels[lo] and its mirror, by percent: "10_90" for 0.1 and 0.9."""
-    return f"{100 * levels[lo]:g}_{100 * levels[len(levels) - 1 - lo]:g}"
-
-
-def quantile_metrics(actual: np.ndarray, quantiles: np.ndarray, levels: list[float]) -> dict[str, float]:
-    """Mean pinball loss over every level, and the empirical coverage of each central interval: levels q and
-    1 - q paired from the outside in (0.1 with 0.9 gives coverage_10_90, expected 0.8)."""
-    error = actual[..., None] - quantiles
-    q = np.asarray(levels)
-    metrics = {"quantile_loss": float(np.mean(np.maximum(q * error, (q - 1) * error)))}
-    for i in range(len(levels) // 2):
-        lo, hi = quantiles[..., i], quantiles[..., len(levels) - 1 - i]
-        metrics[f"coverage_{interval_name(levels, i)}"] = float(np.mean((actual >= lo) & (actual <= hi)))
-    return metrics
+log = logging.getLogger(__name__)
 
 
 def calibrate_intervals(network: RecurrentNetwork, windows: Windows, batch_size: int = 1024) -> dict[str, float]:
@@ -82,77 +63,152 @@ def calibrate_intervals(network: RecurrentNetwork, windows: Windows, batch_size:
     return named
 
 
-def seasonal_naive(target: np.ndarray, origins: np.ndarray, horizon: int, season: int) -> np.ndarray:
-    """(n,) origins -> (n, H): each step repeats the value one (or more) seasons before it."""
-    steps = np.arange(horizon)
-    return target[origins[:, None] + steps - season * (steps // season + 1)]
-
-
-def mase_scales(target: np.ndarray, splits: list[Split], season: int) -> dict[str, float]:
-    """Per series: mean |y_t - y_(t - season)| over its training rows (the MASE denominator)."""
-    scales = {}
-    for s in splits:
-        train = target[s.first:s.val_start]
-        scale = float(np.mean(np.abs(train[season:] - train[:-season]))) if len(train) > season else 0.0
-        # A series that repeats exactly has no in-sample error; fall back to 1 rather than divide by zero.
-        scales[s.series_id] = scale if scale > 0 else 1.0
-    return scales
-
-
 def backtest(network: RecurrentNetwork, windows: Windows, season: int, block: str = "test",
              batch_size: int = 1024) -> Backtest:
-    """Forecast every origin of the "test" (or "val") block of every series in batched calls, each from data
-    before its origin."""
+    """Forecast every origin of the "test" (or "val") block of every series, each from data before its origin."""
     dataset = windows.test if block == "test" else windows.val_origins
+    series_ids = [s.series_id for s in windows.splits]
+    return score_windows(network, dataset, windows.target, windows.scaler, series_ids, season,
+                         mase_scales(windows.target, windows.splits, season), batch_size)
+
+
+def score_windows(network: RecurrentNetwork, dataset: WindowBatches, target: np.ndarray, scaler: Scaler,
+                  series_ids: list[str], season: int, scales: dict[str, float], batch_size: int = 1024) -> Backtest:
+    """Forecasts of every window of `dataset` in original units, beside its actuals and the baselines.
+
+    `target` is the original-unit target of the rows `dataset` indexes; `series_ids` names its series numbers.
+    """
     starts, series = dataset.windows.locate(torch.arange(len(dataset)))
-    origins = (starts + windows.lookback).numpy()
-    series_ids = [windows.splits[i].series_id for i in series.tolist()]
-    target = windows.target
-    forecast = windows.scaler.inverse_target(predict(network, dataset, batch_size), series_ids)
+    origins = (starts + dataset.lookback).numpy()
+    row_ids = [series_ids[i] for i in series.tolist()]
+    horizon = len(dataset.steps) - dataset.lookback
+    forecast = scaler.inverse_target(predict(network, dataset, batch_size), row_ids)
     quantiles = forecast if forecast.ndim == 3 else None
-    scales = mase_scales(target, windows.splits, season)
     return Backtest(
-        series_ids=series_ids,
+        series_ids=row_ids,
         origins=origins,
-        actual=target[origins[:, None] + np.arange(windows.horizon)],
+        actual=target[origins[:, None] + np.arange(horizon)],
         forecast=forecast[..., network.median] if quantiles is not None else forecast,
-        seasonal_naive=seasonal_naive(target, origins, windows.horizon, season),
-        mase_scale=np.array([scales[s] for s in series_ids]),
+        seasonal_naive=seasonal_naive(target, origins, horizon, season),
+        naive=naive(target, origins, horizon),
+        mase_scale=np.array([scales[s] for s in row_ids]),
         levels=network.quantiles,
         quantiles=quantiles,
     )
 
 
-def backtest_metrics(result: Backtest) -> dict[str, dict[str, float]]:
-    """The model's metrics beside seasonal naive's, on the same origins."""
-    model = point_metrics(result.actual, result.forecast, result.mase_scale)
-    if result.quantiles is not None:
-        model |= quantile_metrics(result.actual, result.quantiles, result.levels)
-    return {
-        "model": model,
-        "seasonal_naive": point_metrics(result.actual, result.seasonal_naive, result.mase_scale),
-    }
+# -- the evaluate stage ----------------------------------------------------------------------------------------
 
 
-def plot_forecasts(result: Backtest, target: np.ndarray, times: np.ndarray, n_plots: int = 4) -> plt.Figure:
-    """Forecast, seasonal naive and actuals for a few test origins spread over the test block."""
-    picks = np.linspace(0, len(result.origins) - 1, min(n_plots, len(result.origins))).round().astype(int)
+def rolling_origins(sizes: pd.Series, lookback: int, horizon: int, origins: int, step: int,
+                    source: str) -> WindowRanges:
+    """Per series (rows stacked in `sizes` order): up to `origins` origins `step` apart, the last one's horizon
+    ending at the series' last row; each window's inputs are the `lookback` rows before its origin."""
+    lengths = sizes.to_numpy()
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    fits = (lengths - lookback - horizon) // step + 1
+    short = np.flatnonzero(fits < 1)
+    if short.size:
+        i = short[0]
+        raise DataError(f"{source}: series {sizes.index[i]!r} has {lengths[i]} rows; a backtest origin needs the "
+                        f"model's lookback + horizon ({lookback + horizon}) rows")
+    count = np.minimum(origins, fits)
+    last = starts + lengths - horizon - lookback
+    return WindowRanges(first=torch.from_numpy(last - (count - 1) * step), count=torch.from_numpy(count),
+                        step=step)
+
+
+def evaluate(cfg: EvaluateConfig) -> dict:
+    """Backtest a tracked model on a file (no refit) and log the result as a run linked to the model's run."""
+    if not cfg.run_id and not cfg.model_uri:
+        raise ConfigError("give run_id=<training run> or model_uri=<MLflow model URI> to evaluate")
+    if cfg.evaluate.origins < 1 or (cfg.evaluate.step is not None and cfg.evaluate.step < 1):
+        raise ConfigError("evaluate.origins and evaluate.step must be positive")
+    model_uri = cfg.model_uri or f"runs:/{cfg.run_id}/model"
+    forecaster, metadata = tracking.load_model(cfg.tracking, model_uri)
+    spec, network = forecaster.spec, forecaster.module.network
+    data = DataConfig(**(spec.data | ({"path": cfg.data.path} if cfg.data.path else {})))
+    source = data.path
+    frame = validate_frame(read_table(Path(source), data_columns(data)), data, source=source).frame
+    sizes = frame.groupby(SERIES_ID, sort=False, observed=True).size()
+    series_ids = [str(s) for s in sizes.index]
+    step = cfg.evaluate.step or spec.horizon
+    windows = rolling_origins(sizes, spec.lookback, spec.horizon, cfg.evaluate.origins, step, source)
+    scaler = Scaler(**spec.scaler)
+    values = build_values(frame, scaler, data.freq, data.calendar)
+    dataset = WindowBatches(values, windows, spec.lookback, spec.horizon,
+                            list(range(len(scaler.columns), values.shape[1])), None,
+                            torch.tensor([embedding_row(spec, s, source) for s in series_ids]))
+    target, season = frame[TARGET].to_numpy(np.float64), int(data.season)
+    # MASE scale: each series' in-sample seasonal-naive error before its first origin (no peeking ahead).
+    firsts = windows.first.numpy() + spec.lookback
+    starts = np.concatenate([[0], np.cumsum(sizes.to_numpy())[:-1]])
+    scales = {s: mase_scale(target[a:b], season) for s, a, b in zip(series_ids, starts, firsts)}
+    result = score_windows(network, dataset, target, scaler, series_ids, season, scales)
+    scores = backtest_metrics(result)
+    per_step, per_series = by_step(result), by_series(result)
+    times = frame[TIME].to_numpy()
+    summary = {"model_uri": model_uri, "model_run_id": metadata.run_id, "data": source,
+               "origins": int(len(result.origins)), "series": len(series_ids), "step": step,
+               "first_origin": str(pd.Timestamp(times[result.origins.min()])),
+               "last_origin": str(pd.Timestamp(times[result.origins.max()]))}
+    experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
+    model_run = mlflow.get_run(metadata.run_id) if metadata.run_id else None
+    with tracking.start_run(cfg.tracking) as run:
+        tags = {"stage": "evaluate", "model_uri": model_uri, "model_run_id": metadata.run_id or ""}
+        if model_run is not None and experiment is not None and model_run.info.experiment_id == experiment.experiment_id:
+            # Shown nested under the training run in the MLflow UI.
+            tags["mlflow.parentRunId"] = metadata.run_id
+        mlflow.set_tags(tags)
+        mlflow.log_params({k: v for k, v in summary.items() if k not in ("model_uri", "model_run_id")})
+        for name, metrics in scores.items():
+            prefix = "" if name == "model" else f"{name}_"
+            mlflow.log_metrics({f"{prefix}{k}": v for k, v in metrics.items()})
+        for row in per_step.itertuples():
+            mlflow.log_metrics({"mase_by_step": row.mase, "seasonal_naive_mase_by_step": row.seasonal_naive_mase},
+                               step=int(row.step))
+        mlflow.log_text(per_series.to_csv(index=False), "evaluation/per_series.csv")
+        mlflow.log_text(per_step.to_csv(index=False), "evaluation/per_step.csv")
+        mlflow.log_figure(plot_error_by_step(per_step), "evaluation/error_by_step.png")
+        mlflow.log_figure(plot_best_and_worst(result, target, times, per_series), "evaluation/best_and_worst.png")
+    log.info("MASE %.4f (naive %.4f, seasonal naive %.4f) over %d origins of %d series",
+             scores["model"]["mase"], scores["naive"]["mase"], scores["seasonal_naive"]["mase"],
+             summary["origins"], summary["series"])
+    return summary | {"run_id": run.info.run_id} | {name: scores[name] for name in scores}
+
+
+BASELINES = ("naive", "seasonal_naive")
+
+
+def _columns(result: Backtest, rows: np.ndarray | slice, steps: slice) -> dict[str, float]:
+    """Model metrics and the baselines' MASE for some rows and steps of a backtest."""
+    scale = result.mase_scale[rows]
+    metrics = point_metrics(result.actual[rows, steps], result.forecast[rows, steps], scale)
+    for name in BASELINES:
+        metrics[f"{name}_mase"] = point_metrics(result.actual[rows, steps], getattr(result, name)[rows, steps],
+                                                scale)["mase"]
+    return metrics
+
+
+def by_step(result: Backtest) -> pd.DataFrame:
+    """One row per horizon step (1 = the first step after the origin)."""
     horizon = result.actual.shape[1]
-    figure, axes = plt.subplots(len(picks), 1, figsize=(10, 2.6 * len(picks)), squeeze=False)
-    for axis, i in zip(axes[:, 0], picks):
-        origin = result.origins[i]
-        history = np.arange(origin - horizon, origin)
-        ahead = np.arange(origin, origin + horizon)
-        axis.plot(history - origin, target[history], color="0.5", label="history")
-        axis.plot(ahead - origin, result.actual[i], color="black", label="actual")
-        if result.quantiles is not None and len(result.levels) > 1:
-            axis.fill_between(ahead - origin, result.quantiles[i, :, 0], result.quantiles[i, :, -1],
-                              color="tab:blue", alpha=0.2,
-                              label=f"{100 * result.levels[0]:g}-{100 * result.levels[-1]:g}% band")
-        axis.plot(ahead - origin, result.forecast[i], color="tab:blue", label="forecast")
-        axis.plot(ahead - origin, result.seasonal_naive[i], color="tab:orange", ls="--", label="seasonal naive")
-        axis.set_title(f"series {result.series_ids[i]}, forecast from {times[origin]}", fontsize=9)
-    axes[0, 0].legend(loc="upper left", fontsize=8, ncol=5)
-    axes[-1, 0].set_xlabel("steps from forecast origin")
-    figure.tight_layout()
-    return figure
+    return pd.DataFrame([{"step": h + 1} | _columns(result, slice(None), slice(h, h + 1)) for h in range(horizon)])
+
+
+def by_series(result: Backtest) -> pd.DataFrame:
+    """One row per series, best MASE first."""
+    ids = np.asarray(result.series_ids)
+    rows = [{"series_id": s, "origins": int((ids == s).sum())} | _columns(result, np.flatnonzero(ids == s),
+                                                                           slice(None))
+            for s in dict.fromkeys(result.series_ids)]
+    return pd.DataFrame(rows).sort_values("mase", kind="stable").reset_index(drop=True)
+
+
+@hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    finish(lambda: evaluate(to_config(cfg)))
+
+
+if __name__ == "__main__":
+    main()

@@ -95,7 +95,7 @@ def forecast_validated(module: Forecaster, spec: ModelSpec, frame: pd.DataFrame,
                             step=1)
     dataset = WindowBatches(values, one_each, lookback, horizon, list(range(len(scaler.columns), values.shape[1])),
                             first_real if data.short_series == ShortSeries.pad else None,
-                            torch.tensor([_embedding_row(spec, s, source) for s in series_ids]))
+                            torch.tensor([embedding_row(spec, s, source) for s in series_ids]))
     forecast = scaler.inverse_target(predict(module.network, dataset, batch_size=1024), series_ids)
     columns = forecast_columns(module.network, forecast)
     out = pd.DataFrame({TIME: future[TIME].to_numpy()} | {k: v.reshape(-1) for k, v in columns.items()})
@@ -112,7 +112,7 @@ def forecast_columns(network: RecurrentNetwork, forecast: np.ndarray) -> dict[st
         f"q{100 * level:g}": forecast[..., i] for i, level in enumerate(network.quantiles)}
 
 
-def _embedding_row(spec: ModelSpec, series_id: str, source: str) -> int:
+def embedding_row(spec: ModelSpec, series_id: str, source: str) -> int:
     if spec.hparams.get("series_embedding"):
         if series_id not in spec.series_ids:
             raise DataError(f"{source}: series {series_id!r} was not in training, and this model has a "

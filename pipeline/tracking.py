@@ -10,6 +10,7 @@ import mlflow
 import pandas as pd
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.entities import Run
+from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from pipeline.config import ConfigError, TrackingConfig
 from pipeline.load import Series
@@ -55,10 +56,20 @@ def log_data_report(series: Series, windows: Windows) -> None:
     mlflow.set_tags(tags)
 
 
-def log_model(artifacts: dict[str, str], input_example: pd.DataFrame) -> str:
-    """Log the pyfunc model (signature inferred from the example's prediction); returns its URI."""
+def log_model(artifacts: dict[str, str], input_example: pd.DataFrame, prediction: pd.DataFrame,
+              time_column: str) -> str:
+    """Log the pyfunc model with its input example and signature; returns its URI.
+
+    The signature's time column accepts any type: MLflow's schema types cannot hold both the datetimes Python
+    callers pass and the text a CSV or JSON request carries (`mlflow models predict -t csv`, `mlflow models
+    serve`); the model parses and validates times itself.
+    """
+    signature = mlflow.models.infer_signature(input_example, prediction)
+    signature.inputs = Schema([ColSpec(AnyType(), c.name) if c.name == time_column else c
+                               for c in signature.inputs.inputs])
     info = mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_MODEL_CODE), artifacts=artifacts,
-                                   input_example=input_example, pip_requirements=MODEL_REQUIREMENTS)
+                                   input_example=input_example, signature=signature,
+                                   pip_requirements=MODEL_REQUIREMENTS)
     return info.model_uri
 
 

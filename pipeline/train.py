@@ -6,6 +6,7 @@
 import inspect
 import json
 import logging
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,16 +17,18 @@ import mlflow
 import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking
 from pipeline.cli import finish
 from pipeline.config import Config, ConfigError, to_config, trainer_kwargs
-from pipeline.evaluate import backtest, backtest_metrics, calibrate_intervals, plot_forecasts
-from pipeline.forecast import ModelSpec
+from pipeline.evaluate import backtest, calibrate_intervals
+from pipeline.forecast import ModelSpec, forecast_frame
 from pipeline.load import SERIES_ID, TARGET, TIME, Series, id_columns_of, load_series
+from pipeline.metrics import backtest_metrics
 from pipeline.models import Forecaster
+from pipeline.plots import plot_forecasts
 from pipeline.window import Windows, batches, make_windows
 
 log = logging.getLogger(__name__)
@@ -44,12 +47,18 @@ def train(cfg: Config, trainer_args: dict[str, Any], resolved: dict[str, Any], o
     module = build_module(cfg, windows, series.season)
     checkpoints = ModelCheckpoint(dirpath=output_dir / "checkpoints", monitor="val_loss", mode="min",
                                   save_top_k=1, save_last=True, filename="best-{step}")
+    callbacks = [checkpoints, LearningRateMonitor("step")]
+    if cfg.optim.patience is not None:
+        callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=cfg.optim.patience))
     with tracking.start_run(cfg.tracking) as run:
         tracking.log_config(resolved, OmegaConf.to_yaml(resolved))
         tracking.log_data_report(series, windows)
-        trainer = build_trainer(trainer_args, cfg, run, [checkpoints, LearningRateMonitor("step")], output_dir)
+        trainer = build_trainer(trainer_args, cfg, run, callbacks, output_dir)
+        started = time.perf_counter()
         trainer.fit(module, batches(windows.train, cfg.window.batch_size, shuffle=True),
                      batches(windows.val, cfg.window.batch_size, shuffle=False))
+        fit_seconds = time.perf_counter() - started
+        mlflow.log_metrics({"fit_seconds": fit_seconds, "fit_steps": trainer.global_step})
         best = torch.load(checkpoints.best_model_path, map_location=module.device, weights_only=True)
         module.load_state_dict(best["state_dict"])
         if module.network.interval_offsets is not None and cfg.model.conformal:
@@ -61,8 +70,10 @@ def train(cfg: Config, trainer_args: dict[str, Any], resolved: dict[str, Any], o
             spec = model_spec(cfg, series, windows, module)
             artifacts = spec.save(output_dir / "model", module)
             history = input_example(cfg, series, windows)
-            tracking.log_model(artifacts, history)
+            tracking.log_model(artifacts, history, forecast_frame(module, spec, history, "the input example"),
+                               cfg.data.time_column)
         summary = {"run_id": run.info.run_id, "val_loss": float(checkpoints.best_model_score),
+                   "fit_seconds": round(fit_seconds, 1), "fit_steps": trainer.global_step,
                    "val": scores["val"]["model"], "val_seasonal_naive": scores["val"]["seasonal_naive"],
                    "test": scores["test"]["model"], "seasonal_naive": scores["test"]["seasonal_naive"]}
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=1))
@@ -70,14 +81,15 @@ def train(cfg: Config, trainer_args: dict[str, Any], resolved: dict[str, Any], o
 
 
 def evaluate_and_log(module: Forecaster, windows: Windows, season: int) -> dict[str, dict]:
-    """Rolling-origin backtests on the validation and test blocks, beside seasonal naive; metrics and the
+    """Rolling-origin backtests on the validation and test blocks, beside naive and seasonal naive; metrics and the
     test block's forecast plot go to the open MLflow run."""
     scores = {}
     for block in ("val", "test"):
         result = backtest(module.network, windows, season, block=block)
         scores[block] = backtest_metrics(result)
         mlflow.log_metrics({f"{block}_{k}": v for k, v in scores[block]["model"].items()})
-        mlflow.log_metrics({f"{block}_{k}_seasonal_naive": v for k, v in scores[block]["seasonal_naive"].items()})
+        for baseline in ("naive", "seasonal_naive"):
+            mlflow.log_metrics({f"{block}_{k}_{baseline}": v for k, v in scores[block][baseline].items()})
     mlflow.log_figure(plot_forecasts(result, windows.target, windows.times), "forecasts.png")
     return scores
 
@@ -93,7 +105,7 @@ def build_module(cfg: Config, windows: Windows, season: int) -> Forecaster:
                       attention_score=m.attention_score.value, teacher_forcing=m.teacher_forcing,
                       head_layers=m.head_layers, head_activation=m.head_activation,
                       head_dropout=m.head_dropout, init_state=m.init_state.value, quantiles=m.quantiles,
-                      loss=cfg.optim.loss, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+                      window_norm=m.window_norm, loss=cfg.optim.loss, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
                       cosine_schedule=cfg.optim.cosine_schedule)
 
 

@@ -1,10 +1,14 @@
 """Shared fixtures: the real composed config, slices of the shipped data, a real MLflow sqlite store."""
 
 import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,3 +101,53 @@ def store(tmp_path_factory: pytest.TempPathFactory, vic_elec: pd.DataFrame, migr
     previous = mlflow.get_tracking_uri()
     yield Store(folder, f"sqlite:///{folder / 'mlflow.db'}")
     mlflow.set_tracking_uri(previous)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def venv_path() -> dict[str, str]:
+    """The environment with this interpreter's bin folder on PATH, as an activated venv has it (MLflow starts
+    `uvicorn` from PATH)."""
+    return os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def wait_until_up(url: str, process: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        assert process.poll() is None, process.stderr.read()[-3000:] if process.stderr else "exited"
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"{url} did not answer in {seconds} s"
+            time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def server_store(tmp_path_factory: pytest.TempPathFactory, vic_elec: pd.DataFrame, migrated_store: Path):
+    """A real `mlflow server` on 127.0.0.1 (sqlite backend, artifacts served through it), with the same data
+    files as `store`; stopped after the module."""
+    folder = tmp_path_factory.mktemp("server")
+    vic_elec.iloc[:1008].to_parquet(folder / "train.parquet", index=False)
+    vic_elec.iloc[:1200].to_parquet(folder / "new.parquet", index=False)
+    shutil.copy(migrated_store, folder / "server.db")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination",
+         str(folder / "artifacts"), "--workers", "1"],
+        env=venv_path(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{url}/health", server)
+        previous = mlflow.get_tracking_uri()
+        yield Store(folder, url)
+        mlflow.set_tracking_uri(previous)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from pipeline.config import ConfigError, DataConfig, to_config
-from pipeline.evaluate import backtest, backtest_metrics, calibrate_intervals, quantile_metrics
+from pipeline.evaluate import backtest, calibrate_intervals
 from pipeline.load import validate_frame
+from pipeline.metrics import backtest_metrics, quantile_metrics
 from pipeline.models import RecurrentNetwork, pinball_loss
 from pipeline.train import build_module
 from pipeline.window import batches, make_windows

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import SMALL, run_stage
 
+
 def artifact_paths(client: MlflowClient, run_id: str, path: str = "") -> set[str]:
     found = set()
     for item in client.list_artifacts(run_id, path):
@@ -37,7 +38,7 @@ def test_train_command_leaves_a_finished_run_with_params_metrics_artifacts_and_a
     assert run.data.params["trainer.gradient_clip_algorithm"] == "norm"
     assert run.data.params["data.missing"] == "error" and run.data.params["data.covariates"] == "[]"
     for metric in ["train_loss_epoch", "val_loss", "grad_norm_step", "test_mase", "test_mase_seasonal_naive",
-                   "val_mase", "val_mase_seasonal_naive",
+                   "val_mase", "val_mase_seasonal_naive", "test_mase_naive", "fit_seconds", "fit_steps",
                    "test_smape", "test_rmse", "test_mae_seasonal_naive"]:
         assert metric in run.data.metrics, metric
     assert run.data.metrics["test_mase"] == pytest.approx(summary["test"]["mase"])
