@@ -296,7 +296,7 @@ class RecurrentNetwork(nn.Module):
         """
         if lengths is None:
             level = history.mean(dim=1, keepdim=True)
-            spread = history.std(dim=1, keepdim=True)
+            spread = history.std(dim=1, keepdim=True, correction=0)
         else:
             real = (torch.arange(history.shape[1], device=history.device).unsqueeze(0)
                     >= (history.shape[1] - lengths).unsqueeze(1)).to(history.dtype)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from pipeline.config import ConfigError, DataConfig
-from pipeline.evaluate import seasonal_naive
 from pipeline.load import validate_frame
+from pipeline.metrics import seasonal_naive
 from pipeline.models import Forecaster, RecurrentNetwork, predict
 from pipeline.window import batches, make_windows
 
@@ -154,3 +154,32 @@ def test_segment_inputs_read_the_lookback_in_fewer_recurrent_steps_and_train(win
 def test_segment_length_must_divide_the_lookback():
     with pytest.raises(ConfigError, match="must divide window.lookback"):
         RecurrentNetwork("lstm", 3, 0, 10, 2, 4, 1, False, 0.0, "tanh", None, segment_len=4)
+
+
+@pytest.mark.parametrize("strategy", ["direct", "recursive", "seq2seq"])
+def test_window_norm_forecast_moves_and_stretches_with_its_window(strategy):
+    # Per-window normalisation: a window shifted by b and scaled by a > 0 gets the forecast a * f + b.
+    torch.manual_seed(0)
+    network = RecurrentNetwork("gru", 1, 0, 12, 3, 8, 1, False, 0.0, "tanh", 4, strategy=strategy,
+                               window_norm=True).eval()
+    for parameter in network.head.parameters():
+        torch.nn.init.normal_(parameter)  # away from the zero init of the seasonal skip
+    x = torch.randn(5, 12, 1)
+    empty = torch.zeros(5, 3, 0)
+    with torch.no_grad():
+        base = network(x, empty)
+        moved = network(3.0 * x + 7.0, empty)
+    assert torch.allclose(moved, 3.0 * base + 7.0, atol=1e-4)
+    assert not torch.allclose(base, RecurrentNetwork("gru", 1, 0, 12, 3, 8, 1, False, 0.0, "tanh", 4,
+                                                     strategy=strategy).eval()(x, empty), atol=1e-3)
+
+
+def test_window_norm_ignores_padding_rows():
+    torch.manual_seed(0)
+    network = RecurrentNetwork("lstm", 1, 0, 10, 2, 8, 1, False, 0.0, "tanh", None, window_norm=True).eval()
+    real = torch.randn(2, 4, 1) + 5.0
+    padded = torch.cat([torch.randn(2, 6, 1) * 100, real], dim=1)
+    empty = torch.zeros(2, 2, 0)
+    with torch.no_grad():
+        assert torch.allclose(network(padded, empty, lengths=torch.tensor([4, 4])), network(real, empty),
+                              atol=1e-5)
