@@ -64,6 +64,8 @@ class DataConfig:
     time_format: Optional[str] = None
     # Past-observed inputs: known up to the forecast origin only, scaled like the target.
     covariates: list[str] = field(default_factory=list)
+    # Known-future inputs (holiday flags, planned prices): read over the lookback and the horizon alike.
+    future_covariates: list[str] = field(default_factory=list)
     # Cyclic calendar features of each timestamp (known in the future too).
     calendar: bool = True
     # Pandas offset alias ("30min", "h", "D", "MS"); null infers it from the timestamps.

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from pipeline import tracking
 from pipeline.cli import finish
 from pipeline.config import ConfigError, DataConfig, EvaluateConfig, to_config
-from pipeline.features import build_values
+from pipeline.features import build_values, future_columns
 from pipeline.forecast import embedding_row
 from pipeline.load import SERIES_ID, TARGET, TIME, DataError, data_columns, read_table, validate_frame
 from pipeline.metrics import (
@@ -137,7 +137,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     scaler = Scaler(**spec.scaler)
     values = build_values(frame, scaler, data.freq, data.calendar)
     dataset = WindowBatches(values, windows, spec.lookback, spec.horizon,
-                            list(range(len(scaler.columns), values.shape[1])), None,
+                            future_columns(len(data.covariates), values.shape[1]), None,
                             torch.tensor([embedding_row(spec, s, source) for s in series_ids]))
     target, season = frame[TARGET].to_numpy(np.float64), int(data.season)
     # MASE scale: each series' in-sample seasonal-naive error before its first origin (no peeking ahead).

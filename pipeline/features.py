@@ -26,6 +26,11 @@ def calendar_features(times: pd.Series, freq: str) -> np.ndarray:
     return np.concatenate([np.sin(angle), np.cos(angle)], axis=1)
 
 
+def future_columns(n_past_covariates: int, n_features: int) -> list[int]:
+    """Columns of the input tensor that are also known over the horizon: known-future covariates, calendar."""
+    return list(range(1 + n_past_covariates, n_features))
+
+
 def build_values(frame: pd.DataFrame, scaler: Scaler, freq: str, calendar: bool,
                  chunk_rows: int = 1 << 20) -> torch.Tensor:
     """The (N, F) float32 input tensor of a sorted long frame: scaled target, covariates, calendar.

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from pipeline import tracking
 from pipeline.cli import finish
 from pipeline.config import ConfigError, DataConfig, ForecastConfig, ShortSeries, to_config
-from pipeline.features import build_values
+from pipeline.features import build_values, future_columns
 from pipeline.load import SERIES_ID, TIME, DataError, data_columns, id_columns_of, read_table, validate_frame
 from pipeline.models import Forecaster, RecurrentNetwork, predict
 from pipeline.scaling import Scaler
@@ -73,6 +73,10 @@ def forecast_frame(module: Forecaster, spec: ModelSpec, history: pd.DataFrame,
 def forecast_validated(module: Forecaster, spec: ModelSpec, frame: pd.DataFrame, source: str) -> pd.DataFrame:
     """forecast_frame after validation: `frame` is the long frame validate_frame made of the history."""
     data = DataConfig(**spec.data)
+    if data.future_covariates:
+        raise ConfigError(f"this model reads future values of data.future_covariates {data.future_covariates}, "
+                          f"which forecasting from history alone cannot supply; forecast with a model trained "
+                          f"without them")
     lookback, horizon = spec.lookback, spec.horizon
     recent = frame.groupby(SERIES_ID, sort=False, observed=True).tail(lookback)
     lengths = recent.groupby(SERIES_ID, sort=False, observed=True).size()
@@ -93,7 +97,7 @@ def forecast_validated(module: Forecaster, spec: ModelSpec, frame: pd.DataFrame,
     series_ids = [str(s) for s in lengths.index]
     one_each = WindowRanges(first=torch.arange(len(lengths)) * block, count=torch.ones(len(lengths), dtype=torch.long),
                             step=1)
-    dataset = WindowBatches(values, one_each, lookback, horizon, list(range(len(scaler.columns), values.shape[1])),
+    dataset = WindowBatches(values, one_each, lookback, horizon, future_columns(len(data.covariates), values.shape[1]),
                             first_real if data.short_series == ShortSeries.pad else None,
                             torch.tensor([embedding_row(spec, s, source) for s in series_ids]))
     forecast = scaler.inverse_target(predict(module.network, dataset, batch_size=1024), series_ids)

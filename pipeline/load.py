@@ -40,6 +40,7 @@ class Series:
     season: int
     covariates: list[str]
     source: str
+    future_covariates: list[str] = field(default_factory=list)
     # What the data.* policies did, by name: rows sorted, gaps filled, values filled, ...
     report: dict[str, int] = field(default_factory=dict)
 
@@ -112,7 +113,8 @@ def validate_frame(raw: pd.DataFrame, cfg: DataConfig, source: str) -> Series:
         SERIES_ID: _joined_ids(raw, id_columns),
         TIME: parse_times(raw[cfg.time_column], cfg.time_format, source, cfg.time_column),
     }, copy=False)
-    for name, column in [(TARGET, cfg.target_column), *[(c, c) for c in cfg.covariates]]:
+    inputs = [*cfg.covariates, *cfg.future_covariates]
+    for name, column in [(TARGET, cfg.target_column), *[(c, c) for c in inputs]]:
         frame[name] = _numeric(raw[column], source, column)
     if not _is_sorted(frame):
         order = frame.sort_values([SERIES_ID, TIME], kind="stable").index
@@ -122,13 +124,14 @@ def validate_frame(raw: pd.DataFrame, cfg: DataConfig, source: str) -> Series:
     freq = cfg.freq or infer_freq(frame, source)
     frame = _regular_grid(frame, freq, cfg.gaps, source, report)
     frame = _fill_missing(frame, cfg.missing, source, report,
-                          names={TARGET: cfg.target_column} | {c: c for c in cfg.covariates})
+                          names={TARGET: cfg.target_column} | {c: c for c in inputs})
     extremes = frame.groupby(SERIES_ID, observed=True)[TARGET].agg(["min", "max"])
     constant = int((extremes["min"] == extremes["max"]).sum())
     if constant:
         report["constant_series"] = constant
     return Series(frame=frame, freq=freq, season=cfg.season or season_of(freq),
-                  covariates=list(cfg.covariates), source=source, report=report)
+                  covariates=list(cfg.covariates), source=source, report=report,
+                  future_covariates=list(cfg.future_covariates))
 
 
 def _joined_ids(raw: pd.DataFrame, id_columns: list[str]) -> pd.Categorical:
@@ -153,7 +156,8 @@ def _joined_ids(raw: pd.DataFrame, id_columns: list[str]) -> pd.Categorical:
 
 def data_columns(cfg: DataConfig) -> list[str]:
     """The file's columns the configuration uses: time, target, covariates, id column(s)."""
-    return [cfg.time_column, cfg.target_column, *cfg.covariates, *id_column_list(cfg.id_column)]
+    return [cfg.time_column, cfg.target_column, *cfg.covariates, *cfg.future_covariates,
+            *id_column_list(cfg.id_column)]
 
 
 def id_column_list(id_column: str | list[str] | None) -> list[str]:

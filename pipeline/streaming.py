@@ -79,6 +79,9 @@ class SeriesStream:
         center, scale = spec.scaler["center"], spec.scaler["scale"]
         if series_id not in center:
             raise ConfigError(f"series {series_id!r} was not in training; the model has no scaling for it")
+        if spec.data.get("future_covariates"):
+            raise ConfigError("this model reads future values of data.future_covariates, which a stream of "
+                              "observations cannot supply; stream a model trained without them")
         self.center, self.scale = np.array(center[series_id]), np.array(scale[series_id])
         row = spec.series_ids.index(series_id) if spec.hparams.get("series_embedding") else 0
         self.stream = StreamingForecaster(module.network, series=row)

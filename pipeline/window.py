@@ -2,8 +2,8 @@
 
 All series live in one contiguous (N, F) tensor; windows are arithmetic over it (WindowRanges), and a batch
 of windows is gathered in one indexing step, so memory stays proportional to the number of points.
-Columns of that tensor (pipeline/features.py): 0 the scaled target, then scaled past covariates, then
-calendar features.
+Columns of that tensor (pipeline/features.py): 0 the scaled target, then scaled past covariates, then scaled
+known-future covariates, then calendar features; the last two groups are also read over the horizon.
 """
 
 import logging
@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline.config import ShortSeries
-from pipeline.features import build_values
+from pipeline.features import build_values, future_columns
 from pipeline.load import SERIES_ID, TARGET, TIME, DataError, Series
 from pipeline.scaling import Scaler, fit_scaler
 
@@ -242,7 +242,7 @@ def make_windows(series: Series, lookback: int, horizon: int, stride: int, val_s
     kept = series.frame
     if len(splits) < series.frame[SERIES_ID].nunique():
         kept = kept[kept[SERIES_ID].isin({s.series_id for s in splits})]
-    fitted = fit_scaler(kept, [TARGET, *series.covariates], splits, scaler)
+    fitted = fit_scaler(kept, [TARGET, *series.covariates, *series.future_covariates], splits, scaler)
     values = build_values(kept, fitted, series.freq, calendar)
     target, times = kept[TARGET].to_numpy(), kept[TIME].to_numpy()
     first_real = None
@@ -253,7 +253,7 @@ def make_windows(series: Series, lookback: int, horizon: int, stride: int, val_s
         target = scatter_rows(target, positions, splits[-1].end, np.nan)
         times = scatter_rows(times, positions, splits[-1].end, np.datetime64("NaT"))
         first_real = torch.tensor([s.first for s in splits])
-    return Windows(splits, fitted, values, target, times, list(range(len(fitted.columns), values.shape[1])),
+    return Windows(splits, fitted, values, target, times, future_columns(len(series.covariates), values.shape[1]),
                    lookback, horizon, first_real, train_windows(splits, lookback, horizon, stride))
 
 

@@ -74,3 +74,16 @@ def test_a_series_stream_in_original_units_matches_the_forecast_stage(windows, v
         pd.testing.assert_series_equal(streamed[column], batch[column], rtol=1e-5)
     with pytest.raises(ValueError, match="expected the step after"):
         stream.update(history["time"].iloc[-1], 1.0)
+
+
+def test_models_that_need_what_a_stream_or_history_cannot_give_refuse_and_name_the_key(windows, vic_elec):
+    with pytest.raises(ConfigError, match="model.window_norm cannot stream"):
+        StreamingForecaster(module(windows, window_norm=True).network)
+    forecaster = module(windows, n_future=len(windows.future_columns) + 1)
+    data = asdict(DataConfig(future_covariates=["holiday"])) | {"freq": "30min", "season": SEASON}
+    spec = ModelSpec(data=data, lookback=LOOKBACK, horizon=HORIZON, hparams=dict(forecaster.hparams),
+                     scaler=asdict(windows.scaler), series_ids=["0"])
+    with pytest.raises(ConfigError, match=r"future values of data.future_covariates \['holiday'\]"):
+        forecast_frame(forecaster, spec, vic_elec.iloc[:LOOKBACK])
+    with pytest.raises(ConfigError, match="future values of data.future_covariates"):
+        SeriesStream(forecaster, spec, "0")

@@ -101,6 +101,24 @@ def test_calendar_features_are_cyclic_and_known_for_the_horizon(vic_elec):
     assert windows.train[[0]].future.shape == (1, 48, 6)
 
 
+def test_future_covariates_are_read_over_the_horizon_and_past_ones_are_not(vic_elec):
+    data = DataConfig(covariates=["temperature"], future_covariates=["holiday"])
+    series = validate_frame(vic_elec.iloc[:2000], data, source="slice")
+    windows = make_windows(series, 96, 48, 1, 96, 96, calendar=True)
+    # columns: target, temperature (past), holiday (known future), 6 calendar features
+    assert windows.future_columns == [2, 3, 4, 5, 6, 7, 8]
+    holiday = torch.tensor(vic_elec["holiday"].iloc[:2000].to_numpy(), dtype=torch.float32)
+    # A window whose horizon begins 10 steps before the first holiday after the first lookback, and another.
+    picks = [int(torch.nonzero(holiday[96:])[0]) - 10, 500]
+    batch = windows.train[picks]
+    starts = windows.train.starts[picks]
+    expected = holiday[starts.unsqueeze(1) + 96 + torch.arange(48)]
+    scaler = windows.scaler
+    center, scale = scaler.center["0"][2], scaler.scale["0"][2]
+    assert torch.allclose(batch.future[..., 0] * scale + center, expected, atol=1e-5)
+    assert expected.sum() > 0
+
+
 def test_series_too_short_for_the_held_out_blocks_names_the_series():
     series = step_series({"long": 60, "short": 30})
     with pytest.raises(DataError, match="series 'short' has 30 steps.*short_series=drop or pad"):
