@@ -19,6 +19,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -70,6 +72,8 @@ class Row:
     protocol: str
     name: str
     overrides: list[str] = field(default_factory=list)
+    # An ensemble row trains nothing: it averages the stored forecasts of these rows (same protocol).
+    members: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -77,6 +81,8 @@ class Row:
 
     @property
     def command(self) -> str:
+        if self.members:
+            return "the mean forecast of the rows: " + ", ".join(self.members)
         return " ".join(["python -m pipeline.train", *PROTOCOLS[self.protocol].overrides, *self.overrides])
 
 
@@ -100,6 +106,7 @@ ROWS = [
     Row("tourism", "default"),
     Row("tourism", "default, seed 1", ["seed=1"]),
     Row("tourism", "default, seed 2", ["seed=2"]),
+    Row("tourism", "ensemble of seeds 0, 1, 2", members=["default", "default, seed 1", "default, seed 2"]),
     Row("tourism", "lookback 16", ["window.lookback=16"]),
     Row("tourism", "no per-window normalisation", ["model.window_norm=false"]),
     Row("tourism", "no seasonal skip", ["model.seasonal_skip=false"]),
@@ -113,7 +120,8 @@ ROWS = [
 
 
 def run_row(row: Row, workdir: Path) -> dict:
-    """Train with the row's command; returns the stage's summary, wall time included."""
+    """Train with the row's command; returns the stage's summary, wall time included. Its backtest forecasts
+    are kept under outputs/bench/forecasts/ for ensemble rows."""
     private = [f"tracking.uri=sqlite:///{workdir}/mlflow.db", f"hydra.run.dir={workdir}/run",
                "tracking.log_model=false"]
     argv = [sys.executable, "-m", "pipeline.train", *PROTOCOLS[row.protocol].overrides, *row.overrides, *private]
@@ -122,7 +130,39 @@ def run_row(row: Row, workdir: Path) -> dict:
     if done.returncode:
         raise SystemExit(f"{row.key}: the training stage failed:\n{done.stderr[-3000:]}")
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    return summary | {"wall_seconds": round(time.perf_counter() - started, 1)}
+    wall = time.perf_counter() - started
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    folder = Path(client.download_artifacts(summary["run_id"], "backtest", str(workdir)))
+    for block in ("val", "test"):
+        forecasts_path(row.key, block).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(folder / f"{block}.parquet", forecasts_path(row.key, block))
+    return summary | {"wall_seconds": round(wall, 1)}
+
+
+def forecasts_path(key: str, block: str) -> Path:
+    return RESULTS.parent / "forecasts" / f"{key.replace('/', '__').replace(' ', '_')}.{block}.parquet"
+
+
+def ensemble(row: Row, results: dict[str, dict]) -> dict:
+    """Scores of the mean forecast of the member rows, on both blocks; the budget is the members' sum."""
+    keys = [f"{row.protocol}/{name}" for name in row.members]
+    missing = [k for k in keys if k not in results or not forecasts_path(k, "test").exists()]
+    if missing:
+        raise SystemExit(f"{row.key}: run its member rows first: {missing}")
+    out: dict = {"fit_steps": sum(results[k]["fit_steps"] for k in keys),
+                 "fit_seconds": round(sum(results[k]["fit_seconds"] for k in keys), 1),
+                 "wall_seconds": round(sum(results[k]["wall_seconds"] for k in keys), 1)}
+    for block, name in (("val", "val"), ("test", "test")):
+        frames = [pd.read_parquet(forecasts_path(k, block)) for k in keys]
+        first = frames[0]
+        mean = np.mean([f["forecast"].to_numpy() for f in frames], axis=0)
+        horizon = int(first["step"].max())
+        actual = first["actual"].to_numpy().reshape(-1, horizon)
+        scale = first["mase_scale"].to_numpy().reshape(-1, horizon)[:, 0]
+        out[name] = point_metrics(actual, mean.reshape(-1, horizon), scale)
+        baseline = point_metrics(actual, first["seasonal_naive"].to_numpy().reshape(-1, horizon), scale)
+        out["val_seasonal_naive" if block == "val" else "seasonal_naive"] = baseline
+    return out
 
 
 def classical(protocol: str) -> dict:
@@ -254,11 +294,14 @@ def main() -> None:
             raise SystemExit(f"no row matches {args.rows}; rows: {keys}")
         for key in chosen:
             protocol, name = key.split("/", 1)
+            row = next((r for r in ROWS if r.key == key), None)
             if name == "classical":
                 result = classical(protocol)
+            elif row.members:
+                result = ensemble(row, stored())
             else:
                 with tempfile.TemporaryDirectory() as workdir:
-                    result = run_row(next(r for r in ROWS if r.key == key), Path(workdir))
+                    result = run_row(row, Path(workdir))
             store(key, result)
             print(key, json.dumps(result), flush=True)
     TABLE.write_text(render(stored()))

@@ -97,6 +97,21 @@ def score_windows(network: RecurrentNetwork, dataset: WindowBatches, target: np.
     )
 
 
+def backtest_frame(result: Backtest, times: np.ndarray) -> pd.DataFrame:
+    """Every forecast of a backtest in long form, one row per (series, origin, step), in original units: what
+    ensembles and later analyses read back (quantile columns q10, ... when the model has them)."""
+    rows, horizon = result.actual.shape
+    columns = {"series_id": np.repeat(result.series_ids, horizon),
+               "origin": np.repeat(times[result.origins], horizon),
+               "step": np.tile(np.arange(1, horizon + 1), rows),
+               "actual": result.actual.ravel(), "forecast": result.forecast.ravel(),
+               "naive": result.naive.ravel(), "seasonal_naive": result.seasonal_naive.ravel(),
+               "mase_scale": np.repeat(result.mase_scale, horizon)}
+    if result.quantiles is not None:
+        columns |= {f"q{100 * level:g}": result.quantiles[..., i].ravel() for i, level in enumerate(result.levels)}
+    return pd.DataFrame(columns)
+
+
 # -- the evaluate stage ----------------------------------------------------------------------------------------
 
 
@@ -154,9 +169,11 @@ def evaluate(cfg: EvaluateConfig) -> dict:
                "last_origin": str(pd.Timestamp(times[result.origins.max()]))}
     experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
     model_run = mlflow.get_run(metadata.run_id) if metadata.run_id else None
+    same_experiment = (model_run is not None and experiment is not None
+                       and model_run.info.experiment_id == experiment.experiment_id)
     with tracking.start_run(cfg.tracking) as run:
         tags = {"stage": "evaluate", "model_uri": model_uri, "model_run_id": metadata.run_id or ""}
-        if model_run is not None and experiment is not None and model_run.info.experiment_id == experiment.experiment_id:
+        if same_experiment:
             # Shown nested under the training run in the MLflow UI.
             tags["mlflow.parentRunId"] = metadata.run_id
         mlflow.set_tags(tags)
@@ -169,6 +186,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
                                step=int(row.step))
         mlflow.log_text(per_series.to_csv(index=False), "evaluation/per_series.csv")
         mlflow.log_text(per_step.to_csv(index=False), "evaluation/per_step.csv")
+        tracking.log_frame(backtest_frame(result, times), "evaluation/forecasts.parquet")
         mlflow.log_figure(plot_error_by_step(per_step), "evaluation/error_by_step.png")
         mlflow.log_figure(plot_best_and_worst(result, target, times, per_series), "evaluation/best_and_worst.png")
     log.info("MASE %.4f (naive %.4f, seasonal naive %.4f) over %d origins of %d series",

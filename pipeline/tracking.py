@@ -1,6 +1,7 @@
 """MLflow: the run's set-up and lifetime, flattened params, artifacts and the logged pyfunc model."""
 
 import logging
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,6 +55,14 @@ def log_data_report(series: Series, windows: Windows) -> None:
             "data.train_windows": len(windows.train), "data.val_windows": len(windows.val)}
     tags |= {f"data.{name}": count for name, count in series.report.items()}
     mlflow.set_tags(tags)
+
+
+def log_frame(frame: pd.DataFrame, artifact_path: str) -> None:
+    """A table as a Parquet artifact of the open run, e.g. "backtest/test.parquet"."""
+    folder, name = Path(artifact_path).parent, Path(artifact_path).name
+    with tempfile.TemporaryDirectory() as directory:
+        frame.to_parquet(Path(directory) / name, index=False)
+        mlflow.log_artifact(str(Path(directory) / name), str(folder) if str(folder) != "." else None)
 
 
 def log_model(artifacts: dict[str, str], input_example: pd.DataFrame, prediction: pd.DataFrame,

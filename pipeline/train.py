@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import tracking
 from pipeline.cli import finish
 from pipeline.config import Config, ConfigError, to_config, trainer_kwargs
-from pipeline.evaluate import backtest, calibrate_intervals
+from pipeline.evaluate import backtest, backtest_frame, calibrate_intervals
 from pipeline.forecast import ModelSpec, forecast_frame
 from pipeline.load import SERIES_ID, TARGET, TIME, Series, id_columns_of, load_series
 from pipeline.metrics import backtest_metrics
@@ -81,12 +81,14 @@ def train(cfg: Config, trainer_args: dict[str, Any], resolved: dict[str, Any], o
 
 
 def evaluate_and_log(module: Forecaster, windows: Windows, season: int) -> dict[str, dict]:
-    """Rolling-origin backtests on the validation and test blocks, beside naive and seasonal naive; metrics and the
-    test block's forecast plot go to the open MLflow run."""
+    """Rolling-origin backtests on the validation and test blocks, beside naive and seasonal naive; metrics, every
+    forecast (backtest/val.parquet, backtest/test.parquet) and the test block's forecast plot go to the open
+    MLflow run."""
     scores = {}
     for block in ("val", "test"):
         result = backtest(module.network, windows, season, block=block)
         scores[block] = backtest_metrics(result)
+        tracking.log_frame(backtest_frame(result, windows.times), f"backtest/{block}.parquet")
         mlflow.log_metrics({f"{block}_{k}": v for k, v in scores[block]["model"].items()})
         for baseline in ("naive", "seasonal_naive"):
             mlflow.log_metrics({f"{block}_{k}_{baseline}": v for k, v in scores[block][baseline].items()})

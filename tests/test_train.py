@@ -44,17 +44,21 @@ def test_train_command_leaves_a_finished_run_with_params_metrics_artifacts_and_a
     assert run.data.metrics["test_mase"] == pytest.approx(summary["test"]["mase"])
     assert len(client.get_metric_history(run.info.run_id, "train_loss_step")) >= 5
     artifacts = artifact_paths(client, run.info.run_id)
-    assert {"config.yaml", "forecasts.png"} <= artifacts
+    assert {"config.yaml", "forecasts.png", "backtest/val.parquet", "backtest/test.parquet"} <= artifacts
+    # Every test forecast is kept, and reproduces the reported MASE.
+    rows = pd.read_parquet(client.download_artifacts(run.info.run_id, "backtest/test.parquet", str(tmp_path)))
+    assert len(rows) == 2 * 48  # two daily origins in the 96-step test block
+    mase = np.mean(np.abs(rows["forecast"] - rows["actual"]) / rows["mase_scale"])
+    assert mase == pytest.approx(summary["test"]["mase"])
     assert any(p.startswith("checkpoints/") and p.endswith(".ckpt") for p in artifacts)
 
     info = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model")
     assert info.signature is not None and info.saved_input_example_info is not None
     assert [c.name for c in info.signature.inputs.inputs] == ["time", "demand"]
 
-    # A fresh process loads the logged model and forecasts the next horizon from recent history.
-    # MLflow signatures hold tz-naive datetimes only: the model takes UTC wall-clock times.
+    # A fresh process loads the logged model and forecasts the next horizon from recent history, its times
+    # as the file has them (UTC-aware): the signature's time column takes any type.
     history = pd.read_parquet(vic_elec_slice).iloc[-200:]
-    history["time"] = history["time"].dt.tz_convert("UTC").dt.tz_localize(None)
     history.to_parquet(tmp_path / "history.parquet")
     script = (
         "import sys, mlflow, pandas as pd\n"
@@ -67,7 +71,7 @@ def test_train_command_leaves_a_finished_run_with_params_metrics_artifacts_and_a
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     forecast = pd.DataFrame(json.loads(loaded.stdout.strip().splitlines()[-1]))
     assert len(forecast) == 48 and forecast["forecast"].notna().all()
-    last = pd.Timestamp(history["time"].iloc[-1])
+    last = pd.Timestamp(history["time"].iloc[-1]).tz_localize(None)
     assert pd.to_datetime(forecast["time"], unit="ms").tolist() == list(
         pd.date_range(last + pd.Timedelta("30min"), periods=48, freq="30min"))
     assert forecast["forecast"].between(1000, 15000).all()
