@@ -132,7 +132,7 @@ class ModelConfig:
     seasonal_skip: bool = True
     # Per-window normalisation (RevIN): each window's target is centred and scaled by its own mean and
     # standard deviation before the network reads it, and the forecast is mapped back.
-    window_norm: bool = False
+    window_norm: bool = True
     # Size of a learned embedding of the series id fed to the head; 0 turns it off.
     series_embedding: int = 0
     # Read the lookback as non-overlapping segments of this many steps, each embedded by a linear map:
