@@ -65,7 +65,7 @@ def log_frame(frame: pd.DataFrame, artifact_path: str) -> None:
         mlflow.log_artifact(str(Path(directory) / name), str(folder) if str(folder) != "." else None)
 
 
-def log_model(artifacts: dict[str, str], input_example: pd.DataFrame, prediction: pd.DataFrame,
+def log_model(artifacts: dict[str, str], input_example: pd.DataFrame, prediction: pd.DataFrame | None,
               time_column: str) -> str:
     """Log the pyfunc model with its input example and signature; returns its URI.
 

@@ -70,8 +70,10 @@ def train(cfg: Config, trainer_args: dict[str, Any], resolved: dict[str, Any], o
             spec = model_spec(cfg, series, windows, module)
             artifacts = spec.save(output_dir / "model", module)
             history = input_example(cfg, series, windows)
-            tracking.log_model(artifacts, history, forecast_frame(module, spec, history, "the input example"),
-                               cfg.data.time_column)
+            # A model that reads future covariates cannot forecast from history alone: no output example.
+            prediction = (None if cfg.data.future_covariates
+                          else forecast_frame(module, spec, history, "the input example"))
+            tracking.log_model(artifacts, history, prediction, cfg.data.time_column)
         summary = {"run_id": run.info.run_id, "val_loss": float(checkpoints.best_model_score),
                    "fit_seconds": round(fit_seconds, 1), "fit_steps": trainer.global_step,
                    "val": scores["val"]["model"], "val_seasonal_naive": scores["val"]["seasonal_naive"],
