@@ -115,12 +115,16 @@ def backtest_frame(result: Backtest, times: np.ndarray) -> pd.DataFrame:
 # -- the evaluate stage ----------------------------------------------------------------------------------------
 
 
+def series_starts(sizes: pd.Series) -> np.ndarray:
+    """First row of each series in a frame stacked in `sizes` order."""
+    return np.concatenate([[0], np.cumsum(sizes.to_numpy())[:-1]])
+
+
 def rolling_origins(sizes: pd.Series, lookback: int, horizon: int, origins: int, step: int,
                     source: str) -> WindowRanges:
     """Per series (rows stacked in `sizes` order): up to `origins` origins `step` apart, the last one's horizon
     ending at the series' last row; each window's inputs are the `lookback` rows before its origin."""
-    lengths = sizes.to_numpy()
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    lengths, starts = sizes.to_numpy(), series_starts(sizes)
     fits = (lengths - lookback - horizon) // step + 1
     short = np.flatnonzero(fits < 1)
     if short.size:
@@ -157,8 +161,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     target, season = frame[TARGET].to_numpy(np.float64), int(data.season)
     # MASE scale: each series' in-sample seasonal-naive error before its first origin (no peeking ahead).
     firsts = windows.first.numpy() + spec.lookback
-    starts = np.concatenate([[0], np.cumsum(sizes.to_numpy())[:-1]])
-    scales = {s: mase_scale(target[a:b], season) for s, a, b in zip(series_ids, starts, firsts)}
+    scales = {s: mase_scale(target[a:b], season) for s, a, b in zip(series_ids, series_starts(sizes), firsts)}
     result = score_windows(network, dataset, target, scaler, series_ids, season, scales)
     scores = backtest_metrics(result)
     per_step, per_series = by_step(result), by_series(result)
@@ -216,10 +219,8 @@ def by_step(result: Backtest) -> pd.DataFrame:
 
 def by_series(result: Backtest) -> pd.DataFrame:
     """One row per series, best MASE first."""
-    ids = np.asarray(result.series_ids)
-    rows = [{"series_id": s, "origins": int((ids == s).sum())} | _columns(result, np.flatnonzero(ids == s),
-                                                                           slice(None))
-            for s in dict.fromkeys(result.series_ids)]
+    rows = [{"series_id": s, "origins": len(picks)} | _columns(result, picks, slice(None))
+            for s, picks in result.rows_by_series().items()]
     return pd.DataFrame(rows).sort_values("mase", kind="stable").reset_index(drop=True)
 
 

@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from pipeline.window import Split
 
@@ -20,6 +21,19 @@ class Backtest:
     mase_scale: np.ndarray    # (n,) in-sample seasonal-naive MAE of the row's series, training part
     levels: list[float] = field(default_factory=list)  # quantile levels, when the model forecasts quantiles
     quantiles: np.ndarray | None = None  # (n, H, Q); `forecast` is then the median (or the level nearest it)
+
+    def rows(self, picks: np.ndarray | list[int]) -> "Backtest":
+        """The same backtest restricted to some of its rows."""
+        picks = np.asarray(picks)
+        return Backtest(series_ids=[self.series_ids[i] for i in picks], origins=self.origins[picks],
+                        actual=self.actual[picks], forecast=self.forecast[picks],
+                        seasonal_naive=self.seasonal_naive[picks], naive=self.naive[picks],
+                        mase_scale=self.mase_scale[picks], levels=self.levels,
+                        quantiles=None if self.quantiles is None else self.quantiles[picks])
+
+    def rows_by_series(self) -> dict[str, np.ndarray]:
+        """Each series' row numbers, in order of first appearance (one pass, however many series)."""
+        return dict(pd.Series(self.series_ids).groupby(self.series_ids, sort=False).indices)
 
 
 def point_metrics(actual: np.ndarray, forecast: np.ndarray, mase_scale: np.ndarray) -> dict[str, float]:

@@ -412,7 +412,8 @@ class Forecaster(L.LightningModule):
                  strategy: str = "direct", attention: bool = False, attention_score: str = "dot",
                  teacher_forcing: float = 0.5, head_layers: list[int] | None = None, head_activation: str = "relu",
                  head_dropout: float = 0.0, init_state: str = "zeros", quantiles: list[float] | None = None,
-                 window_norm: bool = False, loss: str = "mse", lr: float = 3e-3, weight_decay: float = 0.0, cosine_schedule: bool = True):
+                 window_norm: bool = False, loss: str = "mse", lr: float = 3e-3, weight_decay: float = 0.0,
+                 cosine_schedule: bool = True):
         super().__init__()
         if loss not in LOSSES:
             raise ConfigError(f"optim.loss={loss!r}: choose one of {sorted(LOSSES)}")

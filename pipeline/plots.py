@@ -51,17 +51,12 @@ def plot_best_and_worst(result: Backtest, target: np.ndarray, times: np.ndarray,
                         n_each: int = 2) -> plt.Figure:
     """Forecasts against actuals at the last origin of the best and the worst series by MASE (per_series is
     sorted best first); with one series, its best and worst origins."""
-    ids = np.asarray(result.series_ids)
     if len(per_series) > 1:
         names = list(per_series["series_id"].iloc[:n_each]) + list(per_series["series_id"].iloc[-n_each:])
-        picks = [int(np.flatnonzero(ids == name)[-1]) for name in dict.fromkeys(names)]
+        rows = result.rows_by_series()
+        picks = [int(rows[name][-1]) for name in dict.fromkeys(names)]
     else:
         error = np.mean(np.abs(result.forecast - result.actual), axis=1)
         order = np.argsort(error, kind="stable")
         picks = list(dict.fromkeys([*order[:n_each].tolist(), *order[-n_each:].tolist()]))
-    chosen = Backtest(series_ids=[result.series_ids[i] for i in picks], origins=result.origins[picks],
-                      actual=result.actual[picks], forecast=result.forecast[picks],
-                      seasonal_naive=result.seasonal_naive[picks], naive=result.naive[picks],
-                      mase_scale=result.mase_scale[picks], levels=result.levels,
-                      quantiles=None if result.quantiles is None else result.quantiles[picks])
-    return plot_forecasts(chosen, target, times, n_plots=len(picks))
+    return plot_forecasts(result.rows(picks), target, times, n_plots=len(picks))

@@ -109,8 +109,8 @@ def build_module(cfg: Config, windows: Windows, season: int) -> Forecaster:
                       attention_score=m.attention_score.value, teacher_forcing=m.teacher_forcing,
                       head_layers=m.head_layers, head_activation=m.head_activation,
                       head_dropout=m.head_dropout, init_state=m.init_state.value, quantiles=m.quantiles,
-                      window_norm=m.window_norm, loss=cfg.optim.loss, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
-                      cosine_schedule=cfg.optim.cosine_schedule)
+                      window_norm=m.window_norm, loss=cfg.optim.loss, lr=cfg.optim.lr,
+                      weight_decay=cfg.optim.weight_decay, cosine_schedule=cfg.optim.cosine_schedule)
 
 
 def check_trainer_args(trainer_args: dict[str, Any]) -> None:
