@@ -18,7 +18,7 @@ from pipeline import tracking
 from pipeline.cli import finish
 from pipeline.config import ConfigError, DataConfig, EvaluateConfig, to_config
 from pipeline.features import build_values, future_columns
-from pipeline.forecast import embedding_row
+from pipeline.forecast import embedding_rows
 from pipeline.load import SERIES_ID, TARGET, TIME, DataError, data_columns, read_table, validate_frame
 from pipeline.metrics import (
     Backtest,
@@ -157,7 +157,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     values = build_values(frame, scaler, data.freq, data.calendar)
     dataset = WindowBatches(values, windows, spec.lookback, spec.horizon,
                             future_columns(len(data.covariates), values.shape[1]), None,
-                            torch.tensor([embedding_row(spec, s, source) for s in series_ids]))
+                            embedding_rows(spec, series_ids, source))
     target, season = frame[TARGET].to_numpy(np.float64), int(data.season)
     # MASE scale: each series' in-sample seasonal-naive error before its first origin (no peeking ahead).
     firsts = windows.first.numpy() + spec.lookback

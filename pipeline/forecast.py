@@ -99,7 +99,7 @@ def forecast_validated(module: Forecaster, spec: ModelSpec, frame: pd.DataFrame,
                             step=1)
     dataset = WindowBatches(values, one_each, lookback, horizon, future_columns(len(data.covariates), values.shape[1]),
                             first_real if data.short_series == ShortSeries.pad else None,
-                            torch.tensor([embedding_row(spec, s, source) for s in series_ids]))
+                            embedding_rows(spec, series_ids, source))
     forecast = scaler.inverse_target(predict(module.network, dataset, batch_size=1024), series_ids)
     columns = forecast_columns(module.network, forecast)
     out = pd.DataFrame({TIME: future[TIME].to_numpy()} | {k: v.reshape(-1) for k, v in columns.items()})
@@ -116,13 +116,16 @@ def forecast_columns(network: RecurrentNetwork, forecast: np.ndarray) -> dict[st
         f"q{100 * level:g}": forecast[..., i] for i, level in enumerate(network.quantiles)}
 
 
-def embedding_row(spec: ModelSpec, series_id: str, source: str) -> int:
-    if spec.hparams.get("series_embedding"):
-        if series_id not in spec.series_ids:
-            raise DataError(f"{source}: series {series_id!r} was not in training, and this model has a "
-                            f"series embedding; forecast it with a model trained without one")
-        return spec.series_ids.index(series_id)
-    return 0
+def embedding_rows(spec: ModelSpec, series_ids: list[str], source: str) -> torch.Tensor:
+    """(S,) row of each series in the model's series embedding; all 0 for a model without one."""
+    if not spec.hparams.get("series_embedding"):
+        return torch.zeros(len(series_ids), dtype=torch.long)
+    row = {series_id: i for i, series_id in enumerate(spec.series_ids)}
+    unknown = [s for s in series_ids if s not in row]
+    if unknown:
+        raise DataError(f"{source}: series {unknown[0]!r} was not in training, and this model has a "
+                        f"series embedding; forecast it with a model trained without one")
+    return torch.tensor([row[s] for s in series_ids])
 
 
 def _user_columns(out: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
@@ -135,9 +138,12 @@ def _future_rows(recent: pd.DataFrame, freq: str, horizon: int) -> pd.DataFrame:
     """`horizon` rows after each series' last timestamp; only their times (calendar features) are used."""
     last = recent.groupby(SERIES_ID, sort=False, observed=True)[TIME].last()
     offset = pd.tseries.frequencies.to_offset(freq)
-    rows = [pd.DataFrame({SERIES_ID: series_id, TIME: pd.date_range(t + offset, periods=horizon, freq=freq)})
-            for series_id, t in last.items()]
-    future = pd.concat(rows, ignore_index=True)
+    # One date range per distinct last timestamp (series usually end together), not one per series.
+    ends, distinct = pd.factorize(last)
+    ranges = [pd.date_range(t + offset, periods=horizon, freq=freq) for t in distinct]
+    positions = (ends[:, None] * horizon + np.arange(horizon)).reshape(-1)
+    future = pd.DataFrame({SERIES_ID: last.index.repeat(horizon),
+                           TIME: ranges[0].append(ranges[1:])[positions]})
     for column in recent.columns.difference([SERIES_ID, TIME]):
         future[column] = 0.0
     return future[recent.columns]
