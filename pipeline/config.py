@@ -158,7 +158,8 @@ class TrainerConfig:
 
     accelerator: str = "auto"
     devices: Any = "auto"
-    precision: Any = "32-true"
+    # auto: resolved per machine and cell by pipeline.train.resolve_precision.
+    precision: Any = "auto"
     max_epochs: Optional[int] = None
     max_steps: int = 600
     gradient_clip_val: Optional[float] = 1.0

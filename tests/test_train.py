@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from pipeline.train import auto_precision, native_bf16_cpu
 from tests.conftest import SMALL, run_stage
 
 
@@ -37,6 +38,9 @@ def test_train_command_leaves_a_finished_run_with_params_metrics_artifacts_and_a
     assert run.data.params["model.cell"] == "lstm" and run.data.params["window.lookback"] == "96"
     assert run.data.params["trainer.gradient_clip_algorithm"] == "norm"
     assert run.data.params["data.missing"] == "error" and run.data.params["data.covariates"] == "[]"
+    # trainer.precision=auto, as resolved on this machine.
+    assert run.data.params["trainer.precision"] == "auto"
+    assert run.data.tags["precision"] == auto_precision("lstm", on_cpu=True, native_bf16=native_bf16_cpu())
     for metric in ["train_loss_epoch", "val_loss", "grad_norm_step", "test_mase", "test_mase_seasonal_naive",
                    "val_mase", "val_mase_seasonal_naive", "test_mase_naive", "fit_seconds", "fit_steps",
                    "test_smape", "test_rmse", "test_mae_seasonal_naive"]:
