@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: train test ui clean bench-accuracy
+.PHONY: train test ui clean bench bench-accuracy
 
 # torch first, pinned: it is a local CPU wheel here; an unpinned torch pulls gigabytes of CUDA packages.
 $(BIN)/pipeline-installed: pyproject.toml
@@ -18,6 +18,11 @@ train: $(BIN)/pipeline-installed
 
 test: $(BIN)/pipeline-installed
 	$(BIN)/python -m pytest $(ARGS)
+
+# Speed and memory (bench/RESULTS.md): steps against a raw PyTorch loop in both precisions, then scaling.
+bench: $(BIN)/pipeline-installed
+	$(BIN)/python bench/train_speed.py --precision 32-true bf16-mixed
+	$(BIN)/python bench/scaling.py
 
 # The accuracy benchmark needs statsforecast (the `bench` extra), which pins pandas below 3: its own environment.
 BENCH_BIN := .venv-bench/bin

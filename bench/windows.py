@@ -5,9 +5,9 @@
 
 Each case runs in a fresh subprocess that first writes its synthetic Parquet file, then loads it with the pipeline's
 own load stage (read, validate) and windows it. Peak memory is VmHWM, reset before loading and again between the
-load and window stages. "Raw data" is what the file holds per point: a timestamp (8 B) and a float64 target (8 B), plus 4 B of series code for
-long files. Memory is reported two ways: the load stage's peak (pandas validation), and the window stage's
-peak growth above the loaded frame (stacked tensor, scaler, index, sampler, batches).
+load and window stages. "Raw data" is what the file holds per point: a timestamp (8 B) and a float64 target (8 B),
+plus 4 B of series code for long files. Memory is reported two ways: the load stage's peak (pandas validation),
+and the window stage's peak growth above the loaded frame (stacked tensor, scaler, index, sampler, batches).
 """
 
 import argparse

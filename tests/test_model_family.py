@@ -127,7 +127,8 @@ def test_teacher_forcing_feeds_true_values_in_training_only_at_the_configured_sh
 @pytest.mark.parametrize("strategy, attention, score", [
     ("direct", False, "dot"), ("recursive", False, "dot"), ("seq2seq", False, "dot"), ("seq2seq", True, "dot"),
     ("seq2seq", True, "additive")])
-def test_padding_rows_never_reach_the_forecast(windows, strategy, attention, score):    # recursive: uni, so the encoder itself rolls on from its packed final state.
+def test_padding_rows_never_reach_the_forecast(windows, strategy, attention, score):
+    # recursive: uni, so the encoder itself rolls on from its packed final state.
     net = network(windows, strategy=strategy, attention=attention, attention_score=score,
                   bidirectional=strategy != "recursive",
                   season=None).eval()
@@ -151,7 +152,8 @@ def test_conformal_calibration_makes_validation_intervals_cover_their_nominal_sh
     after = backtest_metrics(backtest(net, windows, SEASON, block="val"))["model"]["coverage_10_90"]
     assert before < 0.5 and offsets["10_90"] > 0
     assert 0.8 <= after <= 0.85
-    assert torch.allclose(net.interval_offsets, torch.tensor([-offsets["10_90"], 0.0, offsets["10_90"]], dtype=torch.float32))
+    expected = torch.tensor([-offsets["10_90"], 0.0, offsets["10_90"]], dtype=torch.float32)
+    assert torch.allclose(net.interval_offsets, expected)
 
 
 def test_refused_model_options_name_the_key(windows):

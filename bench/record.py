@@ -1,0 +1,40 @@
+"""What the speed benchmarks share: the machine they ran on, and how a result is kept (a JSON file, and a run of
+the `benchmarks` MLflow experiment, so figures from several machines and dates sit side by side in the UI)."""
+
+import datetime
+import json
+import platform
+from pathlib import Path
+
+import lightning as L
+import mlflow
+import torch
+
+from pipeline import tracking
+from pipeline.config import TrackingConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENT = "benchmarks"
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "gpu": gpu, "torch": torch.__version__,
+            "lightning": L.__version__, "python": platform.python_version(),
+            "date": datetime.date.today().isoformat()}
+
+
+def record(name: str, results: dict, metrics: dict[str, float], tracking_uri: str) -> tuple[Path, str]:
+    """outputs/bench/NAME.json, and a run named NAME in the `benchmarks` experiment with `metrics`, the machine as
+    tags and the JSON as an artifact; returns the file and the run id."""
+    about = machine()
+    path = ROOT / "outputs" / "bench" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"machine": about} | results, indent=1))
+    with tracking.start_run(TrackingConfig(uri=tracking_uri, experiment=EXPERIMENT, log_model=False)) as run:
+        mlflow.set_tags({"mlflow.runName": name, "bench": name} | {f"machine.{k}": v for k, v in about.items()})
+        mlflow.log_metrics(metrics)
+        mlflow.log_artifact(str(path))
+    return path, run.info.run_id
