@@ -1,6 +1,9 @@
 """MLflow: the run's set-up and lifetime, flattened params, artifacts and the logged pyfunc model."""
 
+import hashlib
+import importlib.metadata
 import logging
+import platform
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +25,8 @@ log = logging.getLogger(__name__)
 PYFUNC_MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 # What the logged model needs to load in a fresh environment; listed so MLflow need not infer it.
 MODEL_REQUIREMENTS = ["torch", "lightning", "pandas", "pyarrow", "scikit-learn", "mlflow"]
+# Libraries whose versions every run records as `versions.NAME` tags.
+VERSIONED = ["torch", "lightning", "pandas", "numpy", "pyarrow", "scikit-learn", "hydra-core", "mlflow"]
 
 
 @contextmanager
@@ -34,6 +39,9 @@ def start_run(cfg: TrackingConfig) -> Iterator[Run]:
                      mlflow.create_experiment(cfg.experiment, artifact_location=_artifact_location(cfg)))
     with mlflow.start_run(experiment_id=experiment_id) as run:
         log.info("MLflow run %s in experiment %r at %s", run.info.run_id, cfg.experiment, cfg.uri)
+        # With MLflow's own mlflow.source.git.commit, what any run needs to be traced back and rerun.
+        mlflow.set_tags({f"versions.{name}": _version(name) for name in VERSIONED}
+                        | {"versions.python": platform.python_version(), "versions.pipeline": _version("pipeline")})
         yield run
 
 
@@ -54,7 +62,14 @@ def log_data_report(series: Series, windows: Windows) -> None:
             "data.freq": series.freq, "data.season": series.season,
             "data.train_windows": len(windows.train), "data.val_windows": len(windows.val)}
     tags |= {f"data.{name}": count for name, count in series.report.items()}
+    if Path(series.source).is_file():
+        tags["data.sha256"] = file_sha256(Path(series.source))
     mlflow.set_tags(tags)
+
+
+def file_sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def log_frame(frame: pd.DataFrame, artifact_path: str) -> None:
@@ -93,6 +108,13 @@ def load_model(cfg: TrackingConfig, uri: str) -> tuple[Any, mlflow.models.Model]
         raise ConfigError(f"cannot load model {uri} from {cfg.uri}: {reason}; check the model URI (or run_id) "
                           f"and tracking.uri") from error
     return model.unwrap_python_model(), model.metadata
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def _ensure_store_folder(uri: str) -> None:
