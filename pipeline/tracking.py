@@ -14,10 +14,12 @@ import mlflow
 import pandas as pd
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
 from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from pipeline.config import ConfigError, TrackingConfig
 from pipeline.load import Series
+from pipeline.run_lifetime import mark_abandoned_runs, run_until_end
 from pipeline.window import Windows
 
 log = logging.getLogger(__name__)
@@ -31,13 +33,17 @@ VERSIONED = ["torch", "lightning", "pandas", "numpy", "pyarrow", "scikit-learn",
 
 @contextmanager
 def start_run(cfg: TrackingConfig) -> Iterator[Run]:
-    """Open a run in `cfg.experiment`; an exception marks it FAILED (never FINISHED, never left RUNNING)."""
+    """Open a run in `cfg.experiment`, ended FINISHED only when the stage completes: FAILED on an error, KILLED
+    on Ctrl-C or SIGTERM, with the reason as a tag (pipeline/run_lifetime.py). Runs that killed processes of
+    this host left RUNNING are marked KILLED first."""
     _ensure_store_folder(cfg.uri)
     mlflow.set_tracking_uri(cfg.uri)
     experiment = mlflow.get_experiment_by_name(cfg.experiment)
     experiment_id = (experiment.experiment_id if experiment else
                      mlflow.create_experiment(cfg.experiment, artifact_location=_artifact_location(cfg)))
-    with mlflow.start_run(experiment_id=experiment_id) as run:
+    for run_id in mark_abandoned_runs(MlflowClient(cfg.uri), experiment_id):
+        log.warning("MLflow run %s was left RUNNING by a killed process; marked KILLED", run_id)
+    with run_until_end(experiment_id) as run:
         log.info("MLflow run %s in experiment %r at %s", run.info.run_id, cfg.experiment, cfg.uri)
         # With MLflow's own mlflow.source.git.commit, what any run needs to be traced back and rerun.
         mlflow.set_tags({f"versions.{name}": _version(name) for name in VERSIONED}
@@ -45,9 +51,17 @@ def start_run(cfg: TrackingConfig) -> Iterator[Run]:
         yield run
 
 
+class StageLogger(MLFlowLogger):
+    """Lightning's MLflow logger, writing into the run the stage opened. Lightning's own would end that run when
+    fit ends (FINISHED, before the backtests and the model are logged) or fails; start_run ends it instead."""
+
+    def finalize(self, status: str = "success") -> None:
+        pass
+
+
 def lightning_logger(cfg: TrackingConfig, run: Run) -> MLFlowLogger:
     """Lightning's logger writing into our open run (URI passed explicitly, never read from the environment)."""
-    return MLFlowLogger(experiment_name=cfg.experiment, tracking_uri=cfg.uri, run_id=run.info.run_id)
+    return StageLogger(experiment_name=cfg.experiment, tracking_uri=cfg.uri, run_id=run.info.run_id)
 
 
 def log_config(config: dict[str, Any], yaml_text: str) -> None:

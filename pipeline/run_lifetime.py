@@ -1,0 +1,110 @@
+"""How an MLflow run ends: FINISHED only when the stage completed, FAILED (an error) or KILLED (Ctrl-C, SIGTERM)
+with the reason as the `failure.reason` tag, and runs left RUNNING by a killed process marked KILLED later."""
+
+import contextlib
+import os
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import Run, RunStatus
+from mlflow.tracking import MlflowClient
+
+REASON = "failure.reason"
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the stage is, so it unwinds like Ctrl-C (a BaseException: nothing swallows it)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated("SIGTERM received")
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While inside, SIGTERM raises Terminated (Lightning's own handler, installed during fit, calls it too)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def ending(error: BaseException | None) -> tuple[str, str | None]:
+    """The status a run ends with, and why, given what ended the stage (None: it completed)."""
+    if error is None or (isinstance(error, SystemExit) and error.code in (0, None)):
+        return RunStatus.to_string(RunStatus.FINISHED), None
+    # Lightning turns Ctrl-C into a graceful shutdown and sys.exit(1); the KeyboardInterrupt is its context.
+    if isinstance(error, KeyboardInterrupt) or isinstance(error.__context__, KeyboardInterrupt):
+        return RunStatus.to_string(RunStatus.KILLED), "interrupted (Ctrl-C or SIGINT)"
+    if isinstance(error, Terminated):
+        return RunStatus.to_string(RunStatus.KILLED), str(error)
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    return RunStatus.to_string(RunStatus.FAILED), f"{type(error).__name__}: {first_line}"[:500]
+
+
+def process_tags() -> dict[str, str]:
+    """Which process holds the run, so a later start can tell whether it is still alive."""
+    return {"process.host": socket.gethostname(), "process.pid": str(os.getpid()),
+            "process.started": _start_time(os.getpid()) or ""}
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), which a reused pid does not share."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _alive(pid: int, started: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    now = _start_time(pid)
+    return not started or now is None or now == started
+
+
+def mark_abandoned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
+    """Runs of this experiment left RUNNING by a process of this host that no longer exists (SIGKILL, out of
+    memory) become KILLED, with the reason; returns their ids. Runs of other hosts cannot be judged here."""
+    host = socket.gethostname()
+    running = client.search_runs([experiment_id], filter_string=f"attributes.status = 'RUNNING' and "
+                                                                 f"tags.`process.host` = '{host}'")
+    abandoned = [run for run in running if not _alive(int(run.data.tags["process.pid"]),
+                                                      run.data.tags.get("process.started", ""))]
+    for run in abandoned:
+        client.set_tag(run.info.run_id, REASON, f"its process (pid {run.data.tags['process.pid']} on {host}) "
+                                                f"ended without closing the run: killed (SIGKILL or out of memory)")
+        client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+    return [run.info.run_id for run in abandoned]
+
+
+@contextlib.contextmanager
+def run_until_end(experiment_id: str) -> Iterator[Run]:
+    """mlflow.start_run, ended with the status `ending` gives: a plain `with mlflow.start_run()` would mark a
+    Ctrl-C or SIGTERM FAILED, and a process killed outright leaves it RUNNING (mark_abandoned_runs)."""
+    run = mlflow.start_run(experiment_id=experiment_id, tags=process_tags())
+    error = None
+    try:
+        with sigterm_raises():
+            yield run
+    except BaseException as raised:
+        error = raised
+        raise
+    finally:
+        status, reason = ending(error)
+        if reason:
+            mlflow.set_tag(REASON, reason)
+        mlflow.end_run(status)

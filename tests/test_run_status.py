@@ -1,0 +1,88 @@
+"""MLflow run statuses tell the truth: FAILED or KILLED with the reason, never FINISHED early or RUNNING forever."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline import tracking
+from pipeline.config import TrackingConfig
+from tests.conftest import ROOT, SMALL, run_stage
+
+# Long enough that the signal lands mid-training; validation (and last.ckpt) every 6 steps.
+ENDLESS = [*SMALL, "trainer.max_steps=100000"]
+
+
+def latest_run(uri: str):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("pipeline")
+    return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"],
+                              max_results=1)[0]
+
+
+def start_training(store, run_dir: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pipeline.train", f"data.path={store.folder / 'train.parquet'}",
+                             f"tracking.uri={store.uri}", f"hydra.run.dir={run_dir}", *ENDLESS], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, process: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert process.poll() is None, process.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, f"{path} did not appear in {seconds} s"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sent, reason", [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "Ctrl-C")])
+def test_a_signalled_training_run_is_killed_with_the_reason_and_keeps_its_checkpoint(store, tmp_path, sent,
+                                                                                      reason):
+    process = start_training(store, tmp_path / "run")
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    wait_for(last, process)
+    process.send_signal(sent)
+    process.communicate(timeout=120)
+    assert process.returncode != 0
+    run = latest_run(store.uri)
+    assert run.info.status == "KILLED" and reason in run.data.tags["failure.reason"]
+    assert last.exists()  # for resumption
+
+
+@pytest.mark.slow
+def test_a_run_that_raises_is_failed_with_the_reason(store, tmp_path):
+    # Lightning fails on this inside the stage, after the run is open.
+    done = run_stage("pipeline.train", f"data.path={store.folder / 'train.parquet'}", f"tracking.uri={store.uri}",
+                     f"hydra.run.dir={tmp_path / 'run'}", *SMALL, "++trainer.accumulate_grad_batches=0")
+    assert done.returncode != 0
+    run = latest_run(store.uri)
+    # The reason is the error the command ended with, as its traceback ends.
+    assert run.info.status == "FAILED" and run.data.tags["failure.reason"] in done.stderr.splitlines()
+
+
+@pytest.mark.slow
+def test_a_run_left_running_by_a_killed_process_is_marked_killed_by_the_next_start(store, tmp_path):
+    process = start_training(store, tmp_path / "run")
+    wait_for(tmp_path / "run" / "checkpoints" / "last.ckpt", process)
+    process.kill()
+    process.communicate(timeout=60)
+    orphan = latest_run(store.uri)
+    assert orphan.info.status == "RUNNING"
+    with tracking.start_run(TrackingConfig(uri=store.uri, experiment="pipeline")) as run:
+        pass
+    client = MlflowClient(store.uri)
+    orphan = client.get_run(orphan.info.run_id)
+    assert orphan.info.status == "KILLED" and "killed" in orphan.data.tags["failure.reason"]
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+
+
+def test_a_finished_training_run_is_finished_only_after_its_model_is_logged(store):
+    # Lightning's logger ends the run when fit ends; the stage must end it, after everything is logged.
+    run = MlflowClient(store.uri).get_run(store.train()["run_id"])
+    assert run.info.status == "FINISHED" and "failure.reason" not in run.data.tags
+    assert run.info.end_time >= max(m.timestamp for m in MlflowClient(store.uri).get_metric_history(
+        run.info.run_id, "test_mase"))
