@@ -8,12 +8,14 @@ from collections.abc import Callable
 
 from pipeline.config import ConfigError
 from pipeline.load import DataError
+from pipeline.models import TrainingDiverged
 
 log = logging.getLogger(__name__)
 
 
 def finish(stage: Callable[[], dict]) -> dict:
-    """Run the stage; a problem with the user's data or config becomes one line naming it, and exit 2.
+    """Run the stage; a problem with the user's data or config, or a diverged training, becomes one line naming
+    it, and exit 2.
 
     Whatever libraries print meanwhile (MLflow prints run links when tracking to a server) goes to stderr, so
     stdout carries the summary line alone.
@@ -21,7 +23,7 @@ def finish(stage: Callable[[], dict]) -> dict:
     try:
         with contextlib.redirect_stdout(sys.stderr):
             summary = stage()
-    except (DataError, ConfigError) as error:
+    except (DataError, ConfigError, TrainingDiverged) as error:
         log.error("%s", error)
         sys.exit(2)
     print(json.dumps(summary))

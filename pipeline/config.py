@@ -150,6 +150,9 @@ class OptimConfig:
     cosine_schedule: bool = True
     # Stop when the validation loss has not improved for this many validations; null trains the whole budget.
     patience: Optional[int] = None
+    # Batches whose loss or gradient is not finite that may be skipped (no update) before training stops;
+    # 0 stops at the first.
+    skip_nonfinite: int = 0
 
 
 @dataclass

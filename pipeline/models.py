@@ -395,6 +395,10 @@ class RecurrentNetwork(nn.Module):
         return torch.cat([raw[..., :1], raw[..., :1] + nn.functional.softplus(raw[..., 1:]).cumsum(-1)], dim=-1)
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss or gradient became NaN or infinite; the message names the step and what to change."""
+
+
 def pinball_loss(forecast: torch.Tensor, actual: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:
     """Mean quantile (pinball) loss of (B, H, Q) forecasts against (B, H) actuals."""
     error = actual.unsqueeze(-1) - forecast
@@ -413,7 +417,7 @@ class Forecaster(L.LightningModule):
                  teacher_forcing: float = 0.5, head_layers: list[int] | None = None, head_activation: str = "relu",
                  head_dropout: float = 0.0, init_state: str = "zeros", quantiles: list[float] | None = None,
                  window_norm: bool = False, loss: str = "mse", lr: float = 3e-3, weight_decay: float = 0.0,
-                 cosine_schedule: bool = True):
+                 cosine_schedule: bool = True, skip_nonfinite: int = 0):
         super().__init__()
         if loss not in LOSSES:
             raise ConfigError(f"optim.loss={loss!r}: choose one of {sorted(LOSSES)}")
@@ -426,6 +430,8 @@ class Forecaster(L.LightningModule):
                                         head_dropout, init_state, quantiles, window_norm)
         self.register_buffer("quantiles", torch.tensor(self.network.quantiles), persistent=False)
         self.point_loss = LOSSES[loss]
+        self.skipped = 0          # batches skipped for a non-finite loss or gradient
+        self.last_loss: torch.Tensor | None = None
 
     def loss(self, forecast: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
         if self.network.quantiles:
@@ -438,6 +444,7 @@ class Forecaster(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch), batch.y)
         self.log("train_loss", loss, on_step=True, on_epoch=True, batch_size=len(batch.y))
+        self.last_loss = loss.detach()
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
@@ -447,7 +454,26 @@ class Forecaster(L.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Lightning calls this before it clips, so the logged norm shows gradients as they exploded.
         grads = [p.grad for p in self.parameters() if p.grad is not None]
-        self.log("grad_norm", torch.nn.utils.get_total_norm(grads), on_step=True, on_epoch=True, batch_size=1)
+        norm = torch.nn.utils.get_total_norm(grads)
+        self.log("grad_norm", norm, on_step=True, on_epoch=True, batch_size=1)
+        # One host sync a step (free on CPU): a NaN must stop or skip this very update, not a later one.
+        if not bool(torch.isfinite(norm) & torch.isfinite(self.last_loss)):
+            self.skip_or_stop()
+
+    def skip_or_stop(self) -> None:
+        """Skip this update (the optimizer passes over parameters without a gradient), or stop training once
+        more than optim.skip_nonfinite batches were skipped."""
+        self.skipped += 1
+        limit = self.hparams.skip_nonfinite
+        if self.skipped > limit:
+            raise TrainingDiverged(
+                f"training step {self.global_step}: the loss or gradient is not finite"
+                + (f" (after {limit} such batches skipped, optim.skip_nonfinite={limit})" if limit else "")
+                + "; training stopped. Lower optim.lr, clip gradients (trainer.gradient_clip_val), look for "
+                  "extreme values in the data, or set optim.skip_nonfinite=N to skip up to N such batches")
+        for p in self.parameters():
+            p.grad = None
+        self.log("skipped_batches", float(self.skipped), on_step=True, on_epoch=False, batch_size=1)
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr,

@@ -29,7 +29,7 @@ from pipeline.evaluate import backtest, backtest_frame, calibrate_intervals
 from pipeline.forecast import ModelSpec, forecast_frame
 from pipeline.load import SERIES_ID, TARGET, TIME, Series, id_columns_of, load_series
 from pipeline.metrics import backtest_metrics
-from pipeline.models import Forecaster
+from pipeline.models import Forecaster, TrainingDiverged
 from pipeline.plots import plot_forecasts
 from pipeline.window import Windows, batches, make_windows
 
@@ -63,8 +63,14 @@ def train(cfg: Config, trainer_args: dict[str, Any], resolved: dict[str, Any], o
         tracking.log_data_report(series, windows)
         trainer = build_trainer(trainer_args, cfg, run, callbacks, output_dir)
         started = time.perf_counter()
-        trainer.fit(module, batches(windows.train, cfg.window.batch_size, shuffle=True),
-                     batches(windows.val, cfg.window.batch_size, shuffle=False))
+        try:
+            trainer.fit(module, batches(windows.train, cfg.window.batch_size, shuffle=True),
+                        batches(windows.val, cfg.window.batch_size, shuffle=False))
+        except TrainingDiverged:
+            # The run ends FAILED with the reason; what was learnt before the divergence is kept.
+            if checkpoints.best_model_path:
+                mlflow.log_artifact(checkpoints.best_model_path, "checkpoints")
+            raise
         fit_seconds = time.perf_counter() - started
         mlflow.log_metrics({"fit_seconds": fit_seconds, "fit_steps": trainer.global_step})
         best = torch.load(checkpoints.best_model_path, map_location=module.device, weights_only=True)
@@ -118,7 +124,8 @@ def build_module(cfg: Config, windows: Windows, season: int) -> Forecaster:
                       head_layers=m.head_layers, head_activation=m.head_activation,
                       head_dropout=m.head_dropout, init_state=m.init_state.value, quantiles=m.quantiles,
                       window_norm=m.window_norm, loss=cfg.optim.loss, lr=cfg.optim.lr,
-                      weight_decay=cfg.optim.weight_decay, cosine_schedule=cfg.optim.cosine_schedule)
+                      weight_decay=cfg.optim.weight_decay, cosine_schedule=cfg.optim.cosine_schedule,
+                      skip_nonfinite=cfg.optim.skip_nonfinite)
 
 
 def check_trainer_args(trainer_args: dict[str, Any]) -> None:
