@@ -185,6 +185,12 @@ class TrackingConfig:
     artifact_location: Optional[str] = None
     # Log the trained model as an MLflow pyfunc model (with input example and signature).
     log_model: bool = True
+    # A tracking server that does not answer: retries of `timeout` seconds each (with 1, 2, 4 ... s between
+    # them), then the stage fails in one line, or with offline_fallback records into offline_uri instead.
+    retries: int = 2
+    timeout: int = 10
+    offline_fallback: bool = False
+    offline_uri: str = "sqlite:///outputs/mlflow-offline.db"
 
 
 @dataclass

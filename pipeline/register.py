@@ -17,6 +17,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from pipeline import tracking
 from pipeline.cli import finish
 from pipeline.config import ConfigError, RegisterConfig, to_config
 
@@ -31,7 +32,7 @@ SAME_BACKTEST = ["data.path", "data.id_column", "data.target_column", "split.val
 def register(cfg: RegisterConfig) -> dict:
     if not cfg.run_id or not cfg.name:
         raise ConfigError("give run_id=<training run> and name=<registered model name>")
-    mlflow.set_tracking_uri(cfg.tracking.uri)
+    mlflow.set_tracking_uri(tracking.reachable(cfg.tracking, may_fall_back=False).uri)
     client = MlflowClient()
     try:
         run = client.get_run(cfg.run_id)

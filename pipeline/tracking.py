@@ -3,10 +3,12 @@
 import hashlib
 import importlib.metadata
 import logging
+import os
 import platform
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ def start_run(cfg: TrackingConfig) -> Iterator[Run]:
     """Open a run in `cfg.experiment`, ended FINISHED only when the stage completes: FAILED on an error, KILLED
     on Ctrl-C or SIGTERM, with the reason as a tag (pipeline/run_lifetime.py). Runs that killed processes of
     this host left RUNNING are marked KILLED first."""
+    cfg = reachable(cfg)
     _ensure_store_folder(cfg.uri)
     mlflow.set_tracking_uri(cfg.uri)
     experiment = mlflow.get_experiment_by_name(cfg.experiment)
@@ -51,6 +54,34 @@ def start_run(cfg: TrackingConfig) -> Iterator[Run]:
         yield run
 
 
+def reachable(cfg: TrackingConfig, may_fall_back: bool = True) -> TrackingConfig:
+    """`cfg`, once its tracking server answers within cfg.retries retries of cfg.timeout seconds; otherwise a
+    one-line error naming it, or with cfg.offline_fallback (for stages that only write) the same config pointed
+    at cfg.offline_uri."""
+    # MLflow reads its HTTP limits from these variables at every request; its defaults wait minutes.
+    os.environ |= {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(cfg.retries), "MLFLOW_HTTP_REQUEST_TIMEOUT":
+                   str(cfg.timeout), "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+    if not cfg.uri.startswith(("http://", "https://")):
+        return cfg
+    try:
+        MlflowClient(cfg.uri).search_experiments(max_results=1)
+        return cfg
+    except Exception as error:  # requests' connection errors and MLflow's own, whichever the transport raised
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        if cfg.offline_fallback and may_fall_back:
+            log.warning("tracking server %s does not answer (%s); recording this run into %s instead",
+                        cfg.uri, reason, cfg.offline_uri)
+            return replace(cfg, uri=cfg.offline_uri)
+        raise TrackingUnavailable(
+            f"tracking.uri={cfg.uri} does not answer ({reason}) after {cfg.retries} retries of {cfg.timeout} s; "
+            f"start the server or fix tracking.uri, or set tracking.offline_fallback=true to record into "
+            f"{cfg.offline_uri}") from error
+
+
+class TrackingUnavailable(ConfigError):
+    """The tracking server did not answer; the message names it and what to do."""
+
+
 class StageLogger(MLFlowLogger):
     """Lightning's MLflow logger, writing into the run the stage opened. Lightning's own would end that run when
     fit ends (FINISHED, before the backtests and the model are logged) or fails; start_run ends it instead."""
@@ -61,7 +92,9 @@ class StageLogger(MLFlowLogger):
 
 def lightning_logger(cfg: TrackingConfig, run: Run) -> MLFlowLogger:
     """Lightning's logger writing into our open run (URI passed explicitly, never read from the environment)."""
-    return StageLogger(experiment_name=cfg.experiment, tracking_uri=cfg.uri, run_id=run.info.run_id)
+    # The store start_run connected to: tracking.uri, or the offline store it fell back to.
+    return StageLogger(experiment_name=cfg.experiment, tracking_uri=mlflow.get_tracking_uri(),
+                       run_id=run.info.run_id)
 
 
 def log_config(config: dict[str, Any], yaml_text: str) -> None:
@@ -114,7 +147,8 @@ def log_model(artifacts: dict[str, str], input_example: pd.DataFrame, prediction
 def load_model(cfg: TrackingConfig, uri: str) -> tuple[Any, mlflow.models.Model]:
     """A logged pipeline model (runs:/ID/model, models:/NAME@ALIAS, ...) -> its PyfuncForecaster (spec and
     module) and its MLflow metadata; a URI that cannot be loaded is a ConfigError naming it."""
-    mlflow.set_tracking_uri(cfg.uri)
+    # The model lives in that store: no offline fallback when reading.
+    mlflow.set_tracking_uri(reachable(cfg, may_fall_back=False).uri)
     try:
         model = mlflow.pyfunc.load_model(uri)
     except (mlflow.exceptions.MlflowException, OSError) as error:

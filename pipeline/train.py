@@ -88,7 +88,8 @@ def train(cfg: Config, trainer_args: dict[str, Any], resolved: dict[str, Any], o
             prediction = (None if cfg.data.future_covariates
                           else forecast_frame(module, spec, history, "the input example"))
             tracking.log_model(artifacts, history, prediction, cfg.data.time_column)
-        summary = {"run_id": run.info.run_id, "val_loss": float(checkpoints.best_model_score),
+        summary = {"run_id": run.info.run_id, "tracking_uri": mlflow.get_tracking_uri(),
+                   "val_loss": float(checkpoints.best_model_score),
                    "fit_seconds": round(fit_seconds, 1), "fit_steps": trainer.global_step,
                    "val": scores["val"]["model"], "val_seasonal_naive": scores["val"]["seasonal_naive"],
                    "test": scores["test"]["model"], "seasonal_naive": scores["test"]["seasonal_naive"]}
