@@ -1,5 +1,6 @@
 """Typed schema of conf/: a misspelled key or a wrongly typed value fails at composition."""
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
@@ -281,9 +282,28 @@ def register_configs() -> None:
 
 def to_config(cfg: DictConfig) -> Config:
     """Turn a composed DictConfig into plain dataclasses; extra trainer keys stay as a dict."""
+    unknown = unknown_keys(cfg)
+    if unknown:
+        # Hydra lets `+key=value` add keys the schema lacks; nothing here would read them.
+        raise ConfigError(f"{unknown[0]} is not a config key; check its spelling (Lightning Trainer arguments "
+                          f"go in with ++trainer.NAME=VALUE)")
     config = OmegaConf.to_object(cfg)
     assert isinstance(config, (Config, ExportConfig, ForecastConfig, RegisterConfig, EvaluateConfig))
     return config  # type: ignore[return-value]
+
+
+def unknown_keys(node: DictConfig, path: str = "") -> list[str]:
+    """Keys of typed nodes that their dataclass does not declare (trainer: takes any Trainer argument)."""
+    kind = OmegaConf.get_type(node)
+    known = {f.name for f in dataclasses.fields(kind)} if dataclasses.is_dataclass(kind) else None
+    found = []
+    for key in node.keys():
+        name = f"{path}{key}"
+        if known is not None and key not in known:
+            found.append(name)
+        elif name != "trainer" and OmegaConf.is_dict(node._get_node(key)):
+            found += unknown_keys(node[key], f"{name}.")
+    return found
 
 
 def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:

@@ -53,14 +53,32 @@ class ModelSpec:
 
     @classmethod
     def read(cls, path: Path) -> "ModelSpec":
-        return cls(**json.loads(Path(path).read_text()))
+        try:
+            return cls(**json.loads(Path(path).read_text()))
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"{path}: not a model spec this pipeline wrote ({_first_line(error)}); the model "
+                              f"artifact is damaged or was altered: log the model again") from error
 
 
 def load_module(spec: ModelSpec, weights: Path) -> Forecaster:
-    """Build the network from the spec and load tensors only: no pickled code runs."""
-    module = Forecaster(**spec.hparams)
-    module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    """Build the network from the spec and load tensors only (weights_only: no pickled code runs); a damaged or
+    altered file is a one-line ConfigError naming it."""
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated archive, a pickle holding more than tensors, ...
+        raise ConfigError(f"{weights}: cannot be read as model weights ({_first_line(error)}); the model "
+                          f"artifact is damaged or was altered: log the model again") from error
+    try:
+        module = Forecaster(**spec.hparams)
+        module.load_state_dict(state)
+    except (RuntimeError, TypeError) as error:
+        raise ConfigError(f"{weights}: the weights do not fit the network its {SPEC_FILE} describes "
+                          f"({_first_line(error)}); log the model again") from error
     return module.eval()
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
 def forecast_frame(module: Forecaster, spec: ModelSpec, history: pd.DataFrame,
