@@ -23,7 +23,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -40,6 +39,8 @@ from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import record  # noqa: E402  bench/record.py: the machine, as the speed benchmarks describe it
 
 from pipeline.config import to_config  # noqa: E402
 from pipeline.evaluate import mase_scales, point_metrics  # noqa: E402
@@ -311,10 +312,8 @@ def stored() -> dict[str, dict]:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return (f"{cpu}, {os.cpu_count()} cores, no GPU used; Python {platform.python_version()}, "
-            f"torch {torch.__version__}")
+    about = record.machine()
+    return f"{about['cpu']}, {os.cpu_count()} cores, no GPU used; Python {about['python']}, torch {about['torch']}"
 
 
 def render(results: dict[str, dict]) -> str:

@@ -54,6 +54,12 @@ class ConfigError(ValueError):
     """A config value the code cannot use; the message names the key and what to do."""
 
 
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """What an error says, in one line for a one-line message: its first line, or its type when it says nothing."""
+    text = str(getattr(error, "message", error)).strip()  # MLflow's exceptions keep the bare text in .message
+    return text.splitlines()[0][:limit] if text else type(error).__name__
+
+
 @dataclass
 class DataConfig:
     path: str = "data/vic_elec.parquet"

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from pipeline import tracking
 from pipeline.cli import finish
-from pipeline.config import ConfigError, DataConfig, ForecastConfig, ShortSeries, to_config
+from pipeline.config import ConfigError, DataConfig, ForecastConfig, ShortSeries, first_line, to_config
 from pipeline.features import build_values, future_columns
 from pipeline.load import SERIES_ID, TIME, DataError, data_columns, id_columns_of, read_table, validate_frame
 from pipeline.models import Forecaster, RecurrentNetwork, predict
@@ -56,7 +56,7 @@ class ModelSpec:
         try:
             return cls(**json.loads(Path(path).read_text()))
         except (ValueError, TypeError) as error:
-            raise ConfigError(f"{path}: not a model spec this pipeline wrote ({_first_line(error)}); the model "
+            raise ConfigError(f"{path}: not a model spec this pipeline wrote ({first_line(error)}); the model "
                               f"artifact is damaged or was altered: log the model again") from error
 
 
@@ -66,19 +66,16 @@ def load_module(spec: ModelSpec, weights: Path) -> Forecaster:
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated archive, a pickle holding more than tensors, ...
-        raise ConfigError(f"{weights}: cannot be read as model weights ({_first_line(error)}); the model "
+        raise ConfigError(f"{weights}: cannot be read as model weights ({first_line(error)}); the model "
                           f"artifact is damaged or was altered: log the model again") from error
     try:
         module = Forecaster(**spec.hparams)
         module.load_state_dict(state)
     except (RuntimeError, TypeError) as error:
         raise ConfigError(f"{weights}: the weights do not fit the network its {SPEC_FILE} describes "
-                          f"({_first_line(error)}); log the model again") from error
+                          f"({first_line(error)}); log the model again") from error
     return module.eval()
 
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
 def forecast_frame(module: Forecaster, spec: ModelSpec, history: pd.DataFrame,

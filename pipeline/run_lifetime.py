@@ -13,6 +13,8 @@ import mlflow
 from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 
+from pipeline.config import first_line
+
 REASON = "failure.reason"
 
 
@@ -46,8 +48,7 @@ def ending(error: BaseException | None) -> tuple[str, str | None]:
         return RunStatus.to_string(RunStatus.KILLED), "interrupted (Ctrl-C or SIGINT)"
     if isinstance(error, Terminated):
         return RunStatus.to_string(RunStatus.KILLED), str(error)
-    first_line = (str(error).strip().splitlines() or [""])[0]
-    return RunStatus.to_string(RunStatus.FAILED), f"{type(error).__name__}: {first_line}"[:500]
+    return RunStatus.to_string(RunStatus.FAILED), f"{type(error).__name__}: {first_line(error, 450)}"
 
 
 def process_tags() -> dict[str, str]:

@@ -19,7 +19,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import AnyType, ColSpec, Schema
 
-from pipeline.config import ConfigError, TrackingConfig
+from pipeline.config import ConfigError, TrackingConfig, first_line
 from pipeline.load import Series
 from pipeline.run_lifetime import mark_abandoned_runs, run_until_end
 from pipeline.window import Windows
@@ -67,7 +67,7 @@ def reachable(cfg: TrackingConfig, may_fall_back: bool = True) -> TrackingConfig
         MlflowClient(cfg.uri).search_experiments(max_results=1)
         return cfg
     except Exception as error:  # requests' connection errors and MLflow's own, whichever the transport raised
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        reason = first_line(error, 200)
         if cfg.offline_fallback and may_fall_back:
             log.warning("tracking server %s does not answer (%s); recording this run into %s instead",
                         cfg.uri, reason, cfg.offline_uri)
@@ -152,9 +152,8 @@ def load_model(cfg: TrackingConfig, uri: str) -> tuple[Any, mlflow.models.Model]
     try:
         model = mlflow.pyfunc.load_model(uri)
     except (mlflow.exceptions.MlflowException, OSError) as error:
-        reason = str(getattr(error, "message", error)).splitlines()[0]
-        raise ConfigError(f"cannot load model {uri} from {cfg.uri}: {reason}; check the model URI (or run_id) "
-                          f"and tracking.uri") from error
+        raise ConfigError(f"cannot load model {uri} from {cfg.uri}: {first_line(error)}; check the model URI "
+                          f"(or run_id) and tracking.uri") from error
     return model.unwrap_python_model(), model.metadata
 
 
