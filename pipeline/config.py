@@ -210,6 +210,8 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     seed: int = 0
+    # A training run id, or `last`, to continue from its last checkpoint (pipeline/resume.py).
+    resume: Optional[str] = None
 
 
 class ExportFormat(str, Enum):

@@ -433,6 +433,12 @@ class Forecaster(L.LightningModule):
         self.skipped = 0          # batches skipped for a non-finite loss or gradient
         self.last_loss: torch.Tensor | None = None
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["skipped_batches"] = self.skipped
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.skipped = checkpoint.get("skipped_batches", 0)
+
     def loss(self, forecast: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
         if self.network.quantiles:
             return pinball_loss(forecast, actual, self.quantiles)
@@ -443,7 +449,8 @@ class Forecaster(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch), batch.y)
-        self.log("train_loss", loss, on_step=True, on_epoch=True, batch_size=len(batch.y))
+        # Per step only: training is counted in steps, and an epoch's mean would be partial after a resume.
+        self.log("train_loss", loss, on_step=True, on_epoch=False, batch_size=len(batch.y))
         self.last_loss = loss.detach()
         return loss
 
@@ -455,7 +462,7 @@ class Forecaster(L.LightningModule):
         # Lightning calls this before it clips, so the logged norm shows gradients as they exploded.
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads)
-        self.log("grad_norm", norm, on_step=True, on_epoch=True, batch_size=1)
+        self.log("grad_norm", norm, on_step=True, on_epoch=False, batch_size=1)
         # One host sync a step (free on CPU): a NaN must stop or skip this very update, not a later one.
         if not bool(torch.isfinite(norm) & torch.isfinite(self.last_loss)):
             self.skip_or_stop()

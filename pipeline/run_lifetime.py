@@ -66,6 +66,15 @@ def _start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+def holder_alive(run: Run) -> bool:
+    """Whether the process that opened `run` (process_tags) still runs; a run of another host counts as alive,
+    since it cannot be judged from here."""
+    tags = run.data.tags
+    if tags.get("process.host") != socket.gethostname() or "process.pid" not in tags:
+        return True
+    return _alive(int(tags["process.pid"]), tags.get("process.started", ""))
+
+
 def _alive(pid: int, started: str) -> bool:
     try:
         os.kill(pid, 0)
@@ -83,8 +92,7 @@ def mark_abandoned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
     host = socket.gethostname()
     running = client.search_runs([experiment_id], filter_string=f"attributes.status = 'RUNNING' and "
                                                                  f"tags.`process.host` = '{host}'")
-    abandoned = [run for run in running if not _alive(int(run.data.tags["process.pid"]),
-                                                      run.data.tags.get("process.started", ""))]
+    abandoned = [run for run in running if not holder_alive(run)]
     for run in abandoned:
         client.set_tag(run.info.run_id, REASON, f"its process (pid {run.data.tags['process.pid']} on {host}) "
                                                 f"ended without closing the run: killed (SIGKILL or out of memory)")
@@ -93,10 +101,14 @@ def mark_abandoned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def run_until_end(experiment_id: str) -> Iterator[Run]:
-    """mlflow.start_run, ended with the status `ending` gives: a plain `with mlflow.start_run()` would mark a
-    Ctrl-C or SIGTERM FAILED, and a process killed outright leaves it RUNNING (mark_abandoned_runs)."""
-    run = mlflow.start_run(experiment_id=experiment_id, tags=process_tags())
+def run_until_end(experiment_id: str, run_id: str | None = None) -> Iterator[Run]:
+    """mlflow.start_run (a new run, or `run_id` reopened to resume it), ended with the status `ending` gives: a
+    plain `with mlflow.start_run()` would mark a Ctrl-C or SIGTERM FAILED, and a process killed outright leaves
+    it RUNNING (mark_abandoned_runs)."""
+    run = mlflow.start_run(experiment_id=experiment_id, run_id=run_id, tags=process_tags())
+    if run_id and REASON in run.data.tags:
+        # Why it stopped last time no longer describes it.
+        MlflowClient().delete_tag(run_id, REASON)
     error = None
     try:
         with sigterm_raises():

@@ -34,11 +34,12 @@ VERSIONED = ["torch", "lightning", "pandas", "numpy", "pyarrow", "scikit-learn",
 
 
 @contextmanager
-def start_run(cfg: TrackingConfig) -> Iterator[Run]:
-    """Open a run in `cfg.experiment`, ended FINISHED only when the stage completes: FAILED on an error, KILLED
-    on Ctrl-C or SIGTERM, with the reason as a tag (pipeline/run_lifetime.py). Runs that killed processes of
-    this host left RUNNING are marked KILLED first."""
-    cfg = reachable(cfg)
+def start_run(cfg: TrackingConfig, resume_run_id: str | None = None) -> Iterator[Run]:
+    """Open a run in `cfg.experiment` (or reopen `resume_run_id`), ended FINISHED only when the stage completes:
+    FAILED on an error, KILLED on Ctrl-C or SIGTERM, with the reason as a tag (pipeline/run_lifetime.py). Runs
+    that killed processes of this host left RUNNING are marked KILLED first."""
+    # A resumed run lives in that store: no offline fallback.
+    cfg = reachable(cfg, may_fall_back=resume_run_id is None)
     _ensure_store_folder(cfg.uri)
     mlflow.set_tracking_uri(cfg.uri)
     experiment = mlflow.get_experiment_by_name(cfg.experiment)
@@ -46,7 +47,7 @@ def start_run(cfg: TrackingConfig) -> Iterator[Run]:
                      mlflow.create_experiment(cfg.experiment, artifact_location=_artifact_location(cfg)))
     for run_id in mark_abandoned_runs(MlflowClient(cfg.uri), experiment_id):
         log.warning("MLflow run %s was left RUNNING by a killed process; marked KILLED", run_id)
-    with run_until_end(experiment_id) as run:
+    with run_until_end(experiment_id, resume_run_id) as run:
         log.info("MLflow run %s in experiment %r at %s", run.info.run_id, cfg.experiment, cfg.uri)
         # With MLflow's own mlflow.source.git.commit, what any run needs to be traced back and rerun.
         mlflow.set_tags({f"versions.{name}": _version(name) for name in VERSIONED}
@@ -84,17 +85,29 @@ class TrackingUnavailable(ConfigError):
 
 class StageLogger(MLFlowLogger):
     """Lightning's MLflow logger, writing into the run the stage opened. Lightning's own would end that run when
-    fit ends (FINISHED, before the backtests and the model are logged) or fails; start_run ends it instead."""
+    fit ends (FINISHED, before the backtests and the model are logged) or fails; start_run ends it instead.
+
+    A resumed training replays the steps between its checkpoint and the interruption: a metric is not logged
+    again at a step up to `logged_until[name]`, so no step of its history appears twice."""
+
+    def __init__(self, *args, logged_until: dict[str, int] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.logged_until = logged_until or {}
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if self.logged_until and step is not None:
+            metrics = {name: value for name, value in metrics.items() if step > self.logged_until.get(name, -1)}
+        super().log_metrics(metrics, step)
 
     def finalize(self, status: str = "success") -> None:
         pass
 
 
-def lightning_logger(cfg: TrackingConfig, run: Run) -> MLFlowLogger:
+def lightning_logger(cfg: TrackingConfig, run: Run, logged_until: dict[str, int] | None = None) -> MLFlowLogger:
     """Lightning's logger writing into our open run (URI passed explicitly, never read from the environment)."""
     # The store start_run connected to: tracking.uri, or the offline store it fell back to.
     return StageLogger(experiment_name=cfg.experiment, tracking_uri=mlflow.get_tracking_uri(),
-                       run_id=run.info.run_id)
+                       run_id=run.info.run_id, logged_until=logged_until)
 
 
 def log_config(config: dict[str, Any], yaml_text: str) -> None:

@@ -7,6 +7,7 @@ import inspect
 import json
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -31,16 +32,19 @@ from pipeline.load import SERIES_ID, TARGET, TIME, Series, id_columns_of, load_s
 from pipeline.metrics import backtest_metrics
 from pipeline.models import Forecaster, TrainingDiverged
 from pipeline.plots import plot_forecasts
+from pipeline.resume import OUTPUT_DIR, STAGE, ExactResume, Resume, refuse_other_overrides
+from pipeline.resume import plan as plan_resume
 from pipeline.window import Windows, batches, make_windows
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: Config, trainer_args: dict[str, Any], resolved: dict[str, Any], output_dir: Path,
-          extra_callbacks: Sequence[L.Callback] = ()) -> dict:
+          extra_callbacks: Sequence[L.Callback] = (), resume: Resume | None = None) -> dict:
     """Train, keep the best checkpoint by validation loss, backtest it; returns the run's summary.
 
-    `extra_callbacks` join the stage's own (the speed benchmark times steps with one)."""
+    `resume` continues an interrupted run from its last checkpoint, in its MLflow run and output folder
+    (pipeline/resume.py). `extra_callbacks` join the stage's own (the speed benchmark times steps with one)."""
     check_trainer_args(trainer_args)
     trainer_args = trainer_args | {"precision": resolve_precision(trainer_args, cfg.model.cell)}
     L.seed_everything(cfg.seed, workers=True)
@@ -51,21 +55,33 @@ def train(cfg: Config, trainer_args: dict[str, Any], resolved: dict[str, Any], o
                            cfg.split.val_steps, cfg.split.test_steps, cfg.data.calendar,
                            cfg.data.short_series, cfg.data.scaler.value)
     module = build_module(cfg, windows, series.season)
+    train_batches = batches(windows.train, cfg.window.batch_size, shuffle=True)
     checkpoints = ModelCheckpoint(dirpath=output_dir / "checkpoints", monitor="val_loss", mode="min",
-                                  save_top_k=1, save_last=True, filename="best-{step}")
-    callbacks = [checkpoints, LearningRateMonitor("step"), *extra_callbacks]
+                                  save_top_k=1, filename="best-{step}")
+    callbacks = [checkpoints, *resume_checkpoints(output_dir / "checkpoints", trainer_args, len(train_batches)),
+                 ExactResume(train_batches.sampler), LearningRateMonitor("step"), *extra_callbacks]
     if cfg.optim.patience is not None:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=cfg.optim.patience))
-    with tracking.start_run(cfg.tracking) as run:
-        tracking.log_config(resolved, OmegaConf.to_yaml(resolved))
-        # What trainer.precision=auto resolved to on this machine.
-        mlflow.set_tag("precision", trainer_args["precision"])
-        tracking.log_data_report(series, windows)
-        trainer = build_trainer(trainer_args, cfg, run, callbacks, output_dir)
+    with tracking.start_run(cfg.tracking, resume.run_id if resume else None) as run:
+        if resume is None:
+            tracking.log_config(resolved, OmegaConf.to_yaml(resolved))
+            # What trainer.precision=auto resolved to on this machine; where resume finds the checkpoints.
+            mlflow.set_tags({"precision": trainer_args["precision"], STAGE: "train",
+                             OUTPUT_DIR: str(output_dir.resolve())})
+            tracking.log_data_report(series, windows)
+        else:
+            mlflow.set_tag("resumed", int(run.data.tags.get("resumed", 0)) + 1)
+        logger = tracking.lightning_logger(cfg.tracking, run, resume.logged_until if resume else None)
+        trainer = build_trainer(trainer_args, callbacks, logger, output_dir)
         started = time.perf_counter()
         try:
-            trainer.fit(module, batches(windows.train, cfg.window.batch_size, shuffle=True),
-                        batches(windows.val, cfg.window.batch_size, shuffle=False))
+            with warnings.catch_warnings():
+                # ExactResume replays the interrupted epoch's batch order, which Lightning cannot see: its
+                # warning that a mid-epoch resume may give other results does not apply.
+                warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before the epoch")
+                # weights_only: a checkpoint is data; loading it runs no pickled code.
+                trainer.fit(module, train_batches, batches(windows.val, cfg.window.batch_size, shuffle=False),
+                            ckpt_path=resume.checkpoint if resume else None, weights_only=True)
         except TrainingDiverged:
             # The run ends FAILED with the reason; what was learnt before the divergence is kept.
             if checkpoints.best_model_path:
@@ -129,6 +145,17 @@ def build_module(cfg: Config, windows: Windows, season: int) -> Forecaster:
                       skip_nonfinite=cfg.optim.skip_nonfinite)
 
 
+def resume_checkpoints(folder: Path, trainer_args: dict[str, Any], epoch_batches: int) -> list[ModelCheckpoint]:
+    """What writes last.ckpt, for resume: after every validation, and also after each epoch's last batch when
+    validations are further apart than an epoch. (Not on the epoch's end: Lightning resumes a max_steps
+    training saved there with one batch too many.)"""
+    last = dict(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False)
+    every = trainer_args.get("val_check_interval")
+    if isinstance(every, int) and every > epoch_batches:
+        return [ModelCheckpoint(**last), ModelCheckpoint(**last, every_n_train_steps=epoch_batches)]
+    return [ModelCheckpoint(**last)]
+
+
 def check_trainer_args(trainer_args: dict[str, Any]) -> None:
     """Fail on a misspelled ++trainer.NAME, or a budget with no validation, before any run is opened."""
     known = inspect.signature(L.Trainer).parameters
@@ -168,9 +195,8 @@ def native_bf16_cpu() -> bool:
         return False
 
 
-def build_trainer(trainer_args: dict[str, Any], cfg: Config, run, callbacks: list, output_dir: Path) -> L.Trainer:
-    return L.Trainer(**trainer_args, logger=tracking.lightning_logger(cfg.tracking, run), callbacks=callbacks,
-                     default_root_dir=output_dir)
+def build_trainer(trainer_args: dict[str, Any], callbacks: list, logger, output_dir: Path) -> L.Trainer:
+    return L.Trainer(**trainer_args, logger=logger, callbacks=callbacks, default_root_dir=output_dir)
 
 
 def model_spec(cfg: Config, series: Series, windows: Windows, module: Forecaster) -> ModelSpec:
@@ -199,12 +225,22 @@ def input_example(cfg: Config, series: Series, windows: Windows) -> pd.DataFrame
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
-    # Enums as their values ("error", not "Missing.error") in the logged params and config.yaml.
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    summary = finish(lambda: train(to_config(cfg), trainer_kwargs(cfg), resolved, output_dir))
+    hydra_cfg = HydraConfig.get()
+    summary = finish(lambda: run_training(cfg, hydra_cfg.overrides.task, Path(hydra_cfg.runtime.output_dir)))
     # Sweepers minimise this: the validation loss, so no choice is ever made on the test block.
     return summary["val_loss"]
+
+
+def run_training(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dict:
+    """The command: train with `cfg`, or with resume= continue a run with the config it started with."""
+    resume = None
+    if cfg.resume:
+        refuse_other_overrides(overrides)
+        cfg, resume = plan_resume(to_config(cfg).tracking, cfg.resume)
+        output_dir = resume.output_dir
+    # Enums as their values ("error", not "Missing.error") in the logged params and config.yaml.
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return train(to_config(cfg), trainer_kwargs(cfg), resolved, output_dir, resume=resume)
 
 
 if __name__ == "__main__":

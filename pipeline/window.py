@@ -171,24 +171,46 @@ class WindowBatches(Dataset):
 
 
 class WindowSampler(Sampler):
-    """Batches of window numbers as tensors: one permutation per epoch (int32), no Python list per window."""
+    """Batches of window numbers as tensors: one permutation per epoch (int32), no Python list per window.
+
+    The permutation is drawn from torch's global generator, which seed_everything seeds; `epoch_rng` keeps the
+    generator state it was drawn from, so a training resumed mid-epoch replays the same order and skips the
+    batches already done (`replay`, pipeline/resume.py)."""
 
     def __init__(self, n_windows: int, batch_size: int, shuffle: bool):
         self.n_windows, self.batch_size, self.shuffle = n_windows, batch_size, shuffle
+        self.epoch_rng: torch.Tensor | None = None
+        self._replay: tuple[torch.Tensor, int] | None = None
 
     def __len__(self) -> int:
         return -(-self.n_windows // self.batch_size)
 
+    def replay(self, epoch_rng: torch.Tensor, batches_done: int) -> None:
+        """The next epoch is the one drawn from `epoch_rng`, less its first `batches_done` batches."""
+        self._replay = (epoch_rng, batches_done)
+
     def __iter__(self) -> Iterator[torch.Tensor]:
-        # Drawn from torch's global generator, which seed_everything seeds.
-        order = (torch.randperm(self.n_windows, dtype=torch.int32) if self.shuffle
-                 else torch.arange(self.n_windows, dtype=torch.int32))
-        yield from order.split(self.batch_size)
+        if not self.shuffle:
+            yield from torch.arange(self.n_windows, dtype=torch.int32).split(self.batch_size)
+            return
+        generator, done = None, 0
+        if self._replay is not None:
+            (self.epoch_rng, done), self._replay = self._replay, None
+            # A generator of its own: the global one is already where the interrupted training left it.
+            generator = torch.Generator().set_state(self.epoch_rng)
+        else:
+            self.epoch_rng = torch.get_rng_state()
+        order = torch.randperm(self.n_windows, dtype=torch.int32, generator=generator)
+        yield from order.split(self.batch_size)[done:]
 
 
 def batches(dataset: WindowBatches, batch_size: int, shuffle: bool) -> DataLoader:
-    """A DataLoader that hands the dataset whole batches of window numbers (no per-window __getitem__)."""
-    return DataLoader(dataset, sampler=WindowSampler(len(dataset), batch_size, shuffle), batch_size=None)
+    """A DataLoader that hands the dataset whole batches of window numbers (no per-window __getitem__).
+
+    It draws its (unused, no workers) base seed from a generator of its own: from the global one, every
+    validation pass would shift the training's random stream, and a resumed training could not replay it."""
+    return DataLoader(dataset, sampler=WindowSampler(len(dataset), batch_size, shuffle), batch_size=None,
+                      generator=torch.Generator())
 
 
 @dataclass

@@ -15,7 +15,7 @@ def test_same_config_and_seed_on_cpu_give_identical_metrics(store):
                for s in (first, second)]
     assert first["run_id"] != second["run_id"]
     assert metrics[0] == metrics[1] and "test_mase" in metrics[0] and "val_loss" in metrics[0]
-    losses = [[m.value for m in client.get_metric_history(s["run_id"], "train_loss_step")] for s in (first, second)]
+    losses = [[m.value for m in client.get_metric_history(s["run_id"], "train_loss")] for s in (first, second)]
     assert losses[0] == losses[1] and len(losses[0]) >= 5
     # A different seed is a different run: the check above can fail.
     assert store.train("seed=4")["val_loss"] != first["val_loss"]

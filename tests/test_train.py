@@ -41,12 +41,12 @@ def test_train_command_leaves_a_finished_run_with_params_metrics_artifacts_and_a
     # trainer.precision=auto, as resolved on this machine.
     assert run.data.params["trainer.precision"] == "auto"
     assert run.data.tags["precision"] == auto_precision("lstm", on_cpu=True, native_bf16=native_bf16_cpu())
-    for metric in ["train_loss_epoch", "val_loss", "grad_norm_step", "test_mase", "test_mase_seasonal_naive",
+    for metric in ["train_loss", "val_loss", "grad_norm", "test_mase", "test_mase_seasonal_naive",
                    "val_mase", "val_mase_seasonal_naive", "test_mase_naive", "fit_seconds", "fit_steps",
                    "test_smape", "test_rmse", "test_mae_seasonal_naive"]:
         assert metric in run.data.metrics, metric
     assert run.data.metrics["test_mase"] == pytest.approx(summary["test"]["mase"])
-    assert len(client.get_metric_history(run.info.run_id, "train_loss_step")) >= 5
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 5
     artifacts = artifact_paths(client, run.info.run_id)
     assert {"config.yaml", "forecasts.png", "backtest/val.parquet", "backtest/test.parquet"} <= artifacts
     # Every test forecast is kept, and reproduces the reported MASE.

@@ -1,0 +1,130 @@
+"""Resuming a training run: `python -m pipeline.train resume=<run id | last>` continues the same MLflow run from
+its last checkpoint, with its own config, as if it had never stopped.
+
+Lightning's checkpoints hold the weights, optimizer, scheduler, loop counters and callbacks; ExactResume adds
+what they lack (the random state, and where the epoch's batch order stood), so the resumed training takes the
+very steps the interrupted one would have.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import mlflow
+import torch
+from mlflow.entities import Run, RunStatus
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config import Config, ConfigError, TrackingConfig
+from pipeline.run_lifetime import holder_alive
+from pipeline.tracking import file_sha256, reachable
+from pipeline.window import WindowSampler
+
+# Tags a training run carries so it can be found and resumed.
+STAGE, OUTPUT_DIR = "stage", "output_dir"
+CHECKPOINT = Path("checkpoints") / "last.ckpt"
+# Overrides a resume may carry: where the run is recorded. Anything else would make it a different training.
+RESUME_OVERRIDES = ("resume=", "tracking.", "+tracking.", "++tracking.")
+
+
+@dataclass
+class Resume:
+    """A training run to continue: its id, its output folder and last checkpoint, and the last step each of
+    its metrics was logged at (the resumed training replays steps after the checkpoint; those are not logged
+    twice)."""
+
+    run_id: str
+    output_dir: Path
+    checkpoint: Path
+    logged_until: dict[str, int]
+
+
+class ExactResume(L.Callback):
+    """Saves into every checkpoint the random state and how many batches of the epoch's order were done, and
+    restores both on resume (before Lightning builds the training iterator)."""
+
+    def __init__(self, sampler: WindowSampler):
+        self.sampler = sampler
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint["exact_resume"] = {
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            "epoch_rng": self.sampler.epoch_rng,
+            "batches_done": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        state = checkpoint.get("exact_resume")
+        if state is None:
+            raise ConfigError("the checkpoint holds no random state (written by an older pipeline); it cannot be "
+                              "resumed exactly: start a new run")
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available() and len(state["cuda_rng"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        # At an epoch's end the next epoch draws a new order from the restored global state.
+        if state["epoch_rng"] is not None and 0 < state["batches_done"] < len(self.sampler):
+            self.sampler.replay(state["epoch_rng"], state["batches_done"])
+
+
+def refuse_other_overrides(overrides: list[str]) -> None:
+    """A resume continues the run's own config; only where it is tracked may be given."""
+    other = [o for o in overrides if not o.startswith(RESUME_OVERRIDES)]
+    if other:
+        raise ConfigError(f"resume continues a run with the config it started with; drop {other[0]} (to train "
+                          f"with a different config, start a new run without resume=)")
+
+
+def find_run(cfg: TrackingConfig, which: str) -> Run:
+    """The training run `which` names (a run id, or `last`: the latest training run of cfg.experiment), if it
+    can be resumed: not finished, and not still held by a live process."""
+    # The run lives in that store: no offline fallback when reading.
+    mlflow.set_tracking_uri(reachable(cfg, may_fall_back=False).uri)
+    client = MlflowClient(cfg.uri)
+    if which == "last":
+        experiment = client.get_experiment_by_name(cfg.experiment)
+        runs = client.search_runs([experiment.experiment_id], f"tags.{STAGE} = 'train'",
+                                  order_by=["attributes.start_time DESC"], max_results=1) if experiment else []
+        if not runs:
+            raise ConfigError(f"resume=last: experiment {cfg.experiment!r} at {cfg.uri} has no training run to "
+                              f"resume; check tracking.uri and tracking.experiment")
+        run = runs[0]
+    else:
+        try:
+            run = client.get_run(which)
+        except mlflow.exceptions.MlflowException as error:
+            raise ConfigError(f"resume={which}: no such run at {cfg.uri}; give a training run id from the MLflow "
+                              f"UI, or resume=last") from error
+        if run.data.tags.get(STAGE) != "train":
+            raise ConfigError(f"resume={which}: run {which} is not a training run")
+    status = run.info.status
+    if status == RunStatus.to_string(RunStatus.FINISHED):
+        raise ConfigError(f"resume={which}: run {run.info.run_id} finished; there is nothing to resume")
+    if status == RunStatus.to_string(RunStatus.RUNNING) and holder_alive(run):
+        raise ConfigError(f"resume={which}: run {run.info.run_id} is still being trained by process "
+                          f"{run.data.tags.get('process.pid')} on {run.data.tags.get('process.host')}")
+    return run
+
+
+def plan(cfg: TrackingConfig, which: str) -> tuple[DictConfig, Resume]:
+    """The config `which` was started with (its tracking settings replaced by `cfg`) and what to resume it from;
+    a ConfigError when the run cannot be resumed."""
+    run = find_run(cfg, which)
+    run_id = run.info.run_id
+    output_dir = Path(run.data.tags.get(OUTPUT_DIR, ""))
+    checkpoint = output_dir / CHECKPOINT
+    if not run.data.tags.get(OUTPUT_DIR) or not checkpoint.is_file():
+        raise ConfigError(f"resume={which}: run {run_id} has no checkpoint at {checkpoint} (stopped before its "
+                          f"first validation, or trained on another machine); start a new run instead")
+    logged = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config.yaml")
+    config = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(logged),
+                             {"tracking": OmegaConf.structured(cfg), "resume": which})
+    # The resumed steps must train on the data the run started on.
+    recorded, path = run.data.tags.get("data.sha256"), Path(config.data.path)
+    if recorded and path.is_file() and file_sha256(path) != recorded:
+        raise ConfigError(f"resume={which}: {path} changed since run {run_id} started (its sha256 differs from "
+                          f"the run's data.sha256 tag); restore the file, or start a new run")
+    client = MlflowClient(cfg.uri)
+    logged_until = {key: max(m.step for m in client.get_metric_history(run_id, key)) for key in run.data.metrics}
+    return config, Resume(run_id, output_dir, checkpoint, logged_until)
+
