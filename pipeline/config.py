@@ -196,6 +196,9 @@ class TrackingConfig:
     # them), then the stage fails in one line, or with offline_fallback records into offline_uri instead.
     retries: int = 2
     timeout: int = 10
+    # Once a run is open, how long the server may be away (a restart) before a request gives up: requests are
+    # retried meanwhile, so training pauses rather than fails. At most 480.
+    outage_seconds: int = 120
     offline_fallback: bool = False
     offline_uri: str = "sqlite:///outputs/mlflow-offline.db"
 

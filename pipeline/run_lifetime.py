@@ -2,6 +2,7 @@
 with the reason as the `failure.reason` tag, and runs left RUNNING by a killed process marked KILLED later."""
 
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -10,10 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
+import requests
 from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import first_line
+
+log = logging.getLogger(__name__)
 
 REASON = "failure.reason"
 
@@ -118,6 +122,26 @@ def run_until_end(experiment_id: str, run_id: str | None = None) -> Iterator[Run
         raise
     finally:
         status, reason = ending(error)
-        if reason:
-            mlflow.set_tag(REASON, reason)
-        mlflow.end_run(status)
+        if lost_connection(error):
+            # The server is gone for longer than tracking.outage_seconds: recording the ending would wait as long
+            # again. The run stays RUNNING until the next start on this host marks it KILLED (or it is resumed).
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+        try:
+            try:
+                if reason:
+                    mlflow.set_tag(REASON, reason)
+            finally:
+                mlflow.end_run(status)
+        except Exception as failed:
+            if error is None:
+                raise
+            log.warning("could not mark MLflow run %s %s: %s", run.info.run_id, status, first_line(failed))
+
+
+def lost_connection(error: BaseException | None) -> bool:
+    """Whether `error` is the tracking server not answering (MLflow raises it without a cause, as context)."""
+    while error is not None:
+        if isinstance(error, (requests.ConnectionError, requests.Timeout)):
+            return True
+        error = error.__cause__ or error.__context__
+    return False

@@ -21,7 +21,7 @@ from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from pipeline.config import ConfigError, TrackingConfig, first_line
 from pipeline.load import Series
-from pipeline.run_lifetime import mark_abandoned_runs, run_until_end
+from pipeline.run_lifetime import lost_connection, mark_abandoned_runs, run_until_end
 from pipeline.window import Windows
 
 log = logging.getLogger(__name__)
@@ -47,12 +47,25 @@ def start_run(cfg: TrackingConfig, resume_run_id: str | None = None) -> Iterator
                      mlflow.create_experiment(cfg.experiment, artifact_location=_artifact_location(cfg)))
     for run_id in mark_abandoned_runs(MlflowClient(cfg.uri), experiment_id):
         log.warning("MLflow run %s was left RUNNING by a killed process; marked KILLED", run_id)
-    with run_until_end(experiment_id, resume_run_id) as run:
-        log.info("MLflow run %s in experiment %r at %s", run.info.run_id, cfg.experiment, cfg.uri)
-        # With MLflow's own mlflow.source.git.commit, what any run needs to be traced back and rerun.
-        mlflow.set_tags({f"versions.{name}": _version(name) for name in VERSIONED}
-                        | {"versions.python": platform.python_version(), "versions.pipeline": _version("pipeline")})
-        yield run
+    # From here on a server that goes away is waited for (training pauses), not given up on after `retries`.
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries_to_outlast(cfg.outage_seconds))
+    run_id = resume_run_id
+    try:
+        with run_until_end(experiment_id, resume_run_id) as run:
+            run_id = run.info.run_id
+            log.info("MLflow run %s in experiment %r at %s", run_id, cfg.experiment, cfg.uri)
+            # With MLflow's own mlflow.source.git.commit, what any run needs to be traced back and rerun.
+            mlflow.set_tags({f"versions.{name}": _version(name) for name in VERSIONED}
+                            | {"versions.python": platform.python_version(),
+                               "versions.pipeline": _version("pipeline")})
+            yield run
+    except mlflow.exceptions.MlflowException as error:
+        if not lost_connection(error):
+            raise
+        raise TrackingUnavailable(
+            f"tracking.uri={cfg.uri} stopped answering during run {run_id} for longer than "
+            f"tracking.outage_seconds={cfg.outage_seconds} ({first_line(error, 200)}); once it is back, run the "
+            f"stage again (a training run continues from its last checkpoint with resume={run_id})") from error
 
 
 def reachable(cfg: TrackingConfig, may_fall_back: bool = True) -> TrackingConfig:
@@ -77,6 +90,18 @@ def reachable(cfg: TrackingConfig, may_fall_back: bool = True) -> TrackingConfig
             f"tracking.uri={cfg.uri} does not answer ({reason}) after {cfg.retries} retries of {cfg.timeout} s; "
             f"start the server or fix tracking.uri, or set tracking.offline_fallback=true to record into "
             f"{cfg.offline_uri}") from error
+
+
+def retries_to_outlast(seconds: int) -> int:
+    """The fewest MLflow retries whose waits add up to `seconds`: urllib3 waits 0, 2, 4, 8 ... s between tries
+    (backoff factor 1, each wait capped at 120 s), and MLflow allows at most 10 retries (486 s of waits)."""
+    waited = 0.0
+    for retries in range(1, 11):
+        waited += 0 if retries == 1 else min(120.0, 2.0 ** (retries - 1))
+        if waited >= seconds:
+            return retries
+    raise ConfigError(f"tracking.outage_seconds={seconds}: MLflow retries a request at most 10 times, "
+                      f"486 s of waits; set at most 480")
 
 
 class TrackingUnavailable(ConfigError):

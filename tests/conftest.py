@@ -127,6 +127,18 @@ def wait_until_up(url: str, process: subprocess.Popen, seconds: float = 120) -> 
             time.sleep(0.5)
 
 
+def start_mlflow_server(folder: Path, url: str) -> subprocess.Popen:
+    """`mlflow server` at `url` (http://127.0.0.1:PORT) on folder/server.db, artifacts served from
+    folder/artifacts; returns once it answers."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1],
+         "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination",
+         str(folder / "artifacts"), "--workers", "1"],
+        env=venv_path(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_until_up(f"{url}/health", server)
+    return server
+
+
 @pytest.fixture(scope="module")
 def server_store(tmp_path_factory: pytest.TempPathFactory, vic_elec: pd.DataFrame, migrated_store: Path):
     """A real `mlflow server` on 127.0.0.1 (sqlite backend, artifacts served through it), with the same data
@@ -135,15 +147,9 @@ def server_store(tmp_path_factory: pytest.TempPathFactory, vic_elec: pd.DataFram
     vic_elec.iloc[:1008].to_parquet(folder / "train.parquet", index=False)
     vic_elec.iloc[:1200].to_parquet(folder / "new.parquet", index=False)
     shutil.copy(migrated_store, folder / "server.db")
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination",
-         str(folder / "artifacts"), "--workers", "1"],
-        env=venv_path(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{free_port()}"
+    server = start_mlflow_server(folder, url)
     try:
-        wait_until_up(f"{url}/health", server)
         previous = mlflow.get_tracking_uri()
         yield Store(folder, url)
         mlflow.set_tracking_uri(previous)

@@ -1,13 +1,19 @@
 """A tracking server that does not answer: the stage fails fast in one line before any training, or records
-into a local store when told to fall back."""
+into a local store when told to fall back; one that restarts during training loses nothing."""
 
 import json
+import shutil
+import subprocess
+import sys
 import time
 
 import pytest
+from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import SMALL, free_port, run_stage
+from pipeline import tracking
+from pipeline.config import ConfigError
+from tests.conftest import ROOT, SMALL, free_port, run_stage, start_mlflow_server
 
 
 @pytest.mark.slow
@@ -47,3 +53,47 @@ def test_forecasting_from_an_unreachable_server_fails_in_one_line(store, tmp_pat
                      f"tracking.uri={uri}", "tracking.retries=0", f"hydra.run.dir={tmp_path / 'run'}")
     assert done.returncode == 2 and f"tracking.uri={uri} does not answer" in done.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.slow
+def test_a_server_restarting_during_training_loses_no_metric_and_no_model(store, migrated_store, tmp_path):
+    shutil.copy(migrated_store, tmp_path / "server.db")
+    url = f"http://127.0.0.1:{free_port()}"
+    server = start_mlflow_server(tmp_path, url)
+    steps = 200
+    training = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.train", f"data.path={store.folder / 'train.parquet'}", f"tracking.uri={url}",
+         f"hydra.run.dir={tmp_path / 'run'}", *SMALL, f"trainer.max_steps={steps}", "trainer.log_every_n_steps=1",
+         "trainer.val_check_interval=10", "tracking.outage_seconds=60"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists():
+            assert training.poll() is None and time.monotonic() < deadline, training.stderr.read()[-3000:]
+            time.sleep(0.1)
+        server.terminate()  # the server goes away mid-training ...
+        server.wait(timeout=30)
+        time.sleep(2)
+        server = start_mlflow_server(tmp_path, url)  # ... and comes back on the same address
+        out, err = training.communicate(timeout=240)
+        assert training.returncode == 0, err[-3000:]
+        run_id = json.loads(out)["run_id"]
+        client = MlflowClient(url)
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED" and "test_mase" in run.data.metrics
+        # Every step's loss, including those logged while the server was away.
+        assert [m.step for m in client.get_metric_history(run_id, "train_loss")] == list(range(steps))
+        (model,) = client.search_logged_models([run.info.experiment_id],
+                                               filter_string=f"source_run_id = '{run_id}'")
+        assert model.status == LoggedModelStatus.READY
+    finally:
+        training.kill()
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_outage_seconds_become_enough_mlflow_retries_and_beyond_what_mlflow_allows_is_refused():
+    # urllib3 waits 0, 2, 4, 8, 16, 32, 64 s between tries: 7 retries outlast 120 s, 6 do not (62 s).
+    assert tracking.retries_to_outlast(120) == 7 and tracking.retries_to_outlast(62) == 6
+    with pytest.raises(ConfigError, match="tracking.outage_seconds=600"):
+        tracking.retries_to_outlast(600)
