@@ -194,6 +194,10 @@ def write_atomically(frame: pd.DataFrame, path: Path) -> None:
             frame.to_parquet(temporary, index=False)
         else:
             frame.to_csv(temporary, index=False)
+        # mkstemp makes the file private (0600); the output gets the permissions a plain open() would give.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

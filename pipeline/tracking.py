@@ -1,5 +1,6 @@
 """MLflow: the run's set-up and lifetime, flattened params, artifacts and the logged pyfunc model."""
 
+import fcntl
 import hashlib
 import importlib.metadata
 import logging
@@ -40,11 +41,8 @@ def start_run(cfg: TrackingConfig, resume_run_id: str | None = None) -> Iterator
     that killed processes of this host left RUNNING are marked KILLED first."""
     # A resumed run lives in that store: no offline fallback.
     cfg = reachable(cfg, may_fall_back=resume_run_id is None)
-    _ensure_store_folder(cfg.uri)
     mlflow.set_tracking_uri(cfg.uri)
-    experiment = mlflow.get_experiment_by_name(cfg.experiment)
-    experiment_id = (experiment.experiment_id if experiment else
-                     mlflow.create_experiment(cfg.experiment, artifact_location=_artifact_location(cfg)))
+    experiment_id = _experiment_id(cfg)
     for run_id in mark_abandoned_runs(MlflowClient(cfg.uri), experiment_id):
         log.warning("MLflow run %s was left RUNNING by a killed process; marked KILLED", run_id)
     # From here on a server that goes away is waited for (training pauses), not given up on after `retries`.
@@ -75,6 +73,8 @@ def reachable(cfg: TrackingConfig, may_fall_back: bool = True) -> TrackingConfig
     # MLflow reads its HTTP limits from these variables at every request; its defaults wait minutes.
     os.environ |= {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(cfg.retries), "MLFLOW_HTTP_REQUEST_TIMEOUT":
                    str(cfg.timeout), "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+    if cfg.uri.startswith("sqlite:///"):
+        create_sqlite_store(Path(cfg.uri.removeprefix("sqlite:///")))
     if not cfg.uri.startswith(("http://", "https://")):
         return cfg
     try:
@@ -202,9 +202,26 @@ def _version(name: str) -> str:
         return "not installed"
 
 
-def _ensure_store_folder(uri: str) -> None:
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+def create_sqlite_store(path: Path) -> None:
+    """The sqlite store at `path` with MLflow's schema, created (or migrated) by one process at a time: jobs
+    starting together on a fresh store would otherwise race in the migration, and most would fail."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        MlflowClient(f"sqlite:///{path}").search_experiments(max_results=1)
+
+
+def _experiment_id(cfg: TrackingConfig) -> str:
+    """cfg.experiment's id, creating it if needed; a job starting alongside may create it first."""
+    experiment = mlflow.get_experiment_by_name(cfg.experiment)
+    if experiment:
+        return experiment.experiment_id
+    try:
+        return mlflow.create_experiment(cfg.experiment, artifact_location=_artifact_location(cfg))
+    except mlflow.exceptions.MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return mlflow.get_experiment_by_name(cfg.experiment).experiment_id
 
 
 def _artifact_location(cfg: TrackingConfig) -> str | None:
