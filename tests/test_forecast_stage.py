@@ -1,11 +1,15 @@
 """The forecast stage as a scheduled job runs it: a separate process, a saved model, a file in, a file out."""
 
 import json
+import re
 
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from pipeline.config import ConfigError, ForecastConfig, ForecastDataConfig, TrackingConfig
+from pipeline.forecast import run_forecast
+from pipeline.load import DataError
 from tests.conftest import run_stage
 
 
@@ -25,16 +29,13 @@ def forecast(tmp_path, model_uri, tracking_uri, data, output):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["forecast.csv", "forecast.parquet"])
-def test_forecast_stage_writes_each_series_steps_after_its_last_time_and_the_same_file_twice(
-        trained, tmp_path, vic_elec, name):
+def test_forecast_stage_writes_each_series_steps_after_its_last_time_as_csv_or_parquet(trained, tmp_path, vic_elec):
     model_uri, tracking_uri = trained
     new = tmp_path / "new.parquet"
     vic_elec.iloc[:1200].to_parquet(new, index=False)  # 192 steps past the training data's end
-    output = tmp_path / name
+    output = tmp_path / "forecast.csv"
     done = forecast(tmp_path, model_uri, tracking_uri, new, output)
     assert done.returncode == 0, done.stderr[-3000:]
-    first = output.read_bytes()
     frame = read_output(output)
     assert list(frame.columns) == ["time", "forecast"] and len(frame) == 48
     last = vic_elec["time"].iloc[1199]
@@ -47,27 +48,43 @@ def test_forecast_stage_writes_each_series_steps_after_its_last_time_and_the_sam
     assert run.data.tags["model_run_id"] == model_uri.split("/")[1]
     assert run.data.params["input_end"] == str(last) and run.data.params["rows"] == "48"
 
-    again = forecast(tmp_path, model_uri, tracking_uri, new, output)
-    assert again.returncode == 0 and output.read_bytes() == first
+    again = forecast(tmp_path, model_uri, tracking_uri, new, tmp_path / "forecast.parquet")
+    assert again.returncode == 0, again.stderr[-3000:]
+    parquet = read_output(tmp_path / "forecast.parquet")
+    assert str(parquet["time"].dtype) == str(frame["time"].dtype) and parquet["time"].equals(frame["time"])
+    assert parquet["forecast"].to_numpy() == pytest.approx(frame["forecast"].to_numpy(), rel=1e-9)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
 
 
 @pytest.mark.slow
+def test_bad_forecast_input_exits_non_zero_in_one_line_and_leaves_the_previous_output(trained, tmp_path, vic_elec):
+    model_uri, tracking_uri = trained
+    new = tmp_path / "new.parquet"
+    vic_elec.iloc[:1200].drop(columns=["demand"]).to_parquet(new, index=False)
+    output = tmp_path / "forecast.csv"
+    output.write_text("yesterday's forecast\n")
+    done = forecast(tmp_path, model_uri, tracking_uri, new, output)
+    assert done.returncode == 2 and done.stdout == ""
+    assert "column 'demand' not found" in done.stderr.strip().splitlines()[-1]
+    assert output.read_text() == "yesterday's forecast\n"
+
+
 @pytest.mark.parametrize("case, change, message", [
-    ("missing column", lambda f: f.drop(columns=["demand"]), "column 'demand' not found"),
     ("wrong frequency", lambda f: f.iloc[::2], "gap in its 30min grid"),
     ("too little history", lambda f: f.iloc[:50], "needs the last 96"),
     ("unknown model", None, "cannot load model runs:/0123456789abcdef/model"),
 ])
-def test_bad_forecast_input_exits_non_zero_in_one_line_and_leaves_the_previous_output(
+def test_bad_forecast_input_is_refused_naming_the_problem_before_anything_is_written(
         trained, tmp_path, vic_elec, case, change, message):
+    # The stage itself, in this process (the command's one-line exit is pinned above).
     model_uri, tracking_uri = trained
     new = tmp_path / "new.parquet"
     (change or (lambda f: f))(vic_elec.iloc[:1200]).to_parquet(new, index=False)
     output = tmp_path / "forecast.csv"
     output.write_text("yesterday's forecast\n")
-    done = forecast(tmp_path, "runs:/0123456789abcdef/model" if change is None else model_uri, tracking_uri,
-                    new, output)
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert message in done.stderr.strip().splitlines()[-1]
+    cfg = ForecastConfig(model_uri="runs:/0123456789abcdef/model" if change is None else model_uri,
+                         data=ForecastDataConfig(path=str(new)), output=str(output),
+                         tracking=TrackingConfig(uri=tracking_uri))
+    with pytest.raises((DataError, ConfigError), match=re.escape(message)):
+        run_forecast(cfg)
     assert output.read_text() == "yesterday's forecast\n"

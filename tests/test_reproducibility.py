@@ -7,9 +7,14 @@ import torch
 from mlflow.tracking import MlflowClient
 
 
+@pytest.fixture(scope="module")
+def same_seed(store) -> tuple[dict, dict]:
+    return store.train("seed=3"), store.train("seed=3")
+
+
 @pytest.mark.slow
-def test_same_config_and_seed_on_cpu_give_identical_metrics(store):
-    first, second = store.train("seed=3"), store.train("seed=3")
+def test_same_config_and_seed_on_cpu_give_identical_metrics(store, same_seed):
+    first, second = same_seed
     client = MlflowClient(store.uri)
     metrics = [{k: v for k, v in client.get_run(s["run_id"]).data.metrics.items() if k != "fit_seconds"}
                for s in (first, second)]
@@ -22,8 +27,8 @@ def test_same_config_and_seed_on_cpu_give_identical_metrics(store):
 
 
 @pytest.mark.slow
-def test_a_run_records_library_versions_the_git_commit_and_the_data_files_hash(store):
-    tags = MlflowClient(store.uri).get_run(store.train()["run_id"]).data.tags
+def test_a_run_records_library_versions_the_git_commit_and_the_data_files_hash(store, same_seed):
+    tags = MlflowClient(store.uri).get_run(same_seed[0]["run_id"]).data.tags
     assert tags["versions.torch"] == torch.__version__
     assert {"versions.lightning", "versions.mlflow", "versions.pandas", "versions.python"} <= set(tags)
     assert tags["data.sha256"] == hashlib.sha256((store.folder / "train.parquet").read_bytes()).hexdigest()

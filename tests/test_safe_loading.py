@@ -2,11 +2,14 @@
 
 import pickle
 import shutil
+from pathlib import Path
 
 import mlflow
 import pytest
 from mlflow.artifacts import download_artifacts
 
+from pipeline.config import ConfigError
+from pipeline.forecast import SPEC_FILE, ModelSpec, load_module
 from tests.conftest import run_stage
 
 
@@ -58,21 +61,20 @@ def test_truncated_weights_fail_in_one_line_naming_the_file(store, tmp_path, mod
     assert not (tmp_path / "out.csv").exists()
 
 
-@pytest.mark.slow
-def test_a_weights_file_holding_code_is_refused_without_running_it(store, tmp_path, model_dir):
+def test_a_weights_file_holding_code_is_refused_without_running_it(tmp_path, model_dir):
     marker = tmp_path / "code-ran"
-    model = damaged_copy(model_dir, tmp_path, "weights.pt",
-                         lambda path: path.write_bytes(pickle.dumps({"x": Payload(str(marker))})))
-    done = forecast_with(store, tmp_path, model)
-    assert done.returncode == 2 and "weights.pt: cannot be read as model weights" in done.stderr
+    model = Path(damaged_copy(model_dir, tmp_path, "weights.pt",
+                              lambda path: path.write_bytes(pickle.dumps({"x": Payload(str(marker))}))))
+    spec = ModelSpec.read(next(model.rglob(SPEC_FILE)))
+    with pytest.raises(ConfigError, match="weights.pt: cannot be read as model weights"):
+        load_module(spec, next(model.rglob("weights.pt")))
     assert not marker.exists()
 
 
-@pytest.mark.slow
-def test_an_altered_spec_fails_in_one_line_naming_the_file(store, tmp_path, model_dir):
-    model = damaged_copy(model_dir, tmp_path, "model_spec.json", lambda path: path.write_text("{not json"))
-    done = forecast_with(store, tmp_path, model)
-    assert done.returncode == 2 and "model_spec.json: not a model spec" in done.stderr.strip().splitlines()[-1]
+def test_an_altered_spec_fails_in_one_line_naming_the_file(tmp_path, model_dir):
+    model = Path(damaged_copy(model_dir, tmp_path, SPEC_FILE, lambda path: path.write_text("{not json")))
+    with pytest.raises(ConfigError, match=f"{SPEC_FILE}: not a model spec"):
+        ModelSpec.read(next(model.rglob(SPEC_FILE)))
 
 
 def test_config_overrides_cannot_add_keys_or_import_objects(tmp_path):

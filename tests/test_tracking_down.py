@@ -60,7 +60,7 @@ def test_a_server_restarting_during_training_loses_no_metric_and_no_model(store,
     shutil.copy(migrated_store, tmp_path / "server.db")
     url = f"http://127.0.0.1:{free_port()}"
     server = start_mlflow_server(tmp_path, url)
-    steps = 200
+    steps = 100
     training = subprocess.Popen(
         [sys.executable, "-m", "pipeline.train", f"data.path={store.folder / 'train.parquet'}", f"tracking.uri={url}",
          f"hydra.run.dir={tmp_path / 'run'}", *SMALL, f"trainer.max_steps={steps}", "trainer.log_every_n_steps=1",
@@ -73,7 +73,7 @@ def test_a_server_restarting_during_training_loses_no_metric_and_no_model(store,
             time.sleep(0.1)
         server.terminate()  # the server goes away mid-training ...
         server.wait(timeout=30)
-        time.sleep(2)
+        time.sleep(0.5)
         server = start_mlflow_server(tmp_path, url)  # ... and comes back on the same address
         out, err = training.communicate(timeout=240)
         assert training.returncode == 0, err[-3000:]
