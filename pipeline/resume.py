@@ -127,4 +127,3 @@ def plan(cfg: TrackingConfig, which: str) -> tuple[DictConfig, Resume]:
     client = MlflowClient(cfg.uri)
     logged_until = {key: max(m.step for m in client.get_metric_history(run_id, key)) for key in run.data.metrics}
     return config, Resume(run_id, output_dir, checkpoint, logged_until)
-

@@ -6,6 +6,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from pipeline.config import RegisterConfig, TrackingConfig
+from pipeline.register import register as register_stage
 from tests.conftest import run_stage
 
 
@@ -14,6 +16,11 @@ def register(store, run_id, *overrides, name="demand"):
                      f"hydra.run.dir={store.folder / 'reg'}", *overrides)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)
+
+
+def register_here(store, run_id, name="demand") -> dict:
+    """The register stage in this process (the command itself runs in the test below)."""
+    return register_stage(RegisterConfig(run_id=run_id, name=name, tracking=TrackingConfig(uri=store.uri)))
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +35,11 @@ def test_the_better_model_becomes_champion_and_scheduled_forecasts_use_it(store,
     assert strong["val"]["mase"] != weak["val"]["mase"]
     better, worse = sorted([weak, strong], key=lambda s: s["val"]["mase"])
 
-    first = register(store, worse["run_id"])
+    first = register_here(store, worse["run_id"])
     assert first["champion"] and first["reason"] == "no champion yet"
-    second = register(store, better["run_id"])
+    second = register_here(store, better["run_id"])
     assert second["champion"] and second["champion_version"] == first["version"]
-    third = register(store, worse["run_id"])
+    third = register_here(store, worse["run_id"])
     assert not third["champion"] and "does not beat" in third["reason"]
 
     client = MlflowClient(store.uri)
