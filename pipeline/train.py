@@ -3,12 +3,15 @@
     python -m pipeline.train model=gru trainer.max_steps=200
 """
 
+import contextlib
 import inspect
 import json
 import logging
+import signal
+import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking
@@ -34,6 +38,7 @@ from pipeline.models import Forecaster, TrainingDiverged
 from pipeline.plots import plot_forecasts
 from pipeline.resume import OUTPUT_DIR, STAGE, ExactResume, Resume, refuse_other_overrides
 from pipeline.resume import plan as plan_resume
+from pipeline.run_lifetime import Terminated
 from pipeline.window import Windows, batches, make_windows
 
 log = logging.getLogger(__name__)
@@ -75,7 +80,7 @@ def train(cfg: Config, trainer_args: dict[str, Any], resolved: dict[str, Any], o
         trainer = build_trainer(trainer_args, callbacks, logger, output_dir)
         started = time.perf_counter()
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), sigterm_between_steps():
                 # ExactResume replays the interrupted epoch's batch order, which Lightning cannot see: its
                 # warning that a mid-epoch resume may give other results does not apply.
                 warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before the epoch")
@@ -111,6 +116,28 @@ def train(cfg: Config, trainer_args: dict[str, Any], resolved: dict[str, Any], o
                    "test": scores["test"]["model"], "seasonal_naive": scores["test"]["seasonal_naive"]}
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+@contextlib.contextmanager
+def sigterm_between_steps() -> Iterator[None]:
+    """Inside Trainer.fit, SIGTERM stops training once the current step is done: Lightning's own handler notes it
+    and raises SIGTERMException there, rather than ours raising in the middle of whatever runs (an MLflow write,
+    a checkpoint save). It then unwinds as Terminated, like a SIGTERM anywhere else in the stage."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    before_lightning: list[int] = []
+    # Lightning composes its handler with the current one at fit start; this one only notes a SIGTERM that
+    # arrives before Lightning's is installed or after it is removed.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: before_lightning.append(signum))
+    try:
+        yield
+    except SIGTERMException as stopped:
+        raise Terminated("SIGTERM received") from stopped
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if before_lightning:
+        raise Terminated("SIGTERM received")
 
 
 def evaluate_and_log(module: Forecaster, windows: Windows, season: int) -> dict[str, dict]:
