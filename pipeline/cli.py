@@ -13,9 +13,10 @@ from pipeline.models import TrainingDiverged
 log = logging.getLogger(__name__)
 
 
-def finish(stage: Callable[[], dict]) -> dict:
+def finish(stage: Callable[[], dict], in_sweep: bool = False) -> dict:
     """Run the stage; a problem with the user's data or config, or a diverged training, becomes one line naming
-    it, and exit 2.
+    it, and exit 2. In a sweep (-m) the error is raised on instead, so Hydra records the job as failed and runs
+    the others (the command then fails once they are done).
 
     Whatever libraries print meanwhile (MLflow prints run links when tracking to a server) goes to stderr, so
     stdout carries the summary line alone.
@@ -25,6 +26,8 @@ def finish(stage: Callable[[], dict]) -> dict:
             summary = stage()
     except (DataError, ConfigError, TrainingDiverged) as error:
         log.error("%s", error)
+        if in_sweep:
+            raise
         sys.exit(2)
     print(json.dumps(summary))
     return summary

@@ -22,6 +22,7 @@ import mlflow
 import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -45,11 +46,13 @@ log = logging.getLogger(__name__)
 
 
 def train(cfg: Config, trainer_args: dict[str, Any], resolved: dict[str, Any], output_dir: Path,
-          extra_callbacks: Sequence[L.Callback] = (), resume: Resume | None = None) -> dict:
+          extra_callbacks: Sequence[L.Callback] = (), resume: Resume | None = None,
+          run_tags: dict[str, str] | None = None) -> dict:
     """Train, keep the best checkpoint by validation loss, backtest it; returns the run's summary.
 
     `resume` continues an interrupted run from its last checkpoint, in its MLflow run and output folder
-    (pipeline/resume.py). `extra_callbacks` join the stage's own (the speed benchmark times steps with one)."""
+    (pipeline/resume.py). `run_tags` go on a new run (a sweep's, from sweep_tags). `extra_callbacks` join the
+    stage's own (the speed benchmark times steps with one)."""
     check_trainer_args(trainer_args)
     trainer_args = trainer_args | {"precision": resolve_precision(trainer_args, cfg.model.cell)}
     L.seed_everything(cfg.seed, workers=True)
@@ -72,7 +75,7 @@ def train(cfg: Config, trainer_args: dict[str, Any], resolved: dict[str, Any], o
             tracking.log_config(resolved, OmegaConf.to_yaml(resolved))
             # What trainer.precision=auto resolved to on this machine; where resume finds the checkpoints.
             mlflow.set_tags({"precision": trainer_args["precision"], STAGE: "train",
-                             OUTPUT_DIR: str(output_dir.resolve())})
+                             OUTPUT_DIR: str(output_dir.resolve())} | (run_tags or {}))
             tracking.log_data_report(series, windows)
         else:
             mlflow.set_tag("resumed", int(run.data.tags.get("resumed", 0)) + 1)
@@ -253,12 +256,23 @@ def input_example(cfg: Config, series: Series, windows: Windows) -> pd.DataFrame
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
-    summary = finish(lambda: run_training(cfg, hydra_cfg.overrides.task, Path(hydra_cfg.runtime.output_dir)))
+    tags = sweep_tags(hydra_cfg)
+    summary = finish(lambda: run_training(cfg, hydra_cfg.overrides.task, Path(hydra_cfg.runtime.output_dir), tags),
+                     in_sweep=bool(tags))
     # Sweepers minimise this: the validation loss, so no choice is ever made on the test block.
     return summary["val_loss"]
 
 
-def run_training(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dict:
+def sweep_tags(hydra_cfg: DictConfig) -> dict[str, str]:
+    """In a multirun (-m), what groups its jobs' runs in MLflow: `sweep` (the sweep's folder, one per -m
+    command: filter on tags.sweep) and `sweep.job`; the run is named by the job's overrides."""
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return {}
+    return {"sweep": str(Path(hydra_cfg.sweep.dir).resolve()), "sweep.job": str(hydra_cfg.job.num),
+            "mlflow.runName": hydra_cfg.job.override_dirname or f"job {hydra_cfg.job.num}"}
+
+
+def run_training(cfg: DictConfig, overrides: list[str], output_dir: Path, run_tags: dict[str, str]) -> dict:
     """The command: train with `cfg`, or with resume= continue a run with the config it started with."""
     resume = None
     if cfg.resume:
@@ -267,7 +281,7 @@ def run_training(cfg: DictConfig, overrides: list[str], output_dir: Path) -> dic
         output_dir = resume.output_dir
     # Enums as their values ("error", not "Missing.error") in the logged params and config.yaml.
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    return train(to_config(cfg), trainer_kwargs(cfg), resolved, output_dir, resume=resume)
+    return train(to_config(cfg), trainer_kwargs(cfg), resolved, output_dir, resume=resume, run_tags=run_tags)
 
 
 if __name__ == "__main__":
