@@ -69,10 +69,11 @@ SMALL = ["window.lookback=96", "window.horizon=48", "window.stride=4", "window.b
          "trainer.val_check_interval=6", "trainer=cpu", "trainer.log_every_n_steps=2"]
 
 
-def run_stage(module: str, *overrides: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    """`python -m MODULE overrides...` as users run it, in its own process."""
+def run_stage(module: str, *overrides: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+              ) -> subprocess.CompletedProcess:
+    """`python -m MODULE overrides...` as users run it, in its own process (with `env` added to its environment)."""
     return subprocess.run([sys.executable, "-m", module, *overrides], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, env=os.environ | (env or {}))
 
 
 @dataclass

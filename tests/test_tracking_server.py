@@ -13,6 +13,23 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import ROOT, SMALL, run_stage
 
 
+@pytest.mark.slow
+def test_a_sweep_through_the_team_server_preset_records_every_run_on_the_server(server_store, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    done = run_stage("pipeline.train", "-m", "tracking=server", f"data.path={server_store.folder / 'train.parquet'}",
+                     f"hydra.sweep.dir={sweep_dir}", *SMALL, "trainer.max_steps=6", "seed=0,1,2",
+                     env={"MLFLOW_TRACKING_URI": server_store.uri})  # how the preset finds the server
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(server_store.uri)
+    runs = client.search_runs([client.get_experiment_by_name("pipeline").experiment_id],
+                              f"tags.sweep = '{sweep_dir.resolve()}'")
+    assert len(runs) == 3 and {r.data.params["seed"] for r in runs} == {"0", "1", "2"}
+    for run in runs:
+        assert run.info.status == "FINISHED" and run.data.params["tracking.uri"] == server_store.uri
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # stored by the server, not beside us
+        assert "forecasts.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
 @pytest.fixture(scope="module")
 def trained(server_store) -> dict:
     return server_store.train()
