@@ -10,6 +10,13 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import SMALL, run_stage
 
 
+def sweep(store, sweep_dir: Path, *overrides: str):
+    """`python -m pipeline.train -m ...` of SMALL six-step models on the store's data."""
+    return run_stage("pipeline.train", "-m", f"data.path={store.folder / 'train.parquet'}",
+                     f"tracking.uri={store.uri}", f"hydra.sweep.dir={sweep_dir}", *SMALL, "trainer.max_steps=6",
+                     *overrides)
+
+
 def sweep_runs(uri: str, sweep_dir: Path):
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("pipeline")
@@ -20,9 +27,7 @@ def sweep_runs(uri: str, sweep_dir: Path):
 @pytest.mark.slow
 def test_a_sweep_runs_every_combination_as_its_own_run_and_folder_grouped_by_one_tag(store, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    done = run_stage("pipeline.train", "-m", f"data.path={store.folder / 'train.parquet'}",
-                     f"tracking.uri={store.uri}", f"hydra.sweep.dir={sweep_dir}", *SMALL, "trainer.max_steps=6",
-                     "model=rnn,gru", "model.bidirectional=false,true")
+    done = sweep(store, sweep_dir, "model=rnn,gru", "model.bidirectional=false,true")
     assert done.returncode == 0, done.stderr[-3000:]
     summaries = [json.loads(line) for line in done.stdout.splitlines()]
     runs = sweep_runs(store.uri, sweep_dir)
@@ -40,9 +45,7 @@ def test_a_sweep_runs_every_combination_as_its_own_run_and_folder_grouped_by_one
 def test_a_failing_job_does_not_stop_the_sweep_or_leave_its_run_open(store, tmp_path):
     # The first job diverges at its first step; the second trains normally in the same process.
     sweep_dir = tmp_path / "sweep"
-    done = run_stage("pipeline.train", "-m", f"data.path={store.folder / 'train.parquet'}",
-                     f"tracking.uri={store.uri}", f"hydra.sweep.dir={sweep_dir}", *SMALL, "trainer.max_steps=6",
-                     "trainer.gradient_clip_val=null", "optim.lr=1e20,3e-3")
+    done = sweep(store, sweep_dir, "trainer.gradient_clip_val=null", "optim.lr=1e20,3e-3")
     assert done.returncode != 0
     assert "training step 1: the loss or gradient is not finite" in done.stderr
     failed, finished = sweep_runs(store.uri, sweep_dir)
