@@ -204,6 +204,17 @@ class TrackingConfig:
 
 
 @dataclass
+class SearchConfig:
+    """conf/hparams_search/: an Optuna search over config keys against the validation loss (pipeline/search.py)."""
+
+    # Trainings to run, one after another; each is an MLflow run of its own.
+    n_trials: int = 20
+    # Config key -> range, in Hydra's sweep syntax: choice(32, 64), range(1, 4), interval(0.0, 0.3),
+    # tag(log, interval(1e-4, 1e-2)).
+    params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     window: WindowConfig = field(default_factory=WindowConfig)
@@ -215,6 +226,8 @@ class Config:
     seed: int = 0
     # A training run id, or `last`, to continue from its last checkpoint (pipeline/resume.py).
     resume: Optional[str] = None
+    # null trains once; hparams_search=optuna searches (pipeline/search.py).
+    hparams_search: Optional[SearchConfig] = None
 
 
 class ExportFormat(str, Enum):
@@ -312,7 +325,7 @@ def unknown_keys(node: DictConfig, path: str = "") -> list[str]:
         name = f"{path}{key}"
         if known is not None and key not in known:
             found.append(name)
-        elif name != "trainer" and OmegaConf.is_dict(node._get_node(key)):
+        elif name != "trainer" and OmegaConf.is_dict(node._get_node(key)) and node[key] is not None:
             found += unknown_keys(node[key], f"{name}.")
     return found
 

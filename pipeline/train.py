@@ -40,6 +40,7 @@ from pipeline.plots import plot_forecasts
 from pipeline.resume import OUTPUT_DIR, STAGE, ExactResume, Resume, refuse_other_overrides
 from pipeline.resume import plan as plan_resume
 from pipeline.run_lifetime import Terminated
+from pipeline.search import search
 from pipeline.window import Windows, batches, make_windows
 
 log = logging.getLogger(__name__)
@@ -273,12 +274,19 @@ def sweep_tags(hydra_cfg: DictConfig) -> dict[str, str]:
 
 
 def run_training(cfg: DictConfig, overrides: list[str], output_dir: Path, run_tags: dict[str, str]) -> dict:
-    """The command: train with `cfg`, or with resume= continue a run with the config it started with."""
+    """The command: train with `cfg`; with resume= continue a run with the config it started with; with
+    hparams_search= run a search whose trials each train (pipeline/search.py)."""
     resume = None
     if cfg.resume:
         refuse_other_overrides(overrides)
         cfg, resume = plan_resume(to_config(cfg).tracking, cfg.resume)
         output_dir = resume.output_dir
+    elif cfg.hparams_search is not None:
+        return search(cfg, to_config(cfg).hparams_search, output_dir, run_tags, train_once)
+    return train_once(cfg, output_dir, run_tags, resume)
+
+
+def train_once(cfg: DictConfig, output_dir: Path, run_tags: dict[str, str], resume: Resume | None = None) -> dict:
     # Enums as their values ("error", not "Missing.error") in the logged params and config.yaml.
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     return train(to_config(cfg), trainer_kwargs(cfg), resolved, output_dir, resume=resume, run_tags=run_tags)
