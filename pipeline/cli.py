@@ -9,25 +9,36 @@ from collections.abc import Callable
 from pipeline.config import ConfigError
 from pipeline.load import DataError
 from pipeline.models import TrainingDiverged
+from pipeline.run_lifetime import Terminated
 
 log = logging.getLogger(__name__)
 
 
-def finish(stage: Callable[[], dict], in_sweep: bool = False) -> dict:
+def finish(stage: Callable[[], dict], in_sweep: bool = False, reports: bool = True) -> dict:
     """Run the stage; a problem with the user's data or config, or a diverged training, becomes one line naming
     it, and exit 2. In a sweep (-m) the error is raised on instead, so Hydra records the job as failed and runs
     the others (the command then fails once they are done).
 
     Whatever libraries print meanwhile (MLflow prints run links when tracking to a server) goes to stderr, so
     stdout carries the summary line alone.
+
+    `reports=False` (the other processes of a distributed training) prints no summary, and leaves errors that
+    every process meets together (a diverged training, SIGTERM) to rank zero: exiting non-zero here would make
+    Lightning's launcher kill rank zero before it records them.
     """
     try:
         with contextlib.redirect_stdout(sys.stderr):
             summary = stage()
-    except (DataError, ConfigError, TrainingDiverged) as error:
+    except (DataError, ConfigError, TrainingDiverged, Terminated) as error:
+        if not reports:
+            log.info("stopped with rank zero: %s", error)
+            sys.exit(0)
+        if isinstance(error, Terminated):
+            raise
         log.error("%s", error)
         if in_sweep:
             raise
         sys.exit(2)
-    print(json.dumps(summary))
+    if reports:
+        print(json.dumps(summary))
     return summary

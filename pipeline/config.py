@@ -168,6 +168,9 @@ class TrainerConfig:
 
     accelerator: str = "auto"
     devices: Any = "auto"
+    # auto: one process, or Lightning's choice for several devices; ddp (trainer=ddp) for data parallel.
+    strategy: str = "auto"
+    num_nodes: int = 1
     # auto: resolved per machine and cell by pipeline.train.resolve_precision.
     precision: Any = "auto"
     max_epochs: Optional[int] = None

@@ -13,6 +13,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch import nn
+from torchmetrics import MeanMetric
 
 from pipeline.config import ConfigError
 from pipeline.window import Batch, WindowBatches
@@ -430,6 +431,9 @@ class Forecaster(L.LightningModule):
                                         head_dropout, init_state, quantiles, window_norm)
         self.register_buffer("quantiles", torch.tensor(self.network.quantiles), persistent=False)
         self.point_loss = LOSSES[loss]
+        # The mean over every validation window. Under DDP each process holds a share of unequal size; the metric
+        # sums values and weights across processes (Lightning's sync_dist would divide by this process's count).
+        self.val_loss = MeanMetric()
         self.skipped = 0          # batches skipped for a non-finite loss or gradient
         self.last_loss: torch.Tensor | None = None
 
@@ -450,13 +454,14 @@ class Forecaster(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch), batch.y)
         # Per step only: training is counted in steps, and an epoch's mean would be partial after a resume.
-        self.log("train_loss", loss, on_step=True, on_epoch=False, batch_size=len(batch.y))
+        # sync_dist: under DDP the mean over every process's share, the global batch's loss.
+        self.log("train_loss", loss, on_step=True, on_epoch=False, batch_size=len(batch.y), sync_dist=True)
         self.last_loss = loss.detach()
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self.log("val_loss", self.loss(self(batch), batch.y), on_epoch=True,
-                 batch_size=len(batch.y))
+        self.val_loss.update(self.loss(self(batch), batch.y), weight=len(batch.y))
+        self.log("val_loss", self.val_loss, on_epoch=True)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Lightning calls this before it clips, so the logged norm shows gradients as they exploded.
@@ -464,7 +469,10 @@ class Forecaster(L.LightningModule):
         norm = torch.nn.utils.get_total_norm(grads)
         self.log("grad_norm", norm, on_step=True, on_epoch=False, batch_size=1)
         # One host sync a step (free on CPU): a NaN must stop or skip this very update, not a later one.
-        if not bool(torch.isfinite(norm) & torch.isfinite(self.last_loss)):
+        finite = bool(torch.isfinite(norm) & torch.isfinite(self.last_loss))
+        if self.trainer.world_size > 1:  # every process must skip or stop together, or the others would hang
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
             self.skip_or_stop()
 
     def skip_or_stop(self) -> None:

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import Config, ConfigError, TrackingConfig
+from pipeline.distributed import is_rank_zero
 from pipeline.run_lifetime import holder_alive
 from pipeline.tracking import file_sha256, reachable
 from pipeline.window import WindowSampler
@@ -52,17 +53,20 @@ class ExactResume(L.Callback):
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
             "epoch_rng": self.sampler.epoch_rng,
+            "sampler_rng": self.sampler.generator.get_state(),
             "batches_done": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         state = checkpoint.get("exact_resume")
-        if state is None:
+        if state is None or "sampler_rng" not in state:
             raise ConfigError("the checkpoint holds no random state (written by an older pipeline); it cannot be "
                               "resumed exactly: start a new run")
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available() and len(state["cuda_rng"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        # At an epoch's end the next epoch draws a new order from the restored global state.
+        # At an epoch's end the next epoch draws a new order from the restored state; mid-epoch the epoch's
+        # order is drawn again.
+        self.sampler.generator.set_state(state["sampler_rng"])
         if state["epoch_rng"] is not None and 0 < state["batches_done"] < len(self.sampler):
             self.sampler.replay(state["epoch_rng"], state["batches_done"])
 
@@ -100,7 +104,8 @@ def find_run(cfg: TrackingConfig, which: str) -> Run:
     status = run.info.status
     if status == RunStatus.to_string(RunStatus.FINISHED):
         raise ConfigError(f"resume={which}: run {run.info.run_id} finished; there is nothing to resume")
-    if status == RunStatus.to_string(RunStatus.RUNNING) and holder_alive(run):
+    # The other processes of a distributed training find the run already reopened by rank zero.
+    if status == RunStatus.to_string(RunStatus.RUNNING) and holder_alive(run) and is_rank_zero():
         raise ConfigError(f"resume={which}: run {run.info.run_id} is still being trained by process "
                           f"{run.data.tags.get('process.pid')} on {run.data.tags.get('process.host')}")
     return run

@@ -27,10 +27,12 @@ from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
 
 from pipeline import tracking
 from pipeline.cli import finish
 from pipeline.config import Config, ConfigError, to_config, trainer_kwargs
+from pipeline.distributed import ShardWindows, check_distributed, is_rank_zero
 from pipeline.evaluate import backtest, backtest_frame, calibrate_intervals
 from pipeline.forecast import ModelSpec, forecast_frame
 from pipeline.load import SERIES_ID, TARGET, TIME, Series, id_columns_of, load_series
@@ -64,33 +66,42 @@ def train(cfg: Config, trainer_args: dict[str, Any], resolved: dict[str, Any], o
                            cfg.split.val_steps, cfg.split.test_steps, cfg.data.calendar,
                            cfg.data.short_series, cfg.data.scaler.value)
     module = build_module(cfg, windows, series.season)
-    train_batches = batches(windows.train, cfg.window.batch_size, shuffle=True)
+    train_batches = batches(windows.train, cfg.window.batch_size, shuffle=True, seed=cfg.seed)
+    val_batches = batches(windows.val, cfg.window.batch_size, shuffle=False)
     checkpoints = ModelCheckpoint(dirpath=output_dir / "checkpoints", monitor="val_loss", mode="min",
                                   save_top_k=1, filename="best-{step}")
-    callbacks = [checkpoints, *resume_checkpoints(output_dir / "checkpoints", trainer_args, len(train_batches)),
-                 ExactResume(train_batches.sampler), LearningRateMonitor("step"), *extra_callbacks]
+    rank_zero = is_rank_zero()
+    callbacks = [checkpoints, ExactResume(train_batches.sampler),
+                 ShardWindows(train_batches.sampler, val_batches.sampler), *extra_callbacks]
+    if rank_zero:  # the only process with a logger
+        callbacks.append(LearningRateMonitor("step"))
     if cfg.optim.patience is not None:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=cfg.optim.patience))
+    trainer = build_trainer(trainer_args, callbacks, output_dir)
+    run_tags = run_tags or {}
+    shares = check_distributed(trainer, cfg.window.batch_size, in_sweep="sweep" in run_tags,
+                               in_search="sweep.trial" in run_tags)
+    trainer.callbacks += resume_checkpoints(output_dir / "checkpoints", trainer_args,
+                                            train_batches.sampler.batches_per_epoch(trainer.world_size))
+    if not rank_zero:
+        # Another process of a distributed training: it trains its share of each batch; rank zero tracks,
+        # evaluates and writes everything.
+        fit(trainer, module, train_batches, val_batches, resume)
+        return {}
     with tracking.start_run(cfg.tracking, resume.run_id if resume else None) as run:
         if resume is None:
             tracking.log_config(resolved, OmegaConf.to_yaml(resolved))
+            mlflow.log_params(shares)
             # What trainer.precision=auto resolved to on this machine; where resume finds the checkpoints.
             mlflow.set_tags({"precision": trainer_args["precision"], STAGE: "train",
-                             OUTPUT_DIR: str(output_dir.resolve())} | (run_tags or {}))
+                             OUTPUT_DIR: str(output_dir.resolve())} | run_tags)
             tracking.log_data_report(series, windows)
         else:
             mlflow.set_tag("resumed", int(run.data.tags.get("resumed", 0)) + 1)
-        logger = tracking.lightning_logger(cfg.tracking, run, resume.logged_until if resume else None)
-        trainer = build_trainer(trainer_args, callbacks, logger, output_dir)
+        trainer.loggers = [tracking.lightning_logger(cfg.tracking, run, resume.logged_until if resume else None)]
         started = time.perf_counter()
         try:
-            with warnings.catch_warnings(), sigterm_between_steps():
-                # ExactResume replays the interrupted epoch's batch order, which Lightning cannot see: its
-                # warning that a mid-epoch resume may give other results does not apply.
-                warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before the epoch")
-                # weights_only: a checkpoint is data; loading it runs no pickled code.
-                trainer.fit(module, train_batches, batches(windows.val, cfg.window.batch_size, shuffle=False),
-                            ckpt_path=resume.checkpoint if resume else None, weights_only=True)
+            fit(trainer, module, train_batches, val_batches, resume)
         except TrainingDiverged:
             # The run ends FAILED with the reason; what was learnt before the divergence is kept.
             if checkpoints.best_model_path:
@@ -120,6 +131,17 @@ def train(cfg: Config, trainer_args: dict[str, Any], resolved: dict[str, Any], o
                    "test": scores["test"]["model"], "seasonal_naive": scores["test"]["seasonal_naive"]}
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def fit(trainer: L.Trainer, module: Forecaster, train_batches: DataLoader, val_batches: DataLoader,
+        resume: Resume | None) -> None:
+    with warnings.catch_warnings(), sigterm_between_steps():
+        # ExactResume replays the interrupted epoch's batch order, which Lightning cannot see: its warning that
+        # a mid-epoch resume may give other results does not apply.
+        warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before the epoch")
+        # weights_only: a checkpoint is data; loading it runs no pickled code.
+        trainer.fit(module, train_batches, val_batches, ckpt_path=resume.checkpoint if resume else None,
+                    weights_only=True)
 
 
 @contextlib.contextmanager
@@ -226,8 +248,11 @@ def native_bf16_cpu() -> bool:
         return False
 
 
-def build_trainer(trainer_args: dict[str, Any], callbacks: list, logger, output_dir: Path) -> L.Trainer:
-    return L.Trainer(**trainer_args, logger=logger, callbacks=callbacks, default_root_dir=output_dir)
+def build_trainer(trainer_args: dict[str, Any], callbacks: list, output_dir: Path) -> L.Trainer:
+    """The Trainer, without a logger yet (rank zero adds ours once its run is open). The window samplers shard
+    batches among processes themselves (pipeline.distributed), so Lightning must not wrap them."""
+    return L.Trainer(**trainer_args, logger=False, callbacks=callbacks, default_root_dir=output_dir,
+                     use_distributed_sampler=False)
 
 
 def model_spec(cfg: Config, series: Series, windows: Windows, module: Forecaster) -> ModelSpec:
@@ -259,9 +284,9 @@ def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     tags = sweep_tags(hydra_cfg)
     summary = finish(lambda: run_training(cfg, hydra_cfg.overrides.task, Path(hydra_cfg.runtime.output_dir), tags),
-                     in_sweep=bool(tags))
+                     in_sweep=bool(tags), reports=is_rank_zero())
     # Sweepers minimise this: the validation loss, so no choice is ever made on the test block.
-    return summary["val_loss"]
+    return summary.get("val_loss", float("nan"))
 
 
 def sweep_tags(hydra_cfg: DictConfig) -> dict[str, str]:
