@@ -43,6 +43,8 @@ class Series:
     future_covariates: list[str] = field(default_factory=list)
     # What the data.* policies did, by name: rows sorted, gaps filled, values filled, ...
     report: dict[str, int] = field(default_factory=dict)
+    # Rows of every file, where `frame` holds only the first's (a folder of files: pipeline/parquet_folder.py).
+    rows: int | None = None
 
     @property
     def series_ids(self) -> list[str]:

@@ -143,7 +143,7 @@ def log_config(config: dict[str, Any], yaml_text: str) -> None:
 
 def log_data_report(series: Series, windows: Windows) -> None:
     """What was trained on, and what the data.* policies did, as tags (`data.gap_rows_filled`, ...)."""
-    tags = {"data.series_trained": len(windows.splits), "data.rows": len(series.frame),
+    tags = {"data.series_trained": len(windows.splits), "data.rows": series.rows or len(series.frame),
             "data.freq": series.freq, "data.season": series.season,
             "data.train_windows": len(windows.train), "data.val_windows": len(windows.val)}
     tags |= {f"data.{name}": count for name, count in series.report.items()}

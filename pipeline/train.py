@@ -35,15 +35,16 @@ from pipeline.config import Config, ConfigError, to_config, trainer_kwargs
 from pipeline.distributed import ShardWindows, check_distributed, is_rank_zero
 from pipeline.evaluate import backtest, backtest_frame, calibrate_intervals
 from pipeline.forecast import ModelSpec, forecast_frame
-from pipeline.load import SERIES_ID, TARGET, TIME, Series, id_columns_of, load_series
+from pipeline.load import SERIES_ID, TARGET, TIME, Series, id_columns_of
 from pipeline.metrics import backtest_metrics
 from pipeline.models import Forecaster, TrainingDiverged
+from pipeline.parquet_folder import load_windows
 from pipeline.plots import plot_forecasts
 from pipeline.resume import OUTPUT_DIR, STAGE, ExactResume, Resume, refuse_other_overrides
 from pipeline.resume import plan as plan_resume
 from pipeline.run_lifetime import Terminated
 from pipeline.search import search
-from pipeline.window import Windows, batches, make_windows
+from pipeline.window import Windows, batches
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,7 @@ def train(cfg: Config, trainer_args: dict[str, Any], resolved: dict[str, Any], o
     L.seed_everything(cfg.seed, workers=True)
     # Tiny gradients through long recurrences turn denormal and slow CPU kernels several-fold.
     torch.set_flush_denormal(True)
-    series = load_series(cfg.data)
-    windows = make_windows(series, cfg.window.lookback, cfg.window.horizon, cfg.window.stride,
-                           cfg.split.val_steps, cfg.split.test_steps, cfg.data.calendar,
-                           cfg.data.short_series, cfg.data.scaler.value)
+    series, windows = load_windows(cfg.data, cfg.window, cfg.split, output_dir)
     module = build_module(cfg, windows, series.season)
     train_batches = batches(windows.train, cfg.window.batch_size, shuffle=True, seed=cfg.seed)
     val_batches = batches(windows.val, cfg.window.batch_size, shuffle=False)
