@@ -74,11 +74,9 @@ def stack_files(data: DataConfig, window: WindowConfig, split: SplitConfig, fold
         utc = pd.to_datetime(pd.Series(part.times), utc=True).dt.tz_localize(None)
         arrays["times"].write(utc.to_numpy("datetime64[ns]").tobytes())
         rows, width, read = rows + len(part.values), part.n_features, read + len(series.frame)
-        if first is None:
+        if first is None:  # its frame is kept: the logged model's input example comes from it
             first, future_columns, columns = series, part.future_columns, part.scaler.columns
-        else:
-            del series  # only the first file's frame is kept: the logged model's input example comes from it
-        del part
+        del series, part  # before the next file is read
     for file in arrays.values():
         file.close()
     log.info("stacked %d files of %s: %d series, %d rows, on disk", len(files), data.path, len(splits), rows)
