@@ -13,7 +13,6 @@ import lightning as L
 import numpy as np
 import torch
 from torch import nn
-from torchmetrics import MeanMetric
 
 from pipeline.config import ConfigError
 from pipeline.window import Batch, WindowBatches
@@ -431,9 +430,6 @@ class Forecaster(L.LightningModule):
                                         head_dropout, init_state, quantiles, window_norm)
         self.register_buffer("quantiles", torch.tensor(self.network.quantiles), persistent=False)
         self.point_loss = LOSSES[loss]
-        # The mean over every validation window. Under DDP each process holds a share of unequal size; the metric
-        # sums values and weights across processes (Lightning's sync_dist would divide by this process's count).
-        self.val_loss = MeanMetric()
         self.skipped = 0          # batches skipped for a non-finite loss or gradient
         self.last_loss: torch.Tensor | None = None
 
@@ -459,9 +455,19 @@ class Forecaster(L.LightningModule):
         self.last_loss = loss.detach()
         return loss
 
+    def on_validation_epoch_start(self) -> None:
+        self.val_totals = torch.zeros(2, device=self.device)  # loss summed over windows, windows
+
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self.val_loss.update(self.loss(self(batch), batch.y), weight=len(batch.y))
-        self.log("val_loss", self.val_loss, on_epoch=True)
+        self.val_totals[0] += self.loss(self(batch), batch.y).detach().float() * len(batch.y)
+        self.val_totals[1] += len(batch.y)
+
+    def on_validation_epoch_end(self) -> None:
+        # The mean over every validation window, also under DDP where processes hold shares of unequal size:
+        # sums are added across processes first (Lightning's sync_dist mean would divide by this process's
+        # count; torchmetrics' MeanMetric drops either the weights or the NaNs). Identical on every process.
+        loss_sum, windows = self.trainer.strategy.reduce(self.val_totals, reduce_op="sum")
+        self.log("val_loss", loss_sum / windows, sync_dist=True)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Lightning calls this before it clips, so the logged norm shows gradients as they exploded.
