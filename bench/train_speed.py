@@ -36,7 +36,8 @@ from omegaconf import OmegaConf
 from record import ROOT, machine, record
 
 from pipeline.config import TrackingConfig, to_config, trainer_kwargs
-from pipeline.models import LOSSES, Forecaster
+from pipeline.models import Forecaster
+from pipeline.network import LOSSES
 from pipeline.train import resolve_precision, train
 from pipeline.window import WindowBatches
 

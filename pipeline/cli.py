@@ -8,8 +8,7 @@ from collections.abc import Callable
 
 from pipeline.config import ConfigError
 from pipeline.load import DataError
-from pipeline.models import TrainingDiverged
-from pipeline.run_lifetime import Terminated
+from pipeline.run_lifetime import Terminated, TrainingDiverged
 
 log = logging.getLogger(__name__)
 

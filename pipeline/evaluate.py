@@ -30,7 +30,7 @@ from pipeline.metrics import (
     point_metrics,
     seasonal_naive,
 )
-from pipeline.models import RecurrentNetwork, predict
+from pipeline.network import RecurrentNetwork, predict
 from pipeline.plots import plot_best_and_worst, plot_error_by_step
 from pipeline.scaling import Scaler
 from pipeline.window import WindowBatches, WindowRanges, Windows

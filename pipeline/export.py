@@ -27,7 +27,7 @@ from pipeline import tracking
 from pipeline.cli import finish
 from pipeline.config import ConfigError, ExportConfig, ExportFormat, to_config
 from pipeline.forecast import SPEC_FILE
-from pipeline.models import RecurrentNetwork
+from pipeline.network import RecurrentNetwork
 
 log = logging.getLogger(__name__)
 FILES = {ExportFormat.onnx: "model.onnx", ExportFormat.torchscript: "model.pt"}

@@ -10,6 +10,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 import mlflow
@@ -24,9 +25,12 @@ from pipeline.cli import finish
 from pipeline.config import ConfigError, DataConfig, ForecastConfig, ShortSeries, first_line, to_config
 from pipeline.features import build_values, future_columns
 from pipeline.load import SERIES_ID, TIME, DataError, data_columns, id_columns_of, read_table, validate_frame
-from pipeline.models import Forecaster, RecurrentNetwork, predict
+from pipeline.network import RecurrentNetwork, TrainedNetwork, predict
 from pipeline.scaling import Scaler
 from pipeline.window import WindowBatches, WindowRanges, scatter_rows
+
+if TYPE_CHECKING:  # a trained Forecaster works too; importing it would import Lightning
+    from pipeline.models import Forecaster
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,7 @@ class ModelSpec:
     scaler: dict      # Scaler fields
     series_ids: list  # training series, in the order of the series embedding
 
-    def save(self, directory: Path, module: Forecaster) -> dict[str, str]:
+    def save(self, directory: Path, module: "Forecaster") -> dict[str, str]:
         """Write the spec and the weights into `directory`; returns them as MLflow artifact paths."""
         directory.mkdir(parents=True, exist_ok=True)
         (directory / SPEC_FILE).write_text(json.dumps(asdict(self), indent=1))
@@ -60,7 +64,7 @@ class ModelSpec:
                               f"artifact is damaged or was altered: log the model again") from error
 
 
-def load_module(spec: ModelSpec, weights: Path) -> Forecaster:
+def load_module(spec: ModelSpec, weights: Path) -> TrainedNetwork:
     """Build the network from the spec and load tensors only (weights_only: no pickled code runs); a damaged or
     altered file is a one-line ConfigError naming it."""
     try:
@@ -69,7 +73,7 @@ def load_module(spec: ModelSpec, weights: Path) -> Forecaster:
         raise ConfigError(f"{weights}: cannot be read as model weights ({first_line(error)}); the model "
                           f"artifact is damaged or was altered: log the model again") from error
     try:
-        module = Forecaster(**spec.hparams)
+        module = TrainedNetwork(spec.hparams)
         module.load_state_dict(state)
     except (RuntimeError, TypeError) as error:
         raise ConfigError(f"{weights}: the weights do not fit the network its {SPEC_FILE} describes "
@@ -78,14 +82,15 @@ def load_module(spec: ModelSpec, weights: Path) -> Forecaster:
 
 
 
-def forecast_frame(module: Forecaster, spec: ModelSpec, history: pd.DataFrame,
+def forecast_frame(module: "TrainedNetwork | Forecaster", spec: ModelSpec, history: pd.DataFrame,
                    source: str = "input frame") -> pd.DataFrame:
     """The next `horizon` steps after the last row of every series in `history` (original units)."""
     data = DataConfig(**spec.data)
     return forecast_validated(module, spec, validate_frame(history, data, source=source).frame, source)
 
 
-def forecast_validated(module: Forecaster, spec: ModelSpec, frame: pd.DataFrame, source: str) -> pd.DataFrame:
+def forecast_validated(module: "TrainedNetwork | Forecaster", spec: ModelSpec, frame: pd.DataFrame,
+                       source: str) -> pd.DataFrame:
     """forecast_frame after validation: `frame` is the long frame validate_frame made of the history."""
     data = DataConfig(**spec.data)
     if data.future_covariates:

@@ -26,6 +26,10 @@ class Terminated(BaseException):
     """SIGTERM, raised where the stage is, so it unwinds like Ctrl-C (a BaseException: nothing swallows it)."""
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss or gradient became NaN or infinite; the message names the step and what to change."""
+
+
 def _raise_terminated(signum, frame) -> None:
     raise Terminated("SIGTERM received")
 

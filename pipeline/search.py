@@ -24,7 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import ConfigError, SearchConfig, first_line
 from pipeline.load import DataError
-from pipeline.models import TrainingDiverged
+from pipeline.run_lifetime import TrainingDiverged
 
 log = logging.getLogger(__name__)
 

@@ -6,6 +6,7 @@ oldest, so every new observation changes every backward state, and updating mean
 """
 
 from collections import deque
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,10 @@ import torch
 from pipeline.config import ConfigError
 from pipeline.features import calendar_features
 from pipeline.forecast import ModelSpec, forecast_columns
-from pipeline.models import Forecaster, RecurrentNetwork
+from pipeline.network import RecurrentNetwork, TrainedNetwork
+
+if TYPE_CHECKING:
+    from pipeline.models import Forecaster
 
 
 class StreamingForecaster:
@@ -74,7 +78,7 @@ class StreamingForecaster:
 class SeriesStream:
     """A saved model streaming one series in its own units: (time, value, covariates) in, a frame out."""
 
-    def __init__(self, module: Forecaster, spec: ModelSpec, series_id: str):
+    def __init__(self, module: "TrainedNetwork | Forecaster", spec: ModelSpec, series_id: str):
         self.spec, self.series_id = spec, series_id
         center, scale = spec.scaler["center"], spec.scaler["scale"]
         if series_id not in center:

@@ -15,7 +15,6 @@ from typing import Any
 
 import mlflow
 import pandas as pd
-from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import AnyType, ColSpec, Schema
@@ -106,33 +105,6 @@ def retries_to_outlast(seconds: int) -> int:
 
 class TrackingUnavailable(ConfigError):
     """The tracking server did not answer; the message names it and what to do."""
-
-
-class StageLogger(MLFlowLogger):
-    """Lightning's MLflow logger, writing into the run the stage opened. Lightning's own would end that run when
-    fit ends (FINISHED, before the backtests and the model are logged) or fails; start_run ends it instead.
-
-    A resumed training replays the steps between its checkpoint and the interruption: a metric is not logged
-    again at a step up to `logged_until[name]`, so no step of its history appears twice."""
-
-    def __init__(self, *args, logged_until: dict[str, int] | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.logged_until = logged_until or {}
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        if self.logged_until and step is not None:
-            metrics = {name: value for name, value in metrics.items() if step > self.logged_until.get(name, -1)}
-        super().log_metrics(metrics, step)
-
-    def finalize(self, status: str = "success") -> None:
-        pass
-
-
-def lightning_logger(cfg: TrackingConfig, run: Run, logged_until: dict[str, int] | None = None) -> MLFlowLogger:
-    """Lightning's logger writing into our open run (URI passed explicitly, never read from the environment)."""
-    # The store start_run connected to: tracking.uri, or the offline store it fell back to.
-    return StageLogger(experiment_name=cfg.experiment, tracking_uri=mlflow.get_tracking_uri(),
-                       run_id=run.info.run_id, logged_until=logged_until)
 
 
 def log_config(config: dict[str, Any], yaml_text: str) -> None:

@@ -37,13 +37,14 @@ from pipeline.evaluate import backtest, backtest_frame, calibrate_intervals
 from pipeline.forecast import ModelSpec, forecast_frame
 from pipeline.load import SERIES_ID, TARGET, TIME, Series, id_columns_of
 from pipeline.metrics import backtest_metrics
-from pipeline.models import Forecaster, TrainingDiverged
+from pipeline.models import Forecaster
 from pipeline.parquet_folder import load_windows
 from pipeline.plots import plot_forecasts
 from pipeline.resume import OUTPUT_DIR, STAGE, ExactResume, Resume, refuse_other_overrides
 from pipeline.resume import plan as plan_resume
-from pipeline.run_lifetime import Terminated
+from pipeline.run_lifetime import Terminated, TrainingDiverged
 from pipeline.search import search
+from pipeline.training_logger import lightning_logger
 from pipeline.window import Windows, batches
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def train(cfg: Config, trainer_args: dict[str, Any], resolved: dict[str, Any], o
             tracking.log_data_report(series, windows)
         else:
             mlflow.set_tag("resumed", int(run.data.tags.get("resumed", 0)) + 1)
-        trainer.loggers = [tracking.lightning_logger(cfg.tracking, run, resume.logged_until if resume else None)]
+        trainer.loggers = [lightning_logger(cfg.tracking, run, resume.logged_until if resume else None)]
         started = time.perf_counter()
         try:
             fit(trainer, module, train_batches, val_batches, resume)

@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from pipeline.config import to_config, trainer_kwargs
-from pipeline.models import TrainingDiverged
+from pipeline.run_lifetime import TrainingDiverged
 from pipeline.train import train
 from tests.conftest import SMALL, compose_config, run_stage
 

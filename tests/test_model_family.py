@@ -9,7 +9,8 @@ from pipeline.config import ConfigError, DataConfig, to_config
 from pipeline.evaluate import backtest, calibrate_intervals
 from pipeline.load import validate_frame
 from pipeline.metrics import backtest_metrics, quantile_metrics
-from pipeline.models import RecurrentNetwork, pinball_loss
+from pipeline.models import pinball_loss
+from pipeline.network import RecurrentNetwork
 from pipeline.train import build_module
 from pipeline.window import batches, make_windows
 from tests.conftest import compose_config

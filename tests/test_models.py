@@ -6,7 +6,8 @@ import torch
 from pipeline.config import ConfigError, DataConfig
 from pipeline.load import validate_frame
 from pipeline.metrics import seasonal_naive
-from pipeline.models import Forecaster, RecurrentNetwork, predict
+from pipeline.models import Forecaster
+from pipeline.network import RecurrentNetwork, predict
 from pipeline.window import batches, make_windows
 
 LOOKBACK, HORIZON = 96, 24

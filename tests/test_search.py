@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import ConfigError, SearchConfig
-from pipeline.models import TrainingDiverged
+from pipeline.run_lifetime import TrainingDiverged
 from pipeline.search import BEST, search, search_space
 from tests.conftest import SMALL, compose_config, run_stage
 
