@@ -197,9 +197,10 @@ def train(row: Row, argv: list[str]) -> dict:
 def without_test_block(protocol: str, workdir: Path) -> Path:
     """The protocol's file without the last split.test_steps rows of each series, as Parquet."""
     cfg = composed(protocol)
-    raw = read_table(ROOT / cfg.data.path)
     ids = id_column_list(cfg.data.id_column)
-    times = parse_times(raw[cfg.data.time_column], cfg.data.time_format, cfg.data.path, cfg.data.time_column)
+    raw = read_table(ROOT / cfg.data.path, text_columns=ids)
+    times, _ = parse_times(raw[cfg.data.time_column], cfg.data.time_format, cfg.data.time_zone, cfg.data.path,
+                           cfg.data.time_column)
     ordered = raw.assign(_time=times.to_numpy()).sort_values([*ids, "_time"], kind="stable")
     from_end = (ordered.groupby(ids, sort=False).cumcount(ascending=False) if ids
                 else pd.Series(np.arange(len(ordered))[::-1], index=ordered.index))

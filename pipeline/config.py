@@ -69,6 +69,9 @@ class DataConfig:
     id_column: Any = None
     # strftime format of the time column, when pandas cannot guess it.
     time_format: Optional[str] = None
+    # The zone of times written without a UTC offset (an IANA name: Australia/Melbourne, UTC); they are then
+    # converted to UTC like times with offsets. null: such times are wall-clock times without a zone.
+    time_zone: Optional[str] = None
     # Past-observed inputs: known up to the forecast origin only, scaled like the target.
     covariates: list[str] = field(default_factory=list)
     # Known-future inputs (holiday flags, planned prices): read over the lookback and the horizon alike.
@@ -253,6 +256,8 @@ class ExportConfig:
 class ForecastDataConfig:
     # The new data; its columns, frequency and policies are the model's, never the current conf/.
     path: Optional[str] = None
+    # The zone of its times written without a UTC offset; null: the model's data.time_zone.
+    time_zone: Optional[str] = None
 
 
 @dataclass

@@ -4,6 +4,7 @@ Every problem either stops the run with one line naming the source, column, seri
 handled by an explicit `data.*` policy whose effect is counted in `Series.report`.
 """
 
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -13,13 +14,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pandas._libs.parsers import STR_NA_VALUES  # the cells read_csv takes as missing by default
 
 from pipeline.config import DataConfig
 
 log = logging.getLogger(__name__)
 
 SERIES_ID, TIME, TARGET = "series_id", "time", "target"
-ID_SEPARATOR = " / "
 
 # Seasonal period of calendar frequencies (offsets of no fixed length), by the first letter of their alias.
 _SEASON_OF_CALENDAR_UNIT = {"B": 5, "W": 52, "M": 12, "S": 24, "Q": 4, "Y": 1, "A": 1}
@@ -45,17 +46,21 @@ class Series:
     report: dict[str, int] = field(default_factory=dict)
     # Rows of every file, where `frame` holds only the first's (a folder of files: pipeline/parquet_folder.py).
     rows: int | None = None
+    # The zone the file's times were given in ("UTC" for offsets, a zoned column's zone, or data.time_zone);
+    # the frame then holds them in UTC. None: wall-clock times without a zone, kept as they are.
+    time_zone: str | None = None
 
     @property
     def series_ids(self) -> list[str]:
         return list(self.frame[SERIES_ID].unique())
 
 
-def read_table(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+def read_table(path: Path, columns: list[str] | None = None, text_columns: list[str] = ()) -> pd.DataFrame:
     """Read by extension: .parquet, or .csv (optionally .gz/.bz2/.zip/.xz/.zst compressed).
 
     With `columns`, only those are read when the file has them all (wide files cost what the model uses);
-    otherwise every column, so that the missing one can be reported beside what the file holds.
+    otherwise every column, so that the missing one can be reported beside what the file holds. A CSV file's
+    `text_columns` (the series ids) are read as the text they hold: "007" stays "007", and "NA" is an id.
     """
     if not path.exists():
         raise DataError(f"{path}: file not found; set data.path to a CSV or Parquet file")
@@ -68,7 +73,10 @@ def read_table(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
         if ".csv" in suffixes[-2:]:
             names = list(pd.read_csv(path, nrows=0).columns)
             wanted = columns if columns and set(columns) <= set(names) else None
-            return pd.read_csv(path, usecols=wanted)
+            text = [c for c in text_columns if c in names]
+            missing = {c: list(STR_NA_VALUES) for c in wanted or names if c not in text}
+            return pd.read_csv(path, usecols=wanted, dtype=dict.fromkeys(text, str), keep_default_na=False,
+                               na_values=missing)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
     except (OSError, ValueError, pa.ArrowException) as error:
@@ -93,7 +101,7 @@ def _read_parquet(path: Path, columns: list[str] | None) -> pd.DataFrame:
 def load_series(cfg: DataConfig) -> Series:
     """Load `cfg.path` and check it (see validate_frame)."""
     path = Path(cfg.path)
-    series = validate_frame(read_table(path, data_columns(cfg)), cfg, source=str(path))
+    series = validate_frame(read_table(path, data_columns(cfg), id_column_list(cfg.id_column)), cfg, source=str(path))
     log.info("loaded %s: %d rows, %d series, freq %s, season %d; %s", path, len(series.frame),
              len(series.series_ids), series.freq, series.season, series.report or "no fixes needed")
     return series
@@ -111,10 +119,9 @@ def validate_frame(raw: pd.DataFrame, cfg: DataConfig, source: str) -> Series:
         raise DataError(f"{source}: column {missing[0]!r} not found (columns: {list(raw.columns)}); "
                         f"set data.* to the file's column names")
     report: dict[str, int] = {}
-    frame = pd.DataFrame({
-        SERIES_ID: _joined_ids(raw, id_columns),
-        TIME: parse_times(raw[cfg.time_column], cfg.time_format, source, cfg.time_column),
-    }, copy=False)
+    times, time_zone = parse_times(raw[cfg.time_column], cfg.time_format, cfg.time_zone, source, cfg.time_column)
+    frame = pd.DataFrame({SERIES_ID: _series_keys(raw, id_columns, cfg.target_column, source), TIME: times},
+                         copy=False)
     inputs = [*cfg.covariates, *cfg.future_covariates]
     for name, column in [(TARGET, cfg.target_column), *[(c, c) for c in inputs]]:
         frame[name] = _numeric(raw[column], source, column)
@@ -133,26 +140,37 @@ def validate_frame(raw: pd.DataFrame, cfg: DataConfig, source: str) -> Series:
         report["constant_series"] = constant
     return Series(frame=frame, freq=freq, season=cfg.season or season_of(freq),
                   covariates=list(cfg.covariates), source=source, report=report,
-                  future_covariates=list(cfg.future_covariates))
+                  future_covariates=list(cfg.future_covariates), time_zone=time_zone)
 
 
-def _joined_ids(raw: pd.DataFrame, id_columns: list[str]) -> pd.Categorical:
-    """One series id per row, as a categorical: a small code per row, the joined id strings once per series.
+def _series_keys(raw: pd.DataFrame, id_columns: list[str], target: str, source: str) -> pd.Categorical:
+    """One series key per row, as a categorical: a small code per row, the keys once per series.
 
-    Built from per-column codes, never from per-row strings, which would cost more than the data itself on
-    long files. Categories are sorted as strings, so sorting rows by id sorts them by the joined id.
+    A key is the id's text exactly as the file holds it, or for several id columns the JSON list of their texts
+    (`["North", "East / x"]`), which id_columns_of decodes back into the columns: no separator can split an id
+    in the wrong place or make two ids one. A file without an id column holds one series, named after its
+    target column. Keys are built from per-column codes, never from per-row strings, which would cost more than
+    the data itself on long files; categories are sorted, so sorting rows by key sorts them by series.
     """
     if not id_columns:
-        return pd.Categorical.from_codes(np.zeros(len(raw), dtype=np.int8), categories=["0"])
+        return pd.Categorical.from_codes(np.zeros(len(raw), dtype=np.int8), categories=[target])
     codes, labels = [], []
     for column in id_columns:
-        column_codes, uniques = pd.factorize(raw[column], use_na_sentinel=False)
+        column_codes, uniques = pd.factorize(raw[column])
+        if (column_codes < 0).any():
+            row = int(np.flatnonzero(column_codes < 0)[0])
+            raise DataError(f"{source}: column {column!r} row {row} has no series id; give every row its id")
         codes.append(column_codes)
-        labels.append([str(u) for u in uniques])
+        labels.append([u if isinstance(u, str) else str(u) for u in uniques])
     shape = [len(label) for label in labels]
     combined, combos = pd.factorize(np.ravel_multi_index(codes, shape) if len(codes) > 1 else codes[0])
-    names = [ID_SEPARATOR.join(labels[i][j] for i, j in enumerate(parts))
-             for parts in zip(*np.unravel_index(combos, shape))]
+    parts = list(zip(*np.unravel_index(combos, shape)))
+    names = ([labels[0][j] for (j,) in parts] if len(id_columns) == 1 else
+             [json.dumps([labels[i][j] for i, j in enumerate(p)], ensure_ascii=False) for p in parts])
+    if len(set(names)) < len(names):  # e.g. the number 7 and the text "7" in one column of mixed types
+        twin = pd.Series(names)[pd.Series(names).duplicated()].iloc[0]
+        raise DataError(f"{source}: two different values of {id_columns} read as the same series id {twin!r}; "
+                        f"give the id column one type")
     return pd.Categorical.from_codes(combined, categories=names).reorder_categories(sorted(names))
 
 
@@ -163,19 +181,28 @@ def data_columns(cfg: DataConfig) -> list[str]:
 
 
 def id_column_list(id_column: str | list[str] | None) -> list[str]:
-    """data.id_column may name one column or several (joined with " / " into one series id)."""
+    """data.id_column may name one column or several."""
     if id_column is None:
         return []
     return [id_column] if isinstance(id_column, str) else [str(c) for c in id_column]
 
 
-def id_columns_of(series_ids: pd.Series, id_column: str | list[str] | None) -> pd.DataFrame:
-    """The user's id column(s) back from joined series ids (inverse of how validate_frame joins them)."""
+def id_columns_of(keys: pd.Series, id_column: str | list[str] | None) -> pd.DataFrame:
+    """The user's id column(s) of each row, from series keys (see _series_keys): the id texts exactly as read.
+    No columns for a file without an id column."""
     columns = id_column_list(id_column)
-    if len(columns) == 1:
-        return pd.DataFrame({columns[0]: series_ids.to_numpy()}, index=series_ids.index)
-    parts = series_ids.str.split(ID_SEPARATOR, n=len(columns) - 1, regex=False, expand=True) if columns else None
-    return pd.DataFrame({c: parts[i] for i, c in enumerate(columns)}, index=series_ids.index)
+    if len(columns) <= 1:
+        return pd.DataFrame({c: keys.astype(str).to_numpy() for c in columns}, index=keys.index)
+    codes, uniques = pd.factorize(keys)
+    table = np.array([json.loads(key) for key in uniques], dtype=object).reshape(len(uniques), len(columns))
+    return pd.DataFrame(table[codes], columns=columns, index=keys.index)
+
+
+def series_columns(keys: pd.Series, id_column: str | list[str] | None) -> pd.DataFrame:
+    """What names each row's series in a table: the user's id column(s), or for a file without one a
+    `series_id` column holding the series' name (its target column's)."""
+    return id_columns_of(keys, id_column) if id_column_list(id_column) else pd.DataFrame(
+        {SERIES_ID: keys.astype(str).to_numpy()}, index=keys.index)
 
 
 def season_of(freq: str) -> int:
@@ -191,17 +218,23 @@ def season_of(freq: str) -> int:
     return {day: 7, 7 * day: 52}.get(step, 1)
 
 
-def parse_times(column: pd.Series, time_format: str | None, source: str, name: str) -> pd.Series:
-    """Timestamps, tz-aware ones converted to UTC (a regular grid across daylight-saving changes)."""
+def parse_times(column: pd.Series, time_format: str | None, time_zone: str | None, source: str, name: str
+                ) -> tuple[pd.Series, str | None]:
+    """Timestamps, and the zone they were given in. Zoned times (a zoned column, UTC offsets in the text, or
+    times without offsets in `time_zone`) become UTC: one regular grid across daylight-saving changes. Times
+    without a zone, and no `time_zone`, stay wall-clock times (zone None)."""
+    if time_zone is not None:
+        check_time_zone_name(time_zone)
     if isinstance(column.dtype, pd.DatetimeTZDtype):
-        return column.dt.tz_convert("UTC")
+        return column.dt.tz_convert("UTC"), time_zone or str(column.dt.tz)
     if pd.api.types.is_datetime64_any_dtype(column):
-        return column
+        return _localize(column, time_zone, source, name), time_zone
     text = column.astype("string")
     quarters = text.str.extract(_YEAR_QUARTER)
     if quarters.notna().all(axis=None):
         # fpp3's "1998 Q1": the first day of the quarter.
-        return pd.to_datetime(quarters[0] + "-" + (quarters[1].astype(int) * 3 - 2).astype(str) + "-01")
+        times = pd.to_datetime(quarters[0] + "-" + (quarters[1].astype(int) * 3 - 2).astype(str) + "-01")
+        return _localize(times, time_zone, source, name), time_zone
     with_offset = text.str.contains(_UTC_OFFSET, na=False)
     if with_offset.any() and not with_offset.all():
         row = int((~with_offset).to_numpy().nonzero()[0][0])
@@ -213,7 +246,29 @@ def parse_times(column: pd.Series, time_format: str | None, source: str, name: s
         row = int(bad.to_numpy().nonzero()[0][0])
         raise DataError(f"{source}: column {name!r} row {row}: cannot parse timestamp {column.iloc[row]!r}; "
                         f"fix the value, or set data.time_format (e.g. '%d/%m/%Y %H:%M')")
-    return times.astype("datetime64[ns, UTC]" if with_offset.any() else "datetime64[ns]")
+    if with_offset.any():
+        return times.astype("datetime64[ns, UTC]"), time_zone or "UTC"
+    return _localize(times.astype("datetime64[ns]"), time_zone, source, name), time_zone
+
+
+def check_time_zone_name(time_zone: str) -> None:
+    try:
+        pd.Timestamp(0).tz_localize(time_zone)
+    except Exception as error:  # zoneinfo's and pytz's errors for an unknown name differ
+        raise DataError(f"data.time_zone={time_zone!r} is not a time zone name; use an IANA name such as "
+                        f"Australia/Melbourne or UTC") from error
+
+
+def _localize(times: pd.Series, time_zone: str | None, source: str, name: str) -> pd.Series:
+    """Wall-clock times read as times in `time_zone`, then UTC; unchanged without a zone."""
+    if time_zone is None:
+        return times
+    try:
+        return times.dt.tz_localize(time_zone, ambiguous="raise", nonexistent="raise").dt.tz_convert("UTC")
+    except Exception as error:  # pandas raises pytz's or its own errors for a repeated or skipped hour
+        raise DataError(f"{source}: column {name!r}: {str(error).splitlines()[0]} in data.time_zone={time_zone} "
+                        f"(an hour repeated or skipped at a daylight-saving change); give times with UTC "
+                        f"offsets instead") from error
 
 
 def infer_freq(frame: pd.DataFrame, source: str) -> str:

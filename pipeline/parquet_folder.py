@@ -23,7 +23,7 @@ import torch
 from pipeline.config import DataConfig, SplitConfig, WindowConfig
 from pipeline.load import DataError, Series, load_series
 from pipeline.scaling import Scaler
-from pipeline.window import Split, Windows, make_windows, train_windows
+from pipeline.window import Split, Windows, first_real_rows, make_windows, train_windows
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def stack_files(data: DataConfig, window: WindowConfig, split: SplitConfig, fold
         raise DataError(f"{data.path}: a folder without .parquet files; data.path takes a CSV or Parquet file, or "
                         f"a folder of Parquet files (one group of series each)")
     arrays = {name: (folder / name).open("wb") for name in ("values", "target", "times")}
-    first, splits, first_real, center, scale, seen, report = None, [], [], {}, {}, {}, {"files": len(files)}
+    first, splits, center, scale, seen, report = None, [], {}, {}, {}, {"files": len(files)}
     rows = width = read = 0
     for path in files:
         # Every file on the first file's grid: a file on another fails with load.py's message naming it.
@@ -63,7 +63,6 @@ def stack_files(data: DataConfig, window: WindowConfig, split: SplitConfig, fold
             seen[s.series_id] = path
             splits.append(Split(s.series_id, s.first + rows, s.val_start + rows, s.test_start + rows, s.end + rows,
                                 s.pad))
-        first_real += [s.first + rows for s in part.splits]
         center |= part.scaler.center
         scale |= part.scaler.scale
         for name, count in series.report.items():
@@ -84,9 +83,10 @@ def stack_files(data: DataConfig, window: WindowConfig, split: SplitConfig, fold
     values = torch.from_numpy(np.memmap(folder / "values", np.float32, "c", shape=(rows, width)))
     target = np.memmap(folder / "target", np.float64, "c", shape=(rows,))
     times = np.memmap(folder / "times", "datetime64[ns]", "c", shape=(rows,))
-    padded = any(s.pad for s in splits)
     stacked = Series(frame=first.frame, freq=first.freq, season=first.season, covariates=first.covariates,
-                     source=str(data.path), future_covariates=first.future_covariates, report=report, rows=read)
+                     source=str(data.path), future_covariates=first.future_covariates, report=report, rows=read,
+                     time_zone=first.time_zone)
     return stacked, Windows(splits, Scaler(columns, center, scale), values, target, times, future_columns,
-                            window.lookback, window.horizon, torch.tensor(first_real) if padded else None,
+                            window.lookback, window.horizon, first_real_rows(splits),
                             train_windows(splits, window.lookback, window.horizon, window.stride))
+

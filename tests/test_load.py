@@ -65,19 +65,59 @@ def test_year_quarter_strings_and_several_id_columns(tmp_path):
                   "Trips": np.arange(16.0)}).to_csv(path, index=False)
     series = load_series(DataConfig(path=str(path), time_column="Quarter", target_column="Trips",
                                     id_column=["Region", "Purpose"]))
-    assert series.series_ids == ["North / Visiting", "South / Visiting"]
+    assert series.series_ids == ['["North", "Visiting"]', '["South", "Visiting"]']
     assert series.freq == "QS-JAN" and series.season == 4
     assert series.frame["time"].iloc[1] == pd.Timestamp("2000-04-01")
     ids = id_columns_of(series.frame["series_id"], ["Region", "Purpose"])
     assert ids.iloc[-1].tolist() == ["South", "Visiting"]
 
 
-def test_series_ids_are_joined_per_series_and_sorted_as_text_whatever_the_file_order():
+def test_series_keys_are_made_per_series_and_sorted_as_text_whatever_the_file_order():
     frame = pd.concat([hourly(series=s).assign(kind=k) for s, k in [(10, "x"), (9, "y"), (9, "x"), (10, "y")]])
     series = validate_frame(frame.iloc[::-1], config(id_column=["id", "kind"]), source="test")
-    assert series.series_ids == ["10 / x", "10 / y", "9 / x", "9 / y"]
+    assert series.series_ids == ['["10", "x"]', '["10", "y"]', '["9", "x"]', '["9", "y"]']
     assert series.frame.groupby("series_id", observed=True).size().tolist() == [30] * 4
     assert series.frame["target"].iloc[:3].tolist() == [100.0, 101.0, 102.0]
+
+
+def test_ids_are_read_as_the_text_the_file_holds(tmp_path):
+    # "007" and "7" are two series, "NA" is an id (while an empty or "NA" value is still missing), and an id
+    # holding the separator a join would use cannot be split in the wrong place or merge two series.
+    rows = [("007", "North", "East / x"), ("7", "North / East", "x"), ("NA", "ä / b", "c"), ("x", "North", "y")]
+    frame = pd.concat([hourly(12, key).assign(region=a, zone=b) for key, a, b in rows])
+    frame.loc[frame.index == 3, "load"] = np.nan
+    path = tmp_path / "ids.csv"
+    frame.to_csv(path, index=False)
+    for id_column in ["id", ["region", "zone"]]:
+        series = load_series(config(path=str(path), id_column=id_column, missing=Missing.interpolate))
+        ids = id_columns_of(series.frame["series_id"], id_column).drop_duplicates()
+        expected = frame[[id_column] if isinstance(id_column, str) else id_column].drop_duplicates()
+        assert sorted(map(tuple, ids.to_numpy().tolist())) == sorted(map(tuple, expected.to_numpy().tolist()))
+        assert series.report["values_filled"] == 4
+    assert load_series(config(path=str(path), missing=Missing.interpolate)).series_ids == ["007", "7", "NA", "x"]
+
+
+def test_a_parquet_id_column_of_any_type_is_text_and_a_file_without_one_is_named_by_its_target(tmp_path):
+    frame = pd.concat([hourly(12, 7), hourly(12, 8)])
+    frame.to_parquet(tmp_path / "ints.parquet")
+    assert load_series(config(path=str(tmp_path / "ints.parquet"))).series_ids == ["7", "8"]
+    assert validate_frame(hourly(12), config(id_column=None), source="test").series_ids == ["load"]
+    mixed = pd.concat([hourly(12, 7), hourly(12, "7")])
+    with pytest.raises(DataError, match=r"read as the same series id '7'; give the id column one type"):
+        validate_frame(mixed, config(), source="test")
+
+
+def test_times_without_offsets_are_read_in_data_time_zone_and_an_ambiguous_hour_is_refused():
+    # Melbourne's clocks go back at 03:00 on 2024-04-07: 02:00-02:59 happens twice.
+    local = hourly(6, start="2024-04-06 20:00")
+    series = validate_frame(local, config(time_zone="Australia/Melbourne"), source="test")
+    assert series.time_zone == "Australia/Melbourne" and str(series.frame["time"].dt.tz) == "UTC"
+    assert series.frame["time"].iloc[0] == pd.Timestamp("2024-04-06 09:00", tz="UTC")
+    assert validate_frame(local, config(), source="test").time_zone is None
+    with pytest.raises(DataError, match=r"column 'when': .*data.time_zone=Australia/Melbourne \(an hour repeated"):
+        validate_frame(hourly(6, start="2024-04-07 00:00"), config(time_zone="Australia/Melbourne"), source="t")
+    with pytest.raises(DataError, match="data.time_zone='Mars/Olympus' is not a time zone name"):
+        validate_frame(local, config(time_zone="Mars/Olympus"), source="test")
 
 
 def test_a_sorted_file_reports_no_reordering():

@@ -114,7 +114,7 @@ def test_future_covariates_are_read_over_the_horizon_and_past_ones_are_not(vic_e
     starts = windows.train.starts[picks]
     expected = holiday[starts.unsqueeze(1) + 96 + torch.arange(48)]
     scaler = windows.scaler
-    center, scale = scaler.center["0"][2], scaler.scale["0"][2]
+    center, scale = scaler.center["demand"][2], scaler.scale["demand"][2]  # named after the target
     assert torch.allclose(batch.future[..., 0] * scale + center, expected, atol=1e-5)
     assert expected.sum() > 0
 
