@@ -19,27 +19,17 @@ class Forecaster(L.LightningModule):
     """Trains RecurrentNetwork on batches of windows; the loss (MSE, MAE, Huber, or pinball with quantiles) is
     on the scaled target."""
 
-    def __init__(self, cell: str, n_features: int, n_future: int, lookback: int, horizon: int,
-                 hidden_size: int | list[int] = 64, num_layers: int = 2, bidirectional: bool = False,
-                 dropout: float = 0.0, nonlinearity: str = "tanh", season: int | None = None,
-                 n_series: int = 1, series_embedding: int = 0, segment_len: int | None = None,
-                 strategy: str = "direct", attention: bool = False, attention_score: str = "dot",
-                 teacher_forcing: float = 0.5, head_layers: list[int] | None = None, head_activation: str = "relu",
-                 head_dropout: float = 0.0, init_state: str = "zeros", quantiles: list[float] | None = None,
-                 window_norm: bool = False, loss: str = "mse", lr: float = 3e-3, weight_decay: float = 0.0,
-                 cosine_schedule: bool = True, skip_nonfinite: int = 0):
+    def __init__(self, network: dict, optim: dict):
+        """`network`: RecurrentNetwork's keyword arguments (pipeline.train.network_args); `optim`: the
+        OptimConfig fields. Saved as the checkpoint's hyperparameters, so a checkpoint rebuilds the network."""
         super().__init__()
-        if loss not in LOSSES:
-            raise ConfigError(f"optim.loss={loss!r}: choose one of {sorted(LOSSES)}")
+        if optim["loss"] not in LOSSES:
+            raise ConfigError(f"optim.loss={optim['loss']!r}: choose one of {sorted(LOSSES)}")
         # Plain values only, so the checkpoint loads with weights_only=True; MLflow gets the full config.
         self.save_hyperparameters(logger=False)
-        self.network = RecurrentNetwork(cell, n_features, n_future, lookback, horizon, hidden_size,
-                                        num_layers, bidirectional, dropout, nonlinearity, season,
-                                        n_series, series_embedding, segment_len, strategy, attention,
-                                        attention_score, teacher_forcing, head_layers, head_activation,
-                                        head_dropout, init_state, quantiles, window_norm)
+        self.network = RecurrentNetwork(**network)
         self.register_buffer("quantiles", torch.tensor(self.network.quantiles), persistent=False)
-        self.point_loss = LOSSES[loss]
+        self.point_loss = LOSSES[optim["loss"]]
         self.skipped = 0          # batches skipped for a non-finite loss or gradient
         self.last_loss: torch.Tensor | None = None
 
@@ -95,7 +85,7 @@ class Forecaster(L.LightningModule):
         """Skip this update (the optimizer passes over parameters without a gradient), or stop training once
         more than optim.skip_nonfinite batches were skipped."""
         self.skipped += 1
-        limit = self.hparams.skip_nonfinite
+        limit = self.hparams.optim["skip_nonfinite"]
         if self.skipped > limit:
             raise TrainingDiverged(
                 f"training step {self.global_step}: the loss or gradient is not finite"
@@ -107,9 +97,9 @@ class Forecaster(L.LightningModule):
         self.log("skipped_batches", float(self.skipped), on_step=True, on_epoch=False, batch_size=1)
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr,
-                                      weight_decay=self.hparams.weight_decay)
-        if not self.hparams.cosine_schedule:
+        optim = self.hparams.optim
+        optimizer = torch.optim.AdamW(self.parameters(), lr=optim["lr"], weight_decay=optim["weight_decay"])
+        if not optim["cosine_schedule"]:
             return optimizer
         total = self.trainer.estimated_stepping_batches
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, int(total)))

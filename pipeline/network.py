@@ -1,5 +1,5 @@
 """The recurrent forecaster: one network, the cell is a parameter. No training code here (pipeline/models.py
-holds the LightningModule), so forecasting from a saved model does not import Lightning.
+holds the LightningModule), so forecasting from a saved model (pipeline/saved_model.py) does not import Lightning.
 
 Three strategies share one encoder (pipeline/window.py explains the input columns):
 - direct: the encoder's final state -> all H steps at once;
@@ -9,8 +9,6 @@ Three strategies share one encoder (pipeline/window.py explains the input column
 - seq2seq: a causal decoder unrolled over the horizon from the encoder's final state, reading the previous
   value and the step's known-future features, optionally attending over every encoder state.
 """
-
-import inspect
 
 import numpy as np
 import torch
@@ -159,13 +157,14 @@ def mlp(in_size: int, out_size: int, layers: list[int], activation: str, dropout
 class RecurrentNetwork(nn.Module):
     """Encoder over the lookback, then the configured strategy -> (B, H) forecasts, or (B, H, Q) quantiles."""
 
-    def __init__(self, cell: str, n_features: int, n_future: int, lookback: int, horizon: int,
+    def __init__(self, *, cell: str, n_features: int, n_future: int, lookback: int, horizon: int,
                  hidden_size: int | list[int], num_layers: int, bidirectional: bool, dropout: float,
-                 nonlinearity: str, season: int | None, n_series: int = 1, series_embedding: int = 0,
-                 segment_len: int | None = None, strategy: str = "direct", attention: bool = False,
-                 attention_score: str = "dot", teacher_forcing: float = 0.5, head_layers: list[int] | None = None,
-                 head_activation: str = "relu", head_dropout: float = 0.0, init_state: str = "zeros",
-                 quantiles: list[float] | None = None, window_norm: bool = False):
+                 nonlinearity: str, season: int | None, n_series: int, series_embedding: int,
+                 segment_len: int | None, strategy: str, attention: bool, attention_score: str,
+                 teacher_forcing: float, head_layers: list[int], head_activation: str, head_dropout: float,
+                 init_state: str, quantiles: list[float], window_norm: bool):
+        """Keyword-only and without defaults: every value comes from one dict built from the config
+        (pipeline.train.network_args), saved with checkpoints and in the saved model's spec."""
         super().__init__()
         if cell not in CELLS:
             raise ConfigError(f"model.cell={cell!r}: choose one of {sorted(CELLS)}")
@@ -395,19 +394,6 @@ class RecurrentNetwork(nn.Module):
             return raw
         # Calibration offsets are added in forward, in the scaled units of the target.
         return torch.cat([raw[..., :1], raw[..., :1] + nn.functional.softplus(raw[..., 1:]).cumsum(-1)], dim=-1)
-
-
-class TrainedNetwork(nn.Module):
-    """A network and the hyperparameters it was built from: what a saved model loads into. Its weights are saved
-    from a Forecaster (pipeline/models.py), whose state is the network's under "network."; forecasting reads
-    nothing else of a Forecaster, so it needs no training code (no Lightning)."""
-
-    def __init__(self, hparams: dict):
-        super().__init__()
-        self.hparams = hparams
-        # The Forecaster's training-only arguments (loss, lr, ...) are not the network's.
-        known = inspect.signature(RecurrentNetwork).parameters
-        self.network = RecurrentNetwork(**{name: value for name, value in hparams.items() if name in known})
 
 
 def predict(network: RecurrentNetwork, dataset: WindowBatches, batch_size: int) -> np.ndarray:

@@ -14,6 +14,7 @@ from pipeline.network import RecurrentNetwork
 from pipeline.train import build_module
 from pipeline.window import batches, make_windows
 from tests.conftest import compose_config
+from tests.helpers import network_for
 
 LOOKBACK, HORIZON, SEASON = 48, 12, 48
 
@@ -31,11 +32,10 @@ def module_for(windows, *overrides):
 
 
 def network(windows, **changes) -> RecurrentNetwork:
+    """A GRU from the composed config (no seasonal skip, no window normalisation), some arguments changed."""
     torch.manual_seed(0)
-    kwargs = dict(cell="gru", n_features=windows.n_features, n_future=len(windows.future_columns),
-                  lookback=LOOKBACK, horizon=HORIZON, hidden_size=8, num_layers=2, bidirectional=False,
-                  dropout=0.0, nonlinearity="tanh", season=None)
-    return RecurrentNetwork(**(kwargs | changes))
+    return network_for(windows, f"window.lookback={LOOKBACK}", f"window.horizon={HORIZON}", "model=gru",
+                       "model.hidden_size=8", "model.window_norm=false", **changes)
 
 
 @pytest.mark.parametrize("quantiles", ["[]", "[0.1,0.5,0.9]"], ids=["point", "quantiles"])

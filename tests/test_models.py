@@ -9,6 +9,7 @@ from pipeline.metrics import seasonal_naive
 from pipeline.models import Forecaster
 from pipeline.network import RecurrentNetwork, predict
 from pipeline.window import batches, make_windows
+from tests.helpers import forecaster_for, network_args
 
 LOOKBACK, HORIZON = 96, 24
 
@@ -19,11 +20,18 @@ def windows(vic_elec):
     return make_windows(series, LOOKBACK, HORIZON, 4, 96, 96, calendar=True)
 
 
-def small_module(windows, cell="lstm", num_layers=1, bidirectional=False, season=48, lr=1e-2):
-    return Forecaster(cell=cell, n_features=windows.n_features, n_future=len(windows.future_columns),
-                      lookback=LOOKBACK, horizon=HORIZON, hidden_size=16, num_layers=num_layers,
-                      bidirectional=bidirectional, dropout=0.1 if num_layers > 1 else 0.0, season=season,
-                      lr=lr, cosine_schedule=False)
+def small_module(windows, cell="lstm", num_layers=1, bidirectional=False, season=48, lr=1e-2, **changes):
+    """The training stage's module for `windows`, as `model=CELL model.num_layers=...` would build it."""
+    return forecaster_for(windows, f"window.lookback={LOOKBACK}", f"window.horizon={HORIZON}",
+                          f"model={cell}", "model.hidden_size=16", f"model.num_layers={num_layers}",
+                          f"model.bidirectional={str(bidirectional).lower()}",
+                          f"model.dropout={0.1 if num_layers > 1 else 0.0}", f"optim.lr={lr}",
+                          "optim.cosine_schedule=false", season=season, **changes)
+
+
+def network(n_features=3, **changes) -> RecurrentNetwork:
+    """A network from the default config, with some of its keyword arguments changed."""
+    return RecurrentNetwork(**(network_args(n_features=n_features, n_future=0) | changes))
 
 
 def fit(module, windows, callbacks=(), **trainer_args):
@@ -97,9 +105,9 @@ def test_seasonal_skip_starts_exactly_at_seasonal_naive(windows):
 
 
 def test_nonlinearity_applies_to_the_vanilla_rnn_only():
-    RecurrentNetwork("rnn", 3, 0, 8, 2, 4, 1, False, 0.0, "relu", None)
+    network(cell="rnn", nonlinearity="relu")
     with pytest.raises(ConfigError, match="vanilla RNN only"):
-        RecurrentNetwork("gru", 3, 0, 8, 2, 4, 1, False, 0.0, "relu", None)
+        network(cell="gru", nonlinearity="relu")
 
 
 def test_checkpoint_hyperparameters_are_plain_and_load_with_weights_only(windows, tmp_path):
@@ -108,6 +116,7 @@ def test_checkpoint_hyperparameters_are_plain_and_load_with_weights_only(windows
     trainer.save_checkpoint(path)
     checkpoint = torch.load(path, weights_only=True)
     module = Forecaster(**checkpoint["hyper_parameters"])
+    assert set(checkpoint["hyper_parameters"]) == {"network", "optim"}
     module.load_state_dict(checkpoint["state_dict"])
 
 
@@ -115,23 +124,22 @@ def test_checkpoint_hyperparameters_are_plain_and_load_with_weights_only(windows
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_padding_never_reaches_the_hidden_state(cell, bidirectional):
     torch.manual_seed(0)
-    network = RecurrentNetwork(cell, 3, 0, 10, 2, 8, 2, bidirectional, 0.0, "tanh", None).eval()
+    net = network(cell=cell, lookback=10, horizon=2, hidden_size=8, num_layers=2, bidirectional=bidirectional,
+                  window_norm=False).eval()
     real = torch.randn(2, 4, 3)
     # Two left-padded windows of 4 real steps, whose padding holds different garbage.
     padded = torch.cat([torch.randn(2, 6, 3) * 100, real], dim=1)
     lengths = torch.tensor([4, 4])
     empty = torch.zeros(2, 2, 0)
     with torch.no_grad():
-        from_padded = network(padded, empty, lengths=lengths)
-        from_real_steps_only = network(real, empty)
+        from_padded = net(padded, empty, lengths=lengths)
+        from_real_steps_only = net(real, empty)
     assert torch.allclose(from_padded, from_real_steps_only, atol=1e-5)
 
 
 def test_series_embedding_tells_series_apart(windows):
     torch.manual_seed(0)
-    module = Forecaster(cell="gru", n_features=windows.n_features, n_future=len(windows.future_columns),
-                        lookback=LOOKBACK, horizon=HORIZON, hidden_size=8, num_layers=1, season=None,
-                        n_series=3, series_embedding=4)
+    module = small_module(windows, "gru", season=None, n_series=3, series_embedding=4)
     batch = windows.train[[0, 0, 0]]
     batch = batch._replace(series=torch.tensor([0, 1, 2]))
     with torch.no_grad():
@@ -142,8 +150,7 @@ def test_series_embedding_tells_series_apart(windows):
 
 def test_segment_inputs_read_the_lookback_in_fewer_recurrent_steps_and_train(windows):
     torch.manual_seed(0)
-    module = small_module(windows, "gru", season=None)
-    module = Forecaster(**(dict(module.hparams) | {"segment_len": 12}))
+    module = small_module(windows, "gru", season=None, segment_len=12)
     seen = []
     module.network.encoder.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape))
     before = training_loss(module, windows)
@@ -154,33 +161,32 @@ def test_segment_inputs_read_the_lookback_in_fewer_recurrent_steps_and_train(win
 
 def test_segment_length_must_divide_the_lookback():
     with pytest.raises(ConfigError, match="must divide window.lookback"):
-        RecurrentNetwork("lstm", 3, 0, 10, 2, 4, 1, False, 0.0, "tanh", None, segment_len=4)
+        network(lookback=10, segment_len=4)
 
 
 @pytest.mark.parametrize("strategy", ["direct", "recursive", "seq2seq"])
 def test_window_norm_forecast_moves_and_stretches_with_its_window(strategy):
     # Per-window normalisation: a window shifted by b and scaled by a > 0 gets the forecast a * f + b.
     torch.manual_seed(0)
-    network = RecurrentNetwork("gru", 1, 0, 12, 3, 8, 1, False, 0.0, "tanh", 4, strategy=strategy,
-                               window_norm=True).eval()
-    for parameter in network.head.parameters():
+    shape = dict(n_features=1, cell="gru", lookback=12, horizon=3, hidden_size=8, num_layers=1, season=4,
+                 strategy=strategy)
+    net = network(**shape, window_norm=True).eval()
+    for parameter in net.head.parameters():
         torch.nn.init.normal_(parameter)  # away from the zero init of the seasonal skip
     x = torch.randn(5, 12, 1)
     empty = torch.zeros(5, 3, 0)
     with torch.no_grad():
-        base = network(x, empty)
-        moved = network(3.0 * x + 7.0, empty)
+        base = net(x, empty)
+        moved = net(3.0 * x + 7.0, empty)
     assert torch.allclose(moved, 3.0 * base + 7.0, atol=1e-4)
-    assert not torch.allclose(base, RecurrentNetwork("gru", 1, 0, 12, 3, 8, 1, False, 0.0, "tanh", 4,
-                                                     strategy=strategy).eval()(x, empty), atol=1e-3)
+    assert not torch.allclose(base, network(**shape, window_norm=False).eval()(x, empty), atol=1e-3)
 
 
 def test_window_norm_ignores_padding_rows():
     torch.manual_seed(0)
-    network = RecurrentNetwork("lstm", 1, 0, 10, 2, 8, 1, False, 0.0, "tanh", None, window_norm=True).eval()
+    net = network(n_features=1, lookback=10, horizon=2, hidden_size=8, num_layers=1, window_norm=True).eval()
     real = torch.randn(2, 4, 1) + 5.0
     padded = torch.cat([torch.randn(2, 6, 1) * 100, real], dim=1)
     empty = torch.zeros(2, 2, 0)
     with torch.no_grad():
-        assert torch.allclose(network(padded, empty, lengths=torch.tensor([4, 4])), network(real, empty),
-                              atol=1e-5)
+        assert torch.allclose(net(padded, empty, lengths=torch.tensor([4, 4])), net(real, empty), atol=1e-5)
