@@ -15,7 +15,7 @@ the libraries themselves take).
 
 Inference: a model of the default size (LSTM 2 x 64, lookback 336, horizon 48), trained for a few steps on 10^4
 synthetic series (speed does not depend on the weights; the scaler is per series, so a model forecasts the
-series it was trained on), forecasts all of them from their last `lookback` rows through `forecast_frame`, the
+series it was trained on), forecasts all of them from their last `lookback` rows through `SavedModel.forecast`, the
 one call the forecast stage and the MLflow model make; then the whole `python -m pipeline.forecast` command on
 the same file.
 
@@ -116,9 +116,9 @@ def fit_growth(rows: list[dict]) -> dict:
 
 
 def inference_case(series: int) -> dict:
-    """A default-size model trained on `series` series forecasts all of them: one forecast_frame call (what the
+    """A default-size model trained on `series` series forecasts all of them: one SavedModel.forecast call (what the
     forecast stage and the MLflow model run), then the whole forecast command on the same file."""
-    from pipeline.forecast import ModelSpec, forecast_frame, load_module
+    from pipeline.saved_model import SPEC_FILE, WEIGHTS_FILE, read_model
 
     with tempfile.TemporaryDirectory() as folder:
         scratch = Path(folder)
@@ -131,13 +131,13 @@ def inference_case(series: int) -> dict:
             f"data.path={path}", "data.time_column=time", "data.target_column=y", "data.id_column=id",
             "split.val_steps=48", "split.test_steps=48", "trainer.max_steps=4", "trainer.val_check_interval=4",
             "trainer.accelerator=cpu"], scratch)
-        spec = ModelSpec.read(scratch / "run" / "model" / "model_spec.json")
-        module = load_module(spec, scratch / "run" / "model" / "weights.pt")
+        model = read_model(scratch / "run" / "model" / SPEC_FILE, scratch / "run" / "model" / WEIGHTS_FILE)
+        spec = model.spec
         history = pd.read_parquet(path).groupby("id", sort=False).tail(spec.lookback)
         history.to_parquet(scratch / "history.parquet", index=False)
-        forecast_frame(module, spec, history.head(8 * spec.lookback))   # warm-up
+        model.forecast(history.head(8 * spec.lookback))   # warm-up
         started = time.perf_counter()
-        out = forecast_frame(module, spec, history)
+        out = model.forecast(history)
         call = time.perf_counter() - started
         stage, wall, peak = run_stage("pipeline.forecast", [
             f"model_uri=runs:/{summary['run_id']}/model", f"data.path={scratch / 'history.parquet'}",

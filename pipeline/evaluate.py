@@ -5,7 +5,6 @@ on any file, both in batched calls over every series and origin. Conformal calib
 """
 
 import logging
-from pathlib import Path
 
 import hydra
 import mlflow
@@ -16,10 +15,10 @@ from omegaconf import DictConfig
 
 from pipeline import tracking
 from pipeline.cli import finish
-from pipeline.config import ConfigError, DataConfig, EvaluateConfig, to_config
+from pipeline.config import ConfigError, EvaluateConfig, to_config
 from pipeline.features import build_values, future_columns
-from pipeline.forecast import embedding_rows
-from pipeline.load import SERIES_ID, TARGET, TIME, DataError, data_columns, read_table, validate_frame
+from pipeline.forecasting import check_time_zone, embedding_rows
+from pipeline.load import SERIES_ID, TARGET, TIME, DataError, load_series, series_columns
 from pipeline.metrics import (
     Backtest,
     backtest_metrics,
@@ -32,6 +31,7 @@ from pipeline.metrics import (
 )
 from pipeline.network import RecurrentNetwork, predict
 from pipeline.plots import plot_best_and_worst, plot_error_by_step
+from pipeline.saved_model import load_model
 from pipeline.scaling import Scaler
 from pipeline.window import WindowBatches, WindowRanges, Windows
 
@@ -97,19 +97,20 @@ def score_windows(network: RecurrentNetwork, dataset: WindowBatches, target: np.
     )
 
 
-def backtest_frame(result: Backtest, times: np.ndarray) -> pd.DataFrame:
+def backtest_frame(result: Backtest, times: np.ndarray, id_column: str | list[str] | None) -> pd.DataFrame:
     """Every forecast of a backtest in long form, one row per (series, origin, step), in original units: what
-    ensembles and later analyses read back (quantile columns q10, ... when the model has them)."""
+    ensembles and later analyses read back (quantile columns q10, ... when the model has them). Series are named
+    by the user's id column(s), as the file wrote them."""
     rows, horizon = result.actual.shape
-    columns = {"series_id": np.repeat(result.series_ids, horizon),
-               "origin": np.repeat(times[result.origins], horizon),
+    ids = series_columns(pd.Series(np.repeat(result.series_ids, horizon)), id_column)
+    columns = {"origin": np.repeat(times[result.origins], horizon),
                "step": np.tile(np.arange(1, horizon + 1), rows),
                "actual": result.actual.ravel(), "forecast": result.forecast.ravel(),
                "naive": result.naive.ravel(), "seasonal_naive": result.seasonal_naive.ravel(),
                "mase_scale": np.repeat(result.mase_scale, horizon)}
     if result.quantiles is not None:
         columns |= {f"q{100 * level:g}": result.quantiles[..., i].ravel() for i, level in enumerate(result.levels)}
-    return pd.DataFrame(columns)
+    return pd.concat([ids, pd.DataFrame(columns)], axis=1)
 
 
 # -- the evaluate stage ----------------------------------------------------------------------------------------
@@ -144,11 +145,13 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     if cfg.evaluate.origins < 1 or (cfg.evaluate.step is not None and cfg.evaluate.step < 1):
         raise ConfigError("evaluate.origins and evaluate.step must be positive")
     model_uri = cfg.model_uri or f"runs:/{cfg.run_id}/model"
-    forecaster, metadata = tracking.load_model(cfg.tracking, model_uri)
-    spec, network = forecaster.spec, forecaster.module.network
-    data = DataConfig(**(spec.data | ({"path": cfg.data.path} if cfg.data.path else {})))
+    model = load_model(model_uri, cfg.tracking)
+    spec, network, data = model.spec, model.network, model.data
+    data.path, data.time_zone = cfg.data.path or data.path, cfg.data.time_zone or data.time_zone
     source = data.path
-    frame = validate_frame(read_table(Path(source), data_columns(data)), data, source=source).frame
+    series = load_series(data)
+    check_time_zone(spec, series.time_zone, data.time_column, source)
+    frame = series.frame
     sizes = frame.groupby(SERIES_ID, sort=False, observed=True).size()
     series_ids = [str(s) for s in sizes.index]
     step = cfg.evaluate.step or spec.horizon
@@ -166,19 +169,19 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     scores = backtest_metrics(result)
     per_step, per_series = by_step(result), by_series(result)
     times = frame[TIME].to_numpy()
-    summary = {"model_uri": model_uri, "model_run_id": metadata.run_id, "data": source,
+    summary = {"model_uri": model_uri, "model_run_id": model.run_id, "data": source,
                "origins": int(len(result.origins)), "series": len(series_ids), "step": step,
                "first_origin": str(pd.Timestamp(times[result.origins.min()])),
                "last_origin": str(pd.Timestamp(times[result.origins.max()]))}
     experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
-    model_run = mlflow.get_run(metadata.run_id) if metadata.run_id else None
+    model_run = mlflow.get_run(model.run_id) if model.run_id else None
     same_experiment = (model_run is not None and experiment is not None
                        and model_run.info.experiment_id == experiment.experiment_id)
     with tracking.start_run(cfg.tracking) as run:
-        tags = {"stage": "evaluate", "model_uri": model_uri, "model_run_id": metadata.run_id or ""}
+        tags = {"stage": "evaluate", "model_uri": model_uri, "model_run_id": model.run_id or ""}
         if same_experiment:
             # Shown nested under the training run in the MLflow UI.
-            tags["mlflow.parentRunId"] = metadata.run_id
+            tags["mlflow.parentRunId"] = model.run_id
         mlflow.set_tags(tags)
         mlflow.log_params({k: v for k, v in summary.items() if k not in ("model_uri", "model_run_id")})
         for name, metrics in scores.items():
@@ -187,9 +190,11 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         for row in per_step.itertuples():
             mlflow.log_metrics({"mase_by_step": row.mase, "seasonal_naive_mase_by_step": row.seasonal_naive_mase},
                                step=int(row.step))
-        mlflow.log_text(per_series.to_csv(index=False), "evaluation/per_series.csv")
+        table = pd.concat([series_columns(per_series[SERIES_ID], data.id_column),
+                           per_series.drop(columns=[SERIES_ID])], axis=1)
+        mlflow.log_text(table.to_csv(index=False), "evaluation/per_series.csv")
         mlflow.log_text(per_step.to_csv(index=False), "evaluation/per_step.csv")
-        tracking.log_frame(backtest_frame(result, times), "evaluation/forecasts.parquet")
+        tracking.log_frame(backtest_frame(result, times, data.id_column), "evaluation/forecasts.parquet")
         mlflow.log_figure(plot_error_by_step(per_step), "evaluation/error_by_step.png")
         mlflow.log_figure(plot_best_and_worst(result, target, times, per_series), "evaluation/best_and_worst.png")
     log.info("MASE %.4f (naive %.4f, seasonal naive %.4f) over %d origins of %d series",

@@ -23,11 +23,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from torch import nn
 
-from pipeline import tracking
 from pipeline.cli import finish
 from pipeline.config import ConfigError, ExportConfig, ExportFormat, to_config
-from pipeline.forecast import SPEC_FILE
 from pipeline.network import RecurrentNetwork
+from pipeline.saved_model import SPEC_FILE, load_model
 
 log = logging.getLogger(__name__)
 FILES = {ExportFormat.onnx: "model.onnx", ExportFormat.torchscript: "model.pt"}
@@ -102,9 +101,9 @@ def check_export(network: RecurrentNetwork, lookback: int, fmt: ExportFormat, pa
 def export(cfg: ExportConfig, output_dir: Path) -> dict:
     if not cfg.run_id and not cfg.model_uri:
         raise ConfigError("give run_id=<training run> or model_uri=<MLflow model URI> to export")
-    forecaster, metadata = tracking.load_model(cfg.tracking, cfg.model_uri or f"runs:/{cfg.run_id}/model")
-    spec, network = forecaster.spec, forecaster.module.network
-    run_id = cfg.run_id or metadata.run_id
+    model = load_model(cfg.model_uri or f"runs:/{cfg.run_id}/model", cfg.tracking)
+    spec, network = model.spec, model.network
+    run_id = cfg.run_id or model.run_id
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / FILES[cfg.format]
     export_network(network, spec.lookback, cfg.format, path)

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from pipeline import tracking
 from pipeline.cli import finish
 from pipeline.config import ConfigError, RegisterConfig, to_config
+from pipeline.saved_model import DIGESTS_TAG
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,16 @@ def register(cfg: RegisterConfig) -> dict:
     if SCORE not in run.data.metrics:
         raise ConfigError(f"run {cfg.run_id} has no {SCORE} metric: it did not finish training; register a "
                           f"finished training run")
+    if DIGESTS_TAG not in run.data.tags:
+        raise ConfigError(f"run {cfg.run_id} has no model this pipeline can load (no {DIGESTS_TAG} tag: trained "
+                          f"with tracking.log_model=false, or by an older version); train it again")
     champion = _champion(client, cfg.name)
     version = mlflow.register_model(f"runs:/{cfg.run_id}/model", cfg.name)
     validation = {k: v for k, v in run.data.metrics.items() if k.startswith("val_")}
     for key, value in validation.items():
         client.set_model_version_tag(cfg.name, version.version, key, str(value))
+    # The digests every load checks the model's files against (pipeline/saved_model.py), kept with the version.
+    client.set_model_version_tag(cfg.name, version.version, DIGESTS_TAG, run.data.tags[DIGESTS_TAG])
     score = run.data.metrics[SCORE]
     decision = {"name": cfg.name, "version": version.version, "run_id": cfg.run_id, SCORE: score,
                 "champion_version": None, f"champion_{SCORE}": None}

@@ -5,8 +5,8 @@ oldest, so every new observation changes every backward state, and updating mean
 (O(lookback) per observation). Unidirectional models carry all they know in their state.
 """
 
+import json
 from collections import deque
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -14,11 +14,9 @@ import torch
 
 from pipeline.config import ConfigError
 from pipeline.features import calendar_features
-from pipeline.forecast import ModelSpec, forecast_columns
-from pipeline.network import RecurrentNetwork, TrainedNetwork
-
-if TYPE_CHECKING:
-    from pipeline.models import Forecaster
+from pipeline.forecasting import forecast_columns
+from pipeline.network import RecurrentNetwork
+from pipeline.saved_model import SavedModel
 
 
 class StreamingForecaster:
@@ -78,7 +76,10 @@ class StreamingForecaster:
 class SeriesStream:
     """A saved model streaming one series in its own units: (time, value, covariates) in, a frame out."""
 
-    def __init__(self, module: "TrainedNetwork | Forecaster", spec: ModelSpec, series_id: str):
+    def __init__(self, model: SavedModel, series_id: str | list[str]):
+        """`series_id`: the series' id as the file wrote it, or the list of its ids for several id columns."""
+        spec = model.spec
+        series_id = series_id if isinstance(series_id, str) else json.dumps(list(series_id), ensure_ascii=False)
         self.spec, self.series_id = spec, series_id
         center, scale = spec.scaler["center"], spec.scaler["scale"]
         if series_id not in center:
@@ -87,10 +88,11 @@ class SeriesStream:
             raise ConfigError("this model reads future values of data.future_covariates, which a stream of "
                               "observations cannot supply; stream a model trained without them")
         self.center, self.scale = np.array(center[series_id]), np.array(scale[series_id])
-        row = spec.series_ids.index(series_id) if spec.hparams.get("series_embedding") else 0
-        self.stream = StreamingForecaster(module.network, series=row)
+        row = spec.series_ids.index(series_id) if spec.network["series_embedding"] else 0
+        self.stream = StreamingForecaster(model.network, series=row)
         self.offset = pd.tseries.frequencies.to_offset(spec.data["freq"])
         self.last: pd.Timestamp | None = None
+        self.zone = None  # the zone of the observations' times, when zoned
 
     def _calendar(self, times: pd.DatetimeIndex) -> np.ndarray:
         if not self.spec.data["calendar"]:
@@ -100,6 +102,13 @@ class SeriesStream:
     def update(self, time, value: float, *covariates: float) -> None:
         """One observation at `time`, the next step of the series' grid."""
         time = pd.Timestamp(time)
+        if (time.tzinfo is None) != (self.spec.time_zone is None):
+            raise ValueError(f"series {self.series_id!r}: {time} " + (
+                "has no zone, but the model was trained on zoned times; give times with a zone" if time.tzinfo is None
+                else "has a zone, but the model was trained on wall-clock times; give times without one"))
+        if time.tzinfo is not None:
+            # Calendar features are computed in UTC, as in training; forecasts come back in this zone.
+            self.zone, time = time.tzinfo, time.tz_convert("UTC")
         if self.last is not None and time != self.last + self.offset:
             raise ValueError(f"series {self.series_id!r}: expected the step after {self.last}, got {time}")
         scaled = (np.array([value, *covariates], dtype=np.float64) - self.center) / self.scale
@@ -112,4 +121,5 @@ class SeriesStream:
         times = pd.date_range(self.last + self.offset, periods=self.spec.horizon, freq=self.offset)
         scaled = self.stream.forecast(torch.from_numpy(self._calendar(times))).numpy().astype(np.float64)
         values = scaled * self.scale[0] + self.center[0]
-        return pd.DataFrame({"time": times} | forecast_columns(self.stream.network, values))
+        return pd.DataFrame({"time": times if self.zone is None else times.tz_convert(self.zone)}
+                            | forecast_columns(self.stream.network, values))

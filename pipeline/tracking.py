@@ -1,4 +1,5 @@
-"""MLflow: the run's set-up and lifetime, flattened params, artifacts and the logged pyfunc model."""
+"""MLflow: the store (reachable, created, signed in), the run's set-up and lifetime, flattened params and tables.
+The logged model is pipeline/saved_model.py's."""
 
 import fcntl
 import hashlib
@@ -17,7 +18,6 @@ import mlflow
 import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
-from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from pipeline.config import ConfigError, TrackingConfig, first_line
 from pipeline.load import Series
@@ -26,9 +26,8 @@ from pipeline.window import Windows
 
 log = logging.getLogger(__name__)
 
-PYFUNC_MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
-# What the logged model needs to load in a fresh environment; listed so MLflow need not infer it.
-MODEL_REQUIREMENTS = ["torch", "lightning", "pandas", "pyarrow", "scikit-learn", "mlflow"]
+# Where MLflow clients read a server's credentials (its basic-auth app); never config keys or logged params.
+USERNAME, PASSWORD = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
 # Libraries whose versions every run records as `versions.NAME` tags.
 VERSIONED = ["torch", "lightning", "pandas", "numpy", "pyarrow", "scikit-learn", "hydra-core", "mlflow"]
 
@@ -52,9 +51,9 @@ def start_run(cfg: TrackingConfig, resume_run_id: str | None = None) -> Iterator
             run_id = run.info.run_id
             log.info("MLflow run %s in experiment %r at %s", run_id, cfg.experiment, cfg.uri)
             # With MLflow's own mlflow.source.git.commit, what any run needs to be traced back and rerun.
-            mlflow.set_tags({f"versions.{name}": _version(name) for name in VERSIONED}
+            mlflow.set_tags({f"versions.{name}": library_version(name) for name in VERSIONED}
                             | {"versions.python": platform.python_version(),
-                               "versions.pipeline": _version("pipeline")})
+                               "versions.pipeline": library_version("pipeline")})
             yield run
     except mlflow.exceptions.MlflowException as error:
         if not lost_connection(error):
@@ -81,6 +80,8 @@ def reachable(cfg: TrackingConfig, may_fall_back: bool = True) -> TrackingConfig
         return cfg
     except Exception as error:  # requests' connection errors and MLflow's own, whichever the transport raised
         reason = first_line(error, 200)
+        if "error code 401" in reason or "error code 403" in reason:
+            raise ConfigError(f"tracking.uri={cfg.uri} refused the request ({reason}): {credentials_hint()}") from error
         if cfg.offline_fallback and may_fall_back:
             log.warning("tracking server %s does not answer (%s); recording this run into %s instead",
                         cfg.uri, reason, cfg.offline_uri)
@@ -101,6 +102,16 @@ def retries_to_outlast(seconds: int) -> int:
             return retries
     raise ConfigError(f"tracking.outage_seconds={seconds}: MLflow retries a request at most 10 times, "
                       f"486 s of waits; set at most 480")
+
+
+def credentials_hint() -> str:
+    """What to do about a server that wants credentials: MLflow clients read them from the environment."""
+    given = [name for name in (USERNAME, PASSWORD) if os.environ.get(name)]
+    if len(given) < 2:
+        missing = " and ".join(name for name in (USERNAME, PASSWORD) if name not in given)
+        return f"the server requires sign-in and {missing} is not set; export both (never put them in conf/)"
+    return (f"the credentials in {USERNAME} / {PASSWORD} were refused, or that user may not do this; check them "
+            f"with the server's administrator")
 
 
 class TrackingUnavailable(ConfigError):
@@ -137,37 +148,7 @@ def log_frame(frame: pd.DataFrame, artifact_path: str) -> None:
         mlflow.log_artifact(str(Path(directory) / name), str(folder) if str(folder) != "." else None)
 
 
-def log_model(artifacts: dict[str, str], input_example: pd.DataFrame, prediction: pd.DataFrame | None,
-              time_column: str) -> str:
-    """Log the pyfunc model with its input example and signature; returns its URI.
-
-    The signature's time column accepts any type: MLflow's schema types cannot hold both the datetimes Python
-    callers pass and the text a CSV or JSON request carries (`mlflow models predict -t csv`, `mlflow models
-    serve`); the model parses and validates times itself.
-    """
-    signature = mlflow.models.infer_signature(input_example, prediction)
-    signature.inputs = Schema([ColSpec(AnyType(), c.name) if c.name == time_column else c
-                               for c in signature.inputs.inputs])
-    info = mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_MODEL_CODE), artifacts=artifacts,
-                                   input_example=input_example, signature=signature,
-                                   pip_requirements=MODEL_REQUIREMENTS)
-    return info.model_uri
-
-
-def load_model(cfg: TrackingConfig, uri: str) -> tuple[Any, mlflow.models.Model]:
-    """A logged pipeline model (runs:/ID/model, models:/NAME@ALIAS, ...) -> its PyfuncForecaster (spec and
-    module) and its MLflow metadata; a URI that cannot be loaded is a ConfigError naming it."""
-    # The model lives in that store: no offline fallback when reading.
-    mlflow.set_tracking_uri(reachable(cfg, may_fall_back=False).uri)
-    try:
-        model = mlflow.pyfunc.load_model(uri)
-    except (mlflow.exceptions.MlflowException, OSError) as error:
-        raise ConfigError(f"cannot load model {uri} from {cfg.uri}: {first_line(error)}; check the model URI "
-                          f"(or run_id) and tracking.uri") from error
-    return model.unwrap_python_model(), model.metadata
-
-
-def _version(name: str) -> str:
+def library_version(name: str) -> str:
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:

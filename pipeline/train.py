@@ -19,7 +19,6 @@ from typing import Any
 import hydra
 import lightning as L
 import mlflow
-import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -31,11 +30,9 @@ from torch.utils.data import DataLoader
 
 from pipeline import tracking
 from pipeline.cli import finish
-from pipeline.config import Config, ConfigError, to_config, trainer_kwargs
+from pipeline.config import Config, ConfigError, ModelConfig, WindowConfig, to_config, trainer_kwargs
 from pipeline.distributed import ShardWindows, check_distributed, is_rank_zero
 from pipeline.evaluate import backtest, backtest_frame, calibrate_intervals
-from pipeline.forecast import ModelSpec, forecast_frame
-from pipeline.load import SERIES_ID, TARGET, TIME, Series, id_columns_of
 from pipeline.metrics import backtest_metrics
 from pipeline.models import Forecaster
 from pipeline.parquet_folder import load_windows
@@ -43,6 +40,7 @@ from pipeline.plots import plot_forecasts
 from pipeline.resume import OUTPUT_DIR, STAGE, ExactResume, Resume, refuse_other_overrides
 from pipeline.resume import plan as plan_resume
 from pipeline.run_lifetime import Terminated, TrainingDiverged
+from pipeline.saved_model import SavedModel, input_example, log_model, model_spec, write_model
 from pipeline.search import search
 from pipeline.training_logger import lightning_logger
 from pipeline.window import Windows, batches
@@ -113,16 +111,14 @@ def train(cfg: Config, trainer_args: dict[str, Any], resolved: dict[str, Any], o
         if module.network.interval_offsets is not None and cfg.model.conformal:
             offsets = calibrate_intervals(module.network, windows)
             mlflow.log_metrics({f"conformal_offset_{name}": value for name, value in offsets.items()})
-        scores = evaluate_and_log(module, windows, series.season)
+        scores = evaluate_and_log(module, windows, series.season, cfg.data.id_column)
         mlflow.log_artifact(checkpoints.best_model_path, "checkpoints")
         if cfg.tracking.log_model:
-            spec = model_spec(cfg, series, windows, module)
-            artifacts = spec.save(output_dir / "model", module)
-            history = input_example(cfg, series, windows)
-            # A model that reads future covariates cannot forecast from history alone: no output example.
-            prediction = (None if cfg.data.future_covariates
-                          else forecast_frame(module, spec, history, "the input example"))
-            tracking.log_model(artifacts, history, prediction, cfg.data.time_column)
+            spec = model_spec(cfg.data, cfg.window, series, windows, dict(module.hparams.network))
+            model = SavedModel(spec, module.network)
+            artifacts = write_model(output_dir / "model", model.spec, model.network)
+            history = input_example(series, windows.splits[0], cfg.data, cfg.window.lookback)
+            log_model(artifacts, history, model)
         summary = {"run_id": run.info.run_id, "tracking_uri": mlflow.get_tracking_uri(),
                    "val_loss": float(checkpoints.best_model_score),
                    "fit_seconds": round(fit_seconds, 1), "fit_steps": trainer.global_step,
@@ -165,7 +161,8 @@ def sigterm_between_steps() -> Iterator[None]:
         raise Terminated("SIGTERM received")
 
 
-def evaluate_and_log(module: Forecaster, windows: Windows, season: int) -> dict[str, dict]:
+def evaluate_and_log(module: Forecaster, windows: Windows, season: int, id_column: str | list[str] | None
+                     ) -> dict[str, dict]:
     """Rolling-origin backtests on the validation and test blocks, beside naive and seasonal naive; metrics, every
     forecast (backtest/val.parquet, backtest/test.parquet) and the test block's forecast plot go to the open
     MLflow run."""
@@ -173,7 +170,7 @@ def evaluate_and_log(module: Forecaster, windows: Windows, season: int) -> dict[
     for block in ("val", "test"):
         result = backtest(module.network, windows, season, block=block)
         scores[block] = backtest_metrics(result)
-        tracking.log_frame(backtest_frame(result, windows.times), f"backtest/{block}.parquet")
+        tracking.log_frame(backtest_frame(result, windows.times, id_column), f"backtest/{block}.parquet")
         mlflow.log_metrics({f"{block}_{k}": v for k, v in scores[block]["model"].items()})
         for baseline in ("naive", "seasonal_naive"):
             mlflow.log_metrics({f"{block}_{k}_{baseline}": v for k, v in scores[block][baseline].items()})
@@ -182,19 +179,26 @@ def evaluate_and_log(module: Forecaster, windows: Windows, season: int) -> dict[
 
 
 def build_module(cfg: Config, windows: Windows, season: int) -> Forecaster:
-    m = cfg.model
-    return Forecaster(cell=m.cell, n_features=windows.n_features, n_future=len(windows.future_columns),
-                      lookback=cfg.window.lookback, horizon=cfg.window.horizon, hidden_size=m.hidden_size,
-                      num_layers=m.num_layers, bidirectional=m.bidirectional, dropout=m.dropout,
-                      nonlinearity=m.nonlinearity, season=season if m.seasonal_skip else None,
-                      n_series=len(windows.splits), series_embedding=m.series_embedding,
-                      segment_len=m.segment_len, strategy=m.strategy.value, attention=m.attention,
-                      attention_score=m.attention_score.value, teacher_forcing=m.teacher_forcing,
-                      head_layers=m.head_layers, head_activation=m.head_activation,
-                      head_dropout=m.head_dropout, init_state=m.init_state.value, quantiles=m.quantiles,
-                      window_norm=m.window_norm, loss=cfg.optim.loss, lr=cfg.optim.lr,
-                      weight_decay=cfg.optim.weight_decay, cosine_schedule=cfg.optim.cosine_schedule,
-                      skip_nonfinite=cfg.optim.skip_nonfinite)
+    return Forecaster(network=network_args(cfg.model, cfg.window, n_features=windows.n_features,
+                                           n_future=len(windows.future_columns), n_series=len(windows.splits),
+                                           season=season),
+                      optim=asdict(cfg.optim))
+
+
+def network_args(model: ModelConfig, window: WindowConfig, *, n_features: int, n_future: int, n_series: int,
+                 season: int | None) -> dict:
+    """RecurrentNetwork's keyword arguments: the model config plus what the data decided. Written once here;
+    checkpoints and the saved model's spec carry this dict, so nothing rebuilds a network any other way."""
+    return dict(cell=model.cell, n_features=n_features, n_future=n_future, lookback=window.lookback,
+                horizon=window.horizon, hidden_size=model.hidden_size, num_layers=model.num_layers,
+                bidirectional=model.bidirectional, dropout=model.dropout, nonlinearity=model.nonlinearity,
+                season=season if model.seasonal_skip else None, n_series=n_series,
+                series_embedding=model.series_embedding, segment_len=model.segment_len,
+                strategy=model.strategy.value, attention=model.attention,
+                attention_score=model.attention_score.value, teacher_forcing=model.teacher_forcing,
+                head_layers=list(model.head_layers), head_activation=model.head_activation,
+                head_dropout=model.head_dropout, init_state=model.init_state.value,
+                quantiles=list(model.quantiles), window_norm=model.window_norm)
 
 
 def resume_checkpoints(folder: Path, trainer_args: dict[str, Any], epoch_batches: int) -> list[ModelCheckpoint]:
@@ -252,30 +256,6 @@ def build_trainer(trainer_args: dict[str, Any], callbacks: list, output_dir: Pat
     batches among processes themselves (pipeline.distributed), so Lightning must not wrap them."""
     return L.Trainer(**trainer_args, logger=False, callbacks=callbacks, default_root_dir=output_dir,
                      use_distributed_sampler=False)
-
-
-def model_spec(cfg: Config, series: Series, windows: Windows, module: Forecaster) -> ModelSpec:
-    # Plain JSON: enums as their values.
-    data = {k: getattr(v, "value", v) for k, v in asdict(cfg.data).items()}
-    return ModelSpec(data=data | {"freq": series.freq, "season": series.season}, lookback=cfg.window.lookback,
-                     horizon=cfg.window.horizon, hparams=dict(module.hparams), scaler=asdict(windows.scaler),
-                     series_ids=[s.series_id for s in windows.splits])
-
-
-def input_example(cfg: Config, series: Series, windows: Windows) -> pd.DataFrame:
-    """Up to `lookback` rows before the test block of the first series, in the file's own columns.
-
-    MLflow schemas hold tz-naive datetimes only, so times are given as UTC wall-clock.
-    """
-    split = windows.splits[0]
-    rows = series.frame[series.frame[SERIES_ID] == split.series_id]
-    test_start = split.test_start - split.first
-    rows = rows.iloc[max(0, test_start - cfg.window.lookback):test_start].copy()
-    if rows[TIME].dt.tz is not None:
-        rows[TIME] = rows[TIME].dt.tz_convert("UTC").dt.tz_localize(None)
-    names = {TIME: cfg.data.time_column, TARGET: cfg.data.target_column}
-    ids = id_columns_of(rows[SERIES_ID], cfg.data.id_column)
-    return pd.concat([ids, rows.drop(columns=[SERIES_ID]).rename(columns=names)], axis=1)
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

@@ -124,6 +124,20 @@ def block_windows(splits: list[Split], lookback: int, horizon: int, block: str, 
     return ranges([start - lookback for start, _ in bounds], [end - horizon - lookback for _, end in bounds], step)
 
 
+def last_windows(values: torch.Tensor, lengths: np.ndarray, lookback: int, horizon: int, n_past_covariates: int,
+                 padded: bool, embedding_rows: torch.Tensor) -> "WindowBatches":
+    """One window per series, to forecast from: `values` holds, series after series, each one's last lengths[s]
+    (at most `lookback`) rows and then its `horizon` future rows; each is left-padded with zero rows to a block of
+    lookback + horizon rows (its window's inputs then count only its real rows when `padded`)."""
+    n, block = len(lengths), lookback + horizon
+    first_real = torch.arange(n) * block + lookback - torch.tensor(lengths, dtype=torch.long)
+    rows = np.concatenate([np.arange(f, f + k + horizon) for f, k in zip(first_real.tolist(), lengths)])
+    values = torch.from_numpy(scatter_rows(values.numpy(), rows, n * block, 0.0))
+    one_each = WindowRanges(first=torch.arange(n) * block, count=torch.ones(n, dtype=torch.long), step=1)
+    return WindowBatches(values, one_each, lookback, horizon, future_columns(n_past_covariates, values.shape[1]),
+                         first_real if padded else None, embedding_rows)
+
+
 class Batch(NamedTuple):
     x: torch.Tensor                 # (B, L, F) inputs over the lookback
     future: torch.Tensor            # (B, H, K) known-future features of the horizon steps
@@ -181,10 +195,10 @@ class WindowSampler(Sampler):
 
     Under distributed training `shard` is (this process's rank, number of processes), set by
     pipeline.distributed.ShardWindows; `batch_size` stays the global batch. Every process draws the same
-    permutation (same seed, same random draws, since every process's batches are equally large) and takes its
-    own slice of each batch, so no window is seen twice in an epoch; the last batch loses the few windows (fewer
-    than the number of processes) that would make the slices unequal. Unshuffled (validation), each process
-    takes a contiguous share of the windows."""
+    permutation (its own generator, seeded alike) and takes its own slice of each batch, so no window is seen
+    twice in an epoch; the last batch loses the few windows (fewer than the number of processes) that would
+    make the slices unequal, so that averaging the processes' gradients weighs every window alike.
+    Unshuffled (validation), each process takes a contiguous share of the windows."""
 
     def __init__(self, n_windows: int, batch_size: int, shuffle: bool, seed: int = 0):
         self.n_windows, self.batch_size, self.shuffle = n_windows, batch_size, shuffle
@@ -225,7 +239,7 @@ class WindowSampler(Sampler):
         order = torch.randperm(self.n_windows, dtype=torch.int32, generator=self.generator)
         for batch in order.split(self.batch_size)[done:len(self)]:
             # (batch_size,) -> (batch_size / world,): this process's slice
-            yield batch[: len(batch) - len(batch) % world].chunk(world)[rank] if world > 1 else batch
+            yield batch[: len(batch) - len(batch) % world].chunk(world)[rank]
 
 
 def batches(dataset: WindowBatches, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
@@ -299,9 +313,14 @@ def make_windows(series: Series, lookback: int, horizon: int, stride: int, val_s
         values = torch.from_numpy(scatter_rows(values.numpy(), positions, splits[-1].end, 0.0))
         target = scatter_rows(target, positions, splits[-1].end, np.nan)
         times = scatter_rows(times, positions, splits[-1].end, np.datetime64("NaT"))
-        first_real = torch.tensor([s.first for s in splits])
+        first_real = first_real_rows(splits)
     return Windows(splits, fitted, values, target, times, future_columns(len(series.covariates), values.shape[1]),
                    lookback, horizon, first_real, train_windows(splits, lookback, horizon, stride))
+
+
+def first_real_rows(splits: list[Split]) -> torch.Tensor | None:
+    """Each series' first real row, when any series is left-padded (short_series=pad); None otherwise."""
+    return torch.tensor([s.first for s in splits]) if any(s.pad for s in splits) else None
 
 
 def scatter_rows(dense: np.ndarray, positions: np.ndarray, rows: int, fill) -> np.ndarray:

@@ -71,7 +71,7 @@ def test_evaluate_scores_the_model_beside_both_baselines_per_step_and_per_series
     assert per_step["step"].tolist() == list(range(1, 49))
     # Every step has the same number of forecasts, so the overall MASE is the mean of the per-step ones.
     assert per_step["mase"].mean() == pytest.approx(summary["model"]["mase"])
-    assert per_series[["series_id", "origins"]].values.tolist() == [[0, 5]]  # the one series of the file
+    assert per_series[["series_id", "origins"]].values.tolist() == [["demand", 5]]  # named after its target
     names = {a.path for a in client.list_artifacts(summary["run_id"], "evaluation")}
     assert {"evaluation/error_by_step.png", "evaluation/best_and_worst.png"} <= names
 
@@ -84,7 +84,7 @@ def test_evaluate_refuses_a_file_too_short_for_one_origin_in_one_line(store, tmp
     done = evaluate(store, tmp_path, f"run_id={trained['run_id']}", f"data.path={short}")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].endswith(
-        f"{short}: series '0' has 100 rows; a backtest origin needs the model's lookback + horizon (144) rows")
+        f"{short}: series 'demand' has 100 rows; a backtest origin needs the model's lookback + horizon (144) rows")
 
 
 @pytest.mark.slow

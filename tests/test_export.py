@@ -4,12 +4,13 @@ import json
 import subprocess
 import sys
 
-import mlflow
 import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from pipeline.config import TrackingConfig
+from pipeline.saved_model import load_model
 from tests.conftest import run_stage
 from tests.test_train import artifact_paths
 
@@ -42,11 +43,8 @@ def test_a_quantile_model_logs_coverage_and_forecasts_quantile_columns(quantile_
     run_id, uri = quantile_run
     metrics = MlflowClient(uri).get_run(run_id).data.metrics
     assert 0 <= metrics["test_coverage_10_90"] <= 1 and metrics["test_quantile_loss"] > 0
-    mlflow.set_tracking_uri(uri)
-    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
-    # MLflow schemas hold tz-naive datetimes: UTC wall-clock, as the model's input example.
-    history = vic_elec.iloc[:200][["time", "demand"]].assign(time=lambda f: f["time"].dt.tz_convert(None))
-    out = model.predict(history)
+    model = load_model(f"runs:/{run_id}/model", TrackingConfig(uri=uri))
+    out = model.forecast(vic_elec.iloc[:200][["time", "demand"]])
     assert list(out.columns) == ["time", "forecast", "q10", "q50", "q90"] and len(out) == 48
     assert (out["q10"] <= out["q50"]).all() and (out["q50"] <= out["q90"]).all()
     assert np.allclose(out["forecast"], out["q50"])
@@ -62,8 +60,7 @@ def test_export_runs_without_the_pipeline_and_matches_pytorch(quantile_run, tmp_
     summary = json.loads(done.stdout)
     assert summary["max_abs_diff"] < 1e-4 and summary["size_bytes"] > 0 and summary["latency_ms"] > 0
 
-    mlflow.set_tracking_uri(uri)
-    network = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").unwrap_python_model().module.network
+    network = load_model(f"runs:/{run_id}/model", TrackingConfig(uri=uri)).network
     x, future = torch.randn(7, 96, network.n_features), torch.randn(7, 48, network.n_future)
     np.savez(tmp_path / "inputs.npz", x=x.numpy(), future=future.numpy())
     subprocess.run([sys.executable, "-c", RUN_WITHOUT_PIPELINE, fmt, str(tmp_path / "export" / file),

@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -11,8 +12,9 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.config import ConfigError, ForecastConfig, ForecastDataConfig, TrackingConfig
 from pipeline.forecast import run_forecast
+from pipeline.forecasting import check_time_zone
 from pipeline.load import DataError
-from tests.conftest import run_stage
+from tests.conftest import SMALL, run_stage
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +102,64 @@ def test_the_stages_that_use_a_saved_model_start_without_importing_lightning():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+def run_in_process(model_uri, tracking_uri, data, output, time_zone=None) -> dict:
+    data = ForecastDataConfig(path=str(data), time_zone=time_zone)
+    return run_forecast(ForecastConfig(model_uri=model_uri, data=data, output=str(output),
+                                       tracking=TrackingConfig(uri=tracking_uri)))
+
+
+@pytest.mark.slow
+def test_ids_come_back_exactly_as_the_file_wrote_them_through_train_and_forecast(store, tmp_path, vic_elec):
+    # "007" and "7" are two series; values hold the " / " a join would use, and two ids would even join to the
+    # same text ("North" + "East / x", "North / East" + "x").
+    ids = [("007", "a"), ("7", "a"), ("ä / b", "c"), ("North", "East / x"), ("North / East", "x")]
+    frame = pd.concat([vic_elec.iloc[:1008].assign(region=region, zone=zone, demand=lambda f: f["demand"] * (i + 1))
+                       for i, (region, zone) in enumerate(ids)])
+    path = tmp_path / "sites.csv"
+    frame[["region", "zone", "time", "demand"]].to_csv(path, index=False)
+    done = run_stage("pipeline.train", f"data.path={path}", "data.id_column=[region,zone]",
+                     f"tracking.uri={store.uri}", f"hydra.run.dir={tmp_path / 'run'}", *SMALL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = tmp_path / "forecast.csv"
+    run_in_process(f"runs:/{json.loads(done.stdout)['run_id']}/model", store.uri, path, output)
+    text = pd.read_csv(output, dtype=str, keep_default_na=False)
+    assert list(text.columns) == ["region", "zone", "time", "forecast"]
+    assert sorted(set(zip(text["region"], text["zone"]))) == sorted(ids)
+    assert text.groupby(["region", "zone"]).size().tolist() == [48] * len(ids)
+    levels = text.astype({"forecast": float}).groupby(["region", "zone"])["forecast"].mean()
+    assert levels[("7", "a")] > 1.5 * levels[("007", "a")]  # each id kept its own series
+
+
+def test_times_in_another_zone_are_converted_and_times_without_one_are_refused_or_read_in_the_zone_given(
+        trained, tmp_path, vic_elec):
+    model_uri, tracking_uri = trained  # trained on the shipped file's UTC times
+    history = vic_elec.iloc[:1200]
+    utc, melbourne, wall_clock = (tmp_path / f"{name}.parquet" for name in ("utc", "melbourne", "wall_clock"))
+    history.to_parquet(utc)
+    local = history.assign(time=history["time"].dt.tz_convert("Australia/Melbourne"))
+    local.to_parquet(melbourne)
+    local.assign(time=local["time"].dt.tz_localize(None)).to_parquet(wall_clock)
+
+    run_in_process(model_uri, tracking_uri, utc, tmp_path / "utc.csv")
+    reference = pd.read_csv(tmp_path / "utc.csv")
+    for data, time_zone in [(melbourne, None), (wall_clock, "Australia/Melbourne")]:
+        output = tmp_path / f"{data.stem}.csv"
+        run_in_process(model_uri, tracking_uri, data, output, time_zone)
+        got = pd.read_csv(output)
+        # The same instants and forecasts, written in the zone the input used.
+        assert got["time"].iloc[0].endswith("+11:00") and pd.to_datetime(got["time"], utc=True).equals(
+            pd.to_datetime(reference["time"], utc=True))
+        assert got["forecast"].to_numpy() == pytest.approx(reference["forecast"].to_numpy(), rel=1e-9)
+    with pytest.raises(DataError, match="column 'time' holds times without a zone, but the model was trained on "
+                                        "times in UTC; give times with UTC offsets, or name the zone"):
+        run_in_process(model_uri, tracking_uri, wall_clock, tmp_path / "refused.csv")
+    assert not (tmp_path / "refused.csv").exists()
+
+
+def test_a_model_of_wall_clock_times_refuses_zoned_times():
+    spec = SimpleNamespace(time_zone=None)
+    with pytest.raises(DataError, match="holds times in UTC, but the model was trained on wall-clock times"):
+        check_time_zone(spec, "UTC", "time", "new.csv")
+    check_time_zone(spec, None, "time", "new.csv")

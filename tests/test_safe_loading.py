@@ -1,38 +1,123 @@
-"""Saved models load without running pickled code, and a damaged or altered artifact fails in one line."""
+"""Saved models are data: loading runs nothing stored with them, every file is checked against the digests the
+tracking database recorded, and a damaged or altered model fails in one line naming the file and the model."""
 
+import json
+import os
 import pickle
-import shutil
+import re
+import socket
+import subprocess
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
 import pytest
-from mlflow.artifacts import download_artifacts
+from mlflow.tracking import MlflowClient
 
-from pipeline.config import ConfigError
-from pipeline.forecast import SPEC_FILE, ModelSpec, load_module
+from pipeline.config import ConfigError, ForecastConfig, ForecastDataConfig, RegisterConfig, TrackingConfig
+from pipeline.forecast import run_forecast
+from pipeline.register import register
+from pipeline.saved_model import DIGESTS_TAG, SPEC_FILE, WEIGHTS_FILE, ModelSpec, load_model, read_model
 from tests.conftest import run_stage
 
 
 @pytest.fixture(scope="module")
-def model_dir(store, tmp_path_factory):
-    """A trained model's MLflow folder, copied locally so tests can damage it."""
+def trained(store):
+    """A model trained by the real command, registered as `safe` version 1, and its folder in the store."""
+    run_id = store.train()["run_id"]
     mlflow.set_tracking_uri(store.uri)
-    model = mlflow.models.get_model_info(f"runs:/{store.train()['run_id']}/model")
-    return download_artifacts(artifact_uri=f"models:/{model.model_id}", dst_path=str(tmp_path_factory.mktemp("m")),
-                              tracking_uri=store.uri)
+    register(RegisterConfig(run_id=run_id, name="safe", tracking=TrackingConfig(uri=store.uri)))
+    model_id = MlflowClient(store.uri).get_run(run_id).outputs.model_outputs[0].model_id
+    folder = Path(MlflowClient(store.uri).get_logged_model(model_id).artifact_location.removeprefix("file://"))
+    return run_id, folder
 
 
-def forecast_with(store, tmp_path, model):
-    return run_stage("pipeline.forecast", f"model_uri={model}", f"data.path={store.folder / 'new.parquet'}",
-                     f"output={tmp_path / 'out.csv'}", f"tracking.uri={store.uri}", f"hydra.run.dir={tmp_path / 'run'}")
+@contextmanager
+def altered(path: Path, content: bytes):
+    """`path` in the artifact store replaced by `content` for the duration, as someone with write access could."""
+    original = path.read_bytes()
+    path.write_bytes(content)
+    try:
+        yield
+    finally:
+        path.write_bytes(original)
 
 
-def damaged_copy(model_dir, tmp_path, name: str, damage) -> str:
-    copy = tmp_path / "model"
-    shutil.copytree(model_dir, copy)
-    target = next(copy.rglob(name))
-    damage(target)
-    return str(copy)
+def forecast_in_process(store, tmp_path, model_uri: str):
+    output = tmp_path / "out.csv"
+    data = ForecastDataConfig(path=str(store.folder / "new.parquet"))
+    return run_forecast(ForecastConfig(model_uri=model_uri, data=data, output=str(output),
+                                       tracking=TrackingConfig(uri=store.uri)))
+
+
+@pytest.mark.slow
+def test_a_tampered_code_file_is_refused_in_one_line_and_never_runs(store, tmp_path, trained):
+    # Code that would run if anything imported the model's stored copy of the package, or its pyfunc entry.
+    run_id, folder = trained
+    canary = tmp_path / "canary"
+    payload = f"\nopen({str(canary)!r}, 'w').write('ran')\n".encode()
+    code = folder / "code" / "pipeline" / "saved_model.py"
+    with altered(code, code.read_bytes() + payload), altered(folder / "pyfunc_model.py", payload):
+        done = run_stage("pipeline.forecast", "model_uri=models:/safe@champion",
+                         f"data.path={store.folder / 'new.parquet'}", f"output={tmp_path / 'out.csv'}",
+                         f"tracking.uri={store.uri}", f"hydra.run.dir={tmp_path / 'run'}")
+        assert not canary.exists()
+        # What the README warns of: MLflow's own loader runs the stored code (the canary proves the payload).
+        pyfunc = subprocess.run([sys.executable, "-c", "import mlflow; mlflow.pyfunc.load_model("
+                                 "'models:/safe@champion')"], env=os.environ | {"MLFLOW_TRACKING_URI": store.uri},
+                                cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert canary.exists(), pyfunc.stderr[-2000:]
+    assert done.returncode == 2 and done.stdout == ""
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.endswith("model models:/safe@champion (safe version 1): file code/pipeline/saved_model.py differs "
+                         "from the SHA-256 recorded when it was logged; the model store was altered: log the model "
+                         "again, and let only trusted people write to the store"), last
+    assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.parametrize("name", [SPEC_FILE, WEIGHTS_FILE, "MLmodel"])
+def test_an_altered_model_file_is_refused_naming_it_and_the_model(store, tmp_path, trained, name):
+    run_id, folder = trained
+    path = next(p for p in folder.rglob(name))
+    relative = path.relative_to(folder).as_posix()
+    with altered(path, path.read_bytes() + b" "):
+        for uri, where in [(f"runs:/{run_id}/model", f"the model of run {run_id}"),
+                           ("models:/safe/1", "safe version 1")]:
+            with pytest.raises(ConfigError, match=re.escape(f"model {uri} ({where}): file {relative} differs")):
+                forecast_in_process(store, tmp_path, uri)
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_a_file_added_to_or_removed_from_the_model_is_refused(store, tmp_path, trained):
+    run_id, folder = trained
+    extra = folder / "code" / "pipeline" / "sitecustomize.py"
+    extra.write_text("print('hello')\n")
+    try:
+        with pytest.raises(ConfigError, match="file code/pipeline/sitecustomize.py was added"):
+            load_model(f"runs:/{run_id}/model", TrackingConfig(uri=store.uri))
+    finally:
+        extra.unlink()
+    example = folder / "input_example.json"
+    kept = example.read_bytes()
+    example.unlink()
+    try:
+        with pytest.raises(ConfigError, match="file input_example.json is missing"):
+            load_model(f"runs:/{run_id}/model", TrackingConfig(uri=store.uri))
+    finally:
+        example.write_bytes(kept)
+
+
+def test_a_model_whose_digests_were_never_recorded_is_refused(store, trained):
+    run_id, _ = trained
+    client = MlflowClient(store.uri)
+    recorded = client.get_run(run_id).data.tags[DIGESTS_TAG]
+    client.delete_tag(run_id, DIGESTS_TAG)
+    try:
+        with pytest.raises(ConfigError, match=f"the model of run {run_id} has no {DIGESTS_TAG} tag"):
+            load_model(f"runs:/{run_id}/model", TrackingConfig(uri=store.uri))
+    finally:
+        client.set_tag(run_id, DIGESTS_TAG, recorded)
 
 
 class Payload:
@@ -45,44 +130,46 @@ class Payload:
         return (open, (self.marker, "w"))
 
 
-@pytest.mark.slow
-def test_the_intact_model_forecasts(store, tmp_path, model_dir):
-    done = forecast_with(store, tmp_path, model_dir)
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
-@pytest.mark.slow
-def test_truncated_weights_fail_in_one_line_naming_the_file(store, tmp_path, model_dir):
-    model = damaged_copy(model_dir, tmp_path, "weights.pt",
-                         lambda path: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]))
-    done = forecast_with(store, tmp_path, model)
-    last = done.stderr.strip().splitlines()[-1]
-    assert done.returncode == 2 and "weights.pt: cannot be read as model weights" in last
-    assert not (tmp_path / "out.csv").exists()
-
-
-def test_a_weights_file_holding_code_is_refused_without_running_it(tmp_path, model_dir):
+def test_a_weights_file_holding_code_is_refused_without_running_it(tmp_path, trained):
+    _, folder = trained
     marker = tmp_path / "code-ran"
-    model = Path(damaged_copy(model_dir, tmp_path, "weights.pt",
-                              lambda path: path.write_bytes(pickle.dumps({"x": Payload(str(marker))}))))
-    spec = ModelSpec.read(next(model.rglob(SPEC_FILE)))
+    weights = tmp_path / WEIGHTS_FILE
+    weights.write_bytes(pickle.dumps({"x": Payload(str(marker))}))
     with pytest.raises(ConfigError, match="weights.pt: cannot be read as model weights"):
-        load_module(spec, next(model.rglob("weights.pt")))
+        read_model(folder / "artifacts" / SPEC_FILE, weights)
     assert not marker.exists()
 
 
-def test_an_altered_spec_fails_in_one_line_naming_the_file(tmp_path, model_dir):
-    model = Path(damaged_copy(model_dir, tmp_path, SPEC_FILE, lambda path: path.write_text("{not json")))
-    with pytest.raises(ConfigError, match=f"{SPEC_FILE}: not a model spec"):
-        ModelSpec.read(next(model.rglob(SPEC_FILE)))
+@pytest.mark.parametrize("change, message", [
+    (lambda spec: "{not json", "not a model spec this pipeline wrote"),
+    (lambda spec: json.dumps({k: v for k, v in spec.items() if k != "format"}),
+     "model format 1, but this pipeline reads format 2; train the model again"),
+    (lambda spec: json.dumps(spec | {"data": 3, "code": "print()"}), "key 'code' is not what format 2 holds"),
+])
+def test_an_old_or_altered_spec_is_refused_in_one_line_naming_the_file(tmp_path, trained, change, message):
+    _, folder = trained
+    spec = tmp_path / SPEC_FILE
+    spec.write_text(change(json.loads((folder / "artifacts" / SPEC_FILE).read_text())))
+    with pytest.raises(ConfigError, match=f"{re.escape(str(spec))}: .*{re.escape(message)}"):
+        ModelSpec.read(spec)
 
 
-def test_config_overrides_cannot_add_keys_or_import_objects(tmp_path):
-    # No config group instantiates `_target_`, and keys the schema lacks are refused, even added with `+`.
-    marker = tmp_path / "imported"
-    done = run_stage("pipeline.train", f"+model.head={{_target_:pathlib.Path.touch,self:{marker}}}",
-                     f"hydra.run.dir={tmp_path / 'run'}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}")
-    assert done.returncode == 2 and not marker.exists()
-    assert done.stderr.strip().splitlines()[-1].endswith("model.head is not a config key; check its spelling "
-                                                         "(Lightning Trainer arguments go in with "
-                                                         "++trainer.NAME=VALUE)")
+@pytest.mark.slow
+def test_loading_leaves_no_copy_in_the_temp_folder_and_stale_temporaries_are_removed(store, tmp_path, trained):
+    run_id, _ = trained
+    scratch, output = tmp_path / "tmp", tmp_path / "out" / "forecast.csv"
+    scratch.mkdir()
+    output.parent.mkdir()
+    # What a forecast killed mid-write on this host left, and what a job writing right now holds.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = output.parent / f".forecast.csv~{socket.gethostname()}~{dead.pid}~abc.csv"
+    live = output.parent / f".forecast.csv~{socket.gethostname()}~{os.getpid()}~def.csv"
+    stale.write_text("half a forecast")
+    live.write_text("being written")
+    done = run_stage("pipeline.forecast", f"model_uri=runs:/{run_id}/model",
+                     f"data.path={store.folder / 'new.parquet'}", f"output={output}", f"tracking.uri={store.uri}",
+                     f"hydra.run.dir={tmp_path / 'run'}", env={"TMPDIR": str(scratch)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert list(scratch.iterdir()) == []
+    assert sorted(p.name for p in output.parent.iterdir()) == sorted([output.name, live.name])

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from pipeline.config import ConfigError, DataConfig
-from pipeline.forecast import ModelSpec, forecast_frame
 from pipeline.load import validate_frame
-from pipeline.models import Forecaster
+from pipeline.network import RecurrentNetwork
+from pipeline.saved_model import FORMAT, ModelSpec, SavedModel
 from pipeline.streaming import SeriesStream, StreamingForecaster
 from pipeline.window import make_windows
+from tests.helpers import network_args
 
 LOOKBACK, HORIZON, SEASON = 48, 12, 48
 
@@ -22,15 +23,28 @@ def windows(vic_elec):
     return make_windows(series, LOOKBACK, HORIZON, 8, 96, 96, calendar=True)
 
 
-def module(windows, **changes) -> Forecaster:
+def arguments(windows, **changes) -> dict:
+    """An LSTM's arguments from the composed config, as streaming takes it (model.window_norm=false)."""
+    return network_args(f"window.lookback={LOOKBACK}", f"window.horizon={HORIZON}", "model.hidden_size=[12,8]",
+                        "model.window_norm=false", n_features=windows.n_features,
+                        n_future=len(windows.future_columns), season=SEASON) | changes
+
+
+def module(windows, **changes) -> RecurrentNetwork:
     torch.manual_seed(0)
-    kwargs = dict(cell="lstm", n_features=windows.n_features, n_future=len(windows.future_columns),
-                  lookback=LOOKBACK, horizon=HORIZON, hidden_size=[12, 8], num_layers=2, season=SEASON)
-    forecaster = Forecaster(**(kwargs | changes)).eval()
+    network = RecurrentNetwork(**arguments(windows, **changes)).eval()
     # Seasonal skip starts the head at zero; move it so that the forecast depends on the state.
     with torch.no_grad():
-        forecaster.network.head[-1].weight.normal_(0, 0.1)
-    return forecaster
+        network.head[-1].weight.normal_(0, 0.1)
+    return network
+
+
+def saved(windows, changes: dict, time_zone="UTC", **data) -> SavedModel:
+    """module(windows, **changes) as a saved model of the shipped data's single series."""
+    spec = ModelSpec(format=FORMAT, data=asdict(DataConfig(**data)) | {"freq": "30min", "season": SEASON},
+                     lookback=LOOKBACK, horizon=HORIZON, network=arguments(windows, **changes),
+                     scaler=asdict(windows.scaler), series_ids=["demand"], time_zone=time_zone)
+    return SavedModel(spec, module(windows, **changes))
 
 
 @pytest.mark.parametrize("changes", [
@@ -42,7 +56,7 @@ def module(windows, **changes) -> Forecaster:
         "recursive-segments"])
 @pytest.mark.parametrize("observations", [LOOKBACK, 2 * LOOKBACK])
 def test_streaming_matches_a_forward_pass_over_the_same_observations(windows, changes, observations):
-    network = module(windows, **changes).network
+    network = module(windows, **changes)
     rows = windows.values[:observations]
     future = windows.values[observations:observations + HORIZON][:, windows.future_columns]
     stream = StreamingForecaster(network)
@@ -55,35 +69,33 @@ def test_streaming_matches_a_forward_pass_over_the_same_observations(windows, ch
 
 def test_a_bidirectional_model_refuses_to_stream_and_says_why(windows):
     with pytest.raises(ConfigError, match="bidirectional.*backward"):
-        StreamingForecaster(module(windows, bidirectional=True).network)
+        StreamingForecaster(module(windows, bidirectional=True))
 
 
 def test_a_series_stream_in_original_units_matches_the_forecast_stage(windows, vic_elec):
-    forecaster = module(windows, strategy="recursive", quantiles=[0.1, 0.5, 0.9])
-    data = asdict(DataConfig()) | {"freq": "30min", "season": SEASON}
-    spec = ModelSpec(data=data, lookback=LOOKBACK, horizon=HORIZON, hparams=dict(forecaster.hparams),
-                     scaler=asdict(windows.scaler), series_ids=["0"])
-    history = vic_elec.iloc[:LOOKBACK]
-    stream = SeriesStream(forecaster, spec, "0")
+    model = saved(windows, {"strategy": "recursive", "quantiles": [0.1, 0.5, 0.9]})
+    # Times in the zone of the user's clock: converted, and the forecast comes back in that zone.
+    history = vic_elec.iloc[:LOOKBACK].assign(time=lambda f: f["time"].dt.tz_convert("Australia/Melbourne"))
+    stream = SeriesStream(model, "demand")
     for row in history.itertuples():
         stream.update(row.time, row.demand)
     streamed = stream.forecast()
-    batch = forecast_frame(forecaster, spec, history)
+    batch = model.forecast(history)
+    assert str(streamed["time"].dt.tz) == "Australia/Melbourne"
     pd.testing.assert_series_equal(streamed["time"], batch["time"], check_names=False)
     for column in ["forecast", "q10", "q50", "q90"]:
         pd.testing.assert_series_equal(streamed[column], batch[column], rtol=1e-5)
     with pytest.raises(ValueError, match="expected the step after"):
         stream.update(history["time"].iloc[-1], 1.0)
+    with pytest.raises(ValueError, match="has no zone, but the model was trained on zoned times"):
+        stream.update(history["time"].iloc[-1].tz_localize(None), 1.0)
 
 
 def test_models_that_need_what_a_stream_or_history_cannot_give_refuse_and_name_the_key(windows, vic_elec):
     with pytest.raises(ConfigError, match="model.window_norm cannot stream"):
-        StreamingForecaster(module(windows, window_norm=True).network)
-    forecaster = module(windows, n_future=len(windows.future_columns) + 1)
-    data = asdict(DataConfig(future_covariates=["holiday"])) | {"freq": "30min", "season": SEASON}
-    spec = ModelSpec(data=data, lookback=LOOKBACK, horizon=HORIZON, hparams=dict(forecaster.hparams),
-                     scaler=asdict(windows.scaler), series_ids=["0"])
+        StreamingForecaster(module(windows, window_norm=True))
+    model = saved(windows, {"n_future": len(windows.future_columns) + 1}, future_covariates=["holiday"])
     with pytest.raises(ConfigError, match=r"future values of data.future_covariates \['holiday'\]"):
-        forecast_frame(forecaster, spec, vic_elec.iloc[:LOOKBACK])
+        model.forecast(vic_elec.iloc[:LOOKBACK])
     with pytest.raises(ConfigError, match="future values of data.future_covariates"):
-        SeriesStream(forecaster, spec, "0")
+        SeriesStream(model, "demand")
