@@ -128,14 +128,14 @@ def wait_until_up(url: str, process: subprocess.Popen, seconds: float = 120) -> 
             time.sleep(0.5)
 
 
-def start_mlflow_server(folder: Path, url: str) -> subprocess.Popen:
+def start_mlflow_server(folder: Path, url: str, *options: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """`mlflow server` at `url` (http://127.0.0.1:PORT) on folder/server.db, artifacts served from
-    folder/artifacts; returns once it answers."""
+    folder/artifacts, with more `options` and `env`; returns once it answers."""
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1],
          "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination",
-         str(folder / "artifacts"), "--workers", "1"],
-        env=venv_path(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+         str(folder / "artifacts"), "--workers", "1", *options],
+        env=venv_path() | (env or {}), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wait_until_up(f"{url}/health", server)
     return server
 

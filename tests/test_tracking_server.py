@@ -2,15 +2,20 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT, SMALL, run_stage
+from pipeline.config import RegisterConfig, TrackingConfig
+from pipeline.register import register
+from tests.conftest import ROOT, SMALL, Store, free_port, run_stage, start_mlflow_server
 
 
 @pytest.mark.slow
@@ -35,31 +40,84 @@ def trained(server_store) -> dict:
     return server_store.train()
 
 
+# The server's sign-in (MLflow's basic-auth app): its admin, whose password the app takes at first start.
+ADMIN, PASSWORD = "admin", "a-long-test-password"
+CREDENTIALS = {"MLFLOW_TRACKING_USERNAME": ADMIN, "MLFLOW_TRACKING_PASSWORD": PASSWORD}
+
+
+@pytest.fixture(scope="module")
+def auth_store(tmp_path_factory, vic_elec, migrated_store):
+    """A real `mlflow server --app-name basic-auth` on 127.0.0.1, as the README's shared-server recipe runs it,
+    with the same data files as `store`; stopped after the module."""
+    folder = tmp_path_factory.mktemp("auth")
+    vic_elec.iloc[:1008].to_parquet(folder / "train.parquet", index=False)
+    vic_elec.iloc[:1200].to_parquet(folder / "new.parquet", index=False)
+    shutil.copy(migrated_store, folder / "server.db")
+    (folder / "auth.ini").write_text(
+        f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{folder / 'users.db'}\n"
+        f"admin_username = {ADMIN}\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # Each request otherwise re-derives the password's PBKDF2 hash: a training's metric writes crawl.
+        "auth_cache_ttl_seconds = 60\n")
+    url = f"http://127.0.0.1:{free_port()}"
+    server = start_mlflow_server(folder, url, "--app-name", "basic-auth", env={
+        "MLFLOW_AUTH_CONFIG_PATH": str(folder / "auth.ini"), "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "a-test-secret"})
+    try:
+        yield Store(folder, url)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 @pytest.mark.slow
-def test_train_register_and_forecast_through_a_tracking_server(server_store, trained, tmp_path):
-    done = run_stage("pipeline.register", f"run_id={trained['run_id']}", "name=demand",
-                     f"tracking.uri={server_store.uri}", f"hydra.run.dir={tmp_path / 'register'}")
+def test_train_register_and_forecast_through_a_server_with_sign_in_and_nothing_without_it(
+        auth_store, tmp_path, monkeypatch):
+    # With the credentials in the environment, as MLflow clients read them, every stage works.
+    done = run_stage("pipeline.train", f"data.path={auth_store.folder / 'train.parquet'}", "tracking=server",
+                     f"hydra.run.dir={tmp_path / 'train'}", *SMALL, env={"MLFLOW_TRACKING_URI": auth_store.uri}
+                     | CREDENTIALS)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout)["champion"]
+    trained = json.loads(done.stdout)
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    decision = register(RegisterConfig(run_id=trained["run_id"], name="demand",
+                                       tracking=TrackingConfig(uri=auth_store.uri)))
+    assert decision["champion"]
+    client = MlflowClient(auth_store.uri)
+    run = client.get_run(trained["run_id"])
+    assert PASSWORD not in json.dumps([run.data.params, run.data.tags])  # never logged
+    location = client.get_logged_model(run.outputs.model_outputs[0].model_id).artifact_location
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
 
     output = tmp_path / "forecast.csv"
-    done = run_stage("pipeline.forecast", "model_uri=models:/demand@champion",
-                     f"data.path={server_store.folder / 'new.parquet'}", f"output={output}",
-                     f"tracking.uri={server_store.uri}", f"hydra.run.dir={tmp_path / 'forecast'}")
+    forecast = ["pipeline.forecast", "model_uri=models:/demand@champion", f"output={output}",
+                f"data.path={auth_store.folder / 'new.parquet'}", f"tracking.uri={auth_store.uri}",
+                f"hydra.run.dir={tmp_path / 'forecast'}"]
+    done = run_stage(*forecast, env=CREDENTIALS)
     assert done.returncode == 0, done.stderr[-3000:]
-    forecast = pd.read_csv(output, parse_dates=["time"])
-    last = pd.read_parquet(server_store.folder / "new.parquet")["time"].max()
-    assert len(forecast) == 48 and forecast["time"].iloc[0] == last + pd.Timedelta("30min")
+    frame = pd.read_csv(output, parse_dates=["time"])
+    last = pd.read_parquet(auth_store.folder / "new.parquet")["time"].max()
+    assert len(frame) == 48 and frame["time"].iloc[0] == last + pd.Timedelta("30min")
+    assert json.loads(done.stdout)["model_run_id"] == trained["run_id"]
 
-    # Everything was recorded by the server: the training run with its model, the version, the forecast run.
-    client = MlflowClient(server_store.uri)
-    summary = json.loads(done.stdout)
-    assert client.get_run(trained["run_id"]).info.status == "FINISHED"
-    assert client.get_model_version_by_alias("demand", "champion").run_id == trained["run_id"]
-    forecast_run = client.get_run(summary["run_id"])
-    assert forecast_run.data.tags["model_run_id"] == trained["run_id"]
-    assert [a.path for a in client.list_artifacts(summary["run_id"], "forecast")] == ["forecast/forecast.csv"]
-    assert (server_store.folder / "artifacts").is_dir()  # artifacts went through the server, not beside us
+    # Without them: one line naming the server and what is missing, and nothing written.
+    output.unlink()
+    done = run_stage(*forecast)
+    assert done.returncode == 2 and not output.exists()
+    last_line = done.stderr.strip().splitlines()[-1]
+    assert f"tracking.uri={auth_store.uri} refused the request" in last_line and last_line.endswith(
+        "the server requires sign-in and MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD is not set; "
+        "export both (never put them in conf/)"), last_line
+
+    # An anonymous client cannot replace a file of the registered model through the artifact proxy.
+    url = f"{auth_store.uri}/api/2.0/mlflow-artifacts/artifacts/{location.split(':', 1)[1].lstrip('/')}"
+    request = urllib.request.Request(f"{url}/pyfunc_model.py", b"print('owned')", method="PUT")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 401
+    stored = next((auth_store.folder / "artifacts").rglob("pyfunc_model.py")).read_text()
+    assert "owned" not in stored
 
 
 def start(module: str, *overrides: str) -> subprocess.Popen:
