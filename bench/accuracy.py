@@ -44,7 +44,9 @@ import record  # noqa: E402  bench/record.py: the machine, as the speed benchmar
 
 from pipeline.config import to_config  # noqa: E402
 from pipeline.evaluate import mase_scales, point_metrics  # noqa: E402
-from pipeline.load import id_column_list, load_series, parse_times, read_table  # noqa: E402
+from pipeline.ids import id_column_list  # noqa: E402
+from pipeline.load import load_series, read_table  # noqa: E402
+from pipeline.times import parse_times  # noqa: E402
 from pipeline.window import make_windows  # noqa: E402
 
 CLASSICAL_NAMES = {"mstl": "MSTL", "autoets": "AutoETS"}

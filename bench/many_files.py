@@ -47,7 +47,7 @@ def measure(path: str, scratch: str) -> dict:
     import torch
 
     from pipeline.config import DataConfig, SplitConfig, WindowConfig
-    from pipeline.parquet_folder import load_windows
+    from pipeline.window import load_windows
 
     peaks = {"RssAnon": 0, "VmRSS": 0}
     done = threading.Event()

@@ -31,14 +31,12 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
-from lightning.pytorch.profilers import SimpleProfiler
-from omegaconf import OmegaConf
 from record import ROOT, machine, record
 
 from pipeline.config import TrackingConfig, to_config, trainer_kwargs
-from pipeline.models import Forecaster
-from pipeline.network import LOSSES
-from pipeline.train import resolve_precision, train
+from pipeline.lit_module import LOSSES, TrainingModule
+from pipeline.train import train
+from pipeline.trainer import resolve_precision
 from pipeline.window import WindowBatches
 
 FETCH = "[_TrainingEpochLoop].train_dataloader_next"
@@ -48,7 +46,7 @@ class RawLoop:
     """The minimal loop: the same network, optimizer, schedule, clipping and loss; each batch is gathered from
     the values tensor in one indexing step. Nothing else: no logging, no callbacks, no checks."""
 
-    def __init__(self, module: Forecaster, dataset: WindowBatches, batch_size: int, max_steps: int,
+    def __init__(self, module: TrainingModule, dataset: WindowBatches, batch_size: int, max_steps: int,
                  clip: float, bf16: bool, seed: int):
         self.network = copy.deepcopy(module.network).train()
         device = module.device
@@ -93,8 +91,9 @@ class Interleave(L.Callback):
         self.resumed: float | None = None
         self.raw: RawLoop | None = None
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: Forecaster) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: TrainingModule) -> None:
         self.raw = RawLoop(pl_module, trainer.train_dataloader.dataset, **self.settings)
+        self.profiler = trainer.profiler  # ++trainer.profiler=simple: its data-fetch timings
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         cuda = pl_module.device.type == "cuda"
@@ -121,19 +120,17 @@ def measure_cell(cell: str, steps: int, warmup: int, precision: str | None, extr
         overrides = [f"model={cell}", f"trainer.max_steps={warmup + steps + 1}",
                      *([f"trainer.precision={precision}"] if precision else []),
                      f"tracking.uri=sqlite:///{scratch}/mlflow.db", "tracking.experiment=train_speed",
-                     "tracking.log_model=false", *extra]
+                     "tracking.log_model=false", "++trainer.profiler=simple", *extra]
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             composed = compose("config", overrides=overrides)
         cfg = to_config(composed)
         args = trainer_kwargs(composed)
         # What the stage will train in (trainer.precision=auto resolved), so the raw loop matches it.
-        precision = resolve_precision(args, cfg.model.cell)
+        precision = resolve_precision(args, cfg.model.cell.value)
         clock = Interleave(args["max_steps"], cfg.window.batch_size, args["gradient_clip_val"],
                            precision == "bf16-mixed", cfg.seed)
-        # Its report goes to a file in the scratch folder, not onto stdout.
-        profiler = SimpleProfiler(dirpath=scratch, filename="profile")
-        summary = train(cfg, args | {"profiler": profiler}, OmegaConf.to_container(composed, resolve=True,
-                        enum_to_str=True), Path(scratch) / "run", extra_callbacks=[clock])
+        summary = train(composed, Path(scratch) / "run", extra_callbacks=[clock])
+    profiler = clock.profiler
     # The first `warmup` steps of each kind are skipped; pipeline step k is timed after raw step k - 1.
     pipeline, raw = clock.pipeline_ms[warmup:], clock.raw_ms[warmup + 1:]
     fetches = [1000 * d for d in profiler.recorded_durations[FETCH][warmup + 1:]]

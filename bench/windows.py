@@ -65,7 +65,8 @@ def run_case(path: str, series: int, points: int, lookback: int) -> dict:
 
     from pipeline.config import DataConfig
     from pipeline.load import load_series
-    from pipeline.window import batches, make_windows
+    from pipeline.sampler import batches
+    from pipeline.window import make_windows
 
     torch.manual_seed(0)
     raw_mb = series * points * (16 + (4 if series > 1 else 0)) / 2**20

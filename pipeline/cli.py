@@ -1,3 +1,5 @@
+from pipeline.errors import ConfigError, DataError, Terminated, TrainingDiverged
+
 """How every stage's command ends: one JSON summary line on stdout, or one line on stderr and exit status 2."""
 
 import contextlib
@@ -5,10 +7,6 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-
-from pipeline.config import ConfigError
-from pipeline.load import DataError
-from pipeline.run_lifetime import Terminated, TrainingDiverged
 
 log = logging.getLogger(__name__)
 

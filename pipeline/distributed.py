@@ -13,8 +13,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from pipeline.config import ConfigError
-from pipeline.window import WindowSampler
+from pipeline.errors import ConfigError
+from pipeline.sampler import WindowSampler
 
 
 def is_rank_zero() -> bool:

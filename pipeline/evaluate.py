@@ -15,10 +15,12 @@ from omegaconf import DictConfig
 
 from pipeline import tracking
 from pipeline.cli import finish
-from pipeline.config import ConfigError, EvaluateConfig, to_config
-from pipeline.features import build_values, future_columns
-from pipeline.forecasting import check_time_zone, embedding_rows
-from pipeline.load import SERIES_ID, TARGET, TIME, DataError, load_series, series_columns
+from pipeline.config import EvaluateConfig, to_config
+from pipeline.errors import ConfigError
+from pipeline.features import build_inputs
+from pipeline.forecasting import check_time_zone, embedding_rows, predict
+from pipeline.ids import SERIES_ID, series_columns
+from pipeline.load import TARGET, TIME, Series, load_series
 from pipeline.metrics import (
     Backtest,
     backtest_metrics,
@@ -29,11 +31,11 @@ from pipeline.metrics import (
     point_metrics,
     seasonal_naive,
 )
-from pipeline.network import RecurrentNetwork, predict
-from pipeline.plots import plot_best_and_worst, plot_error_by_step
-from pipeline.saved_model import load_model
+from pipeline.network import RecurrentNetwork
+from pipeline.plots import plot_best_and_worst, plot_error_by_step, plot_forecasts
+from pipeline.saved_model import SavedModel, load_model
 from pipeline.scaling import Scaler
-from pipeline.window import WindowBatches, WindowRanges, Windows
+from pipeline.window import WindowBatches, Windows, rolling_origins, series_starts
 
 log = logging.getLogger(__name__)
 
@@ -113,29 +115,24 @@ def backtest_frame(result: Backtest, times: np.ndarray, id_column: str | list[st
     return pd.concat([ids, pd.DataFrame(columns)], axis=1)
 
 
+def backtest_and_log(network: RecurrentNetwork, windows: Windows, season: int, id_column: str | list[str] | None
+                     ) -> dict[str, dict]:
+    """Rolling-origin backtests on the validation and test blocks, beside naive and seasonal naive; metrics, every
+    forecast (backtest/val.parquet, backtest/test.parquet) and the test block's forecast plot go to the open
+    MLflow run."""
+    scores = {}
+    for block in ("val", "test"):
+        result = backtest(network, windows, season, block=block)
+        scores[block] = backtest_metrics(result)
+        tracking.log_frame(backtest_frame(result, windows.times, id_column), f"backtest/{block}.parquet")
+        mlflow.log_metrics({f"{block}_{k}": v for k, v in scores[block]["model"].items()})
+        for baseline in ("naive", "seasonal_naive"):
+            mlflow.log_metrics({f"{block}_{k}_{baseline}": v for k, v in scores[block][baseline].items()})
+    mlflow.log_figure(plot_forecasts(result, windows.target, windows.times), "forecasts.png")
+    return scores
+
+
 # -- the evaluate stage ----------------------------------------------------------------------------------------
-
-
-def series_starts(sizes: pd.Series) -> np.ndarray:
-    """First row of each series in a frame stacked in `sizes` order."""
-    return np.concatenate([[0], np.cumsum(sizes.to_numpy())[:-1]])
-
-
-def rolling_origins(sizes: pd.Series, lookback: int, horizon: int, origins: int, step: int,
-                    source: str) -> WindowRanges:
-    """Per series (rows stacked in `sizes` order): up to `origins` origins `step` apart, the last one's horizon
-    ending at the series' last row; each window's inputs are the `lookback` rows before its origin."""
-    lengths, starts = sizes.to_numpy(), series_starts(sizes)
-    fits = (lengths - lookback - horizon) // step + 1
-    short = np.flatnonzero(fits < 1)
-    if short.size:
-        i = short[0]
-        raise DataError(f"{source}: series {sizes.index[i]!r} has {lengths[i]} rows; a backtest origin needs the "
-                        f"model's lookback + horizon ({lookback + horizon}) rows")
-    count = np.minimum(origins, fits)
-    last = starts + lengths - horizon - lookback
-    return WindowRanges(first=torch.from_numpy(last - (count - 1) * step), count=torch.from_numpy(count),
-                        step=step)
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:
@@ -146,61 +143,70 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         raise ConfigError("evaluate.origins and evaluate.step must be positive")
     model_uri = cfg.model_uri or f"runs:/{cfg.run_id}/model"
     model = load_model(model_uri, cfg.tracking)
-    spec, network, data = model.spec, model.network, model.data
+    data = model.data
     data.path, data.time_zone = cfg.data.path or data.path, cfg.data.time_zone or data.time_zone
-    source = data.path
     series = load_series(data)
-    check_time_zone(spec, series.time_zone, data.time_column, source)
-    frame = series.frame
-    sizes = frame.groupby(SERIES_ID, sort=False, observed=True).size()
-    series_ids = [str(s) for s in sizes.index]
-    step = cfg.evaluate.step or spec.horizon
-    windows = rolling_origins(sizes, spec.lookback, spec.horizon, cfg.evaluate.origins, step, source)
-    scaler = Scaler(**spec.scaler)
-    values = build_values(frame, scaler, data.freq, data.calendar)
-    dataset = WindowBatches(values, windows, spec.lookback, spec.horizon,
-                            future_columns(len(data.covariates), values.shape[1]), None,
-                            embedding_rows(spec, series_ids, source))
-    target, season = frame[TARGET].to_numpy(np.float64), int(data.season)
-    # MASE scale: each series' in-sample seasonal-naive error before its first origin (no peeking ahead).
-    firsts = windows.first.numpy() + spec.lookback
-    scales = {s: mase_scale(target[a:b], season) for s, a, b in zip(series_ids, series_starts(sizes), firsts)}
-    result = score_windows(network, dataset, target, scaler, series_ids, season, scales)
-    scores = backtest_metrics(result)
-    per_step, per_series = by_step(result), by_series(result)
-    times = frame[TIME].to_numpy()
-    summary = {"model_uri": model_uri, "model_run_id": model.run_id, "data": source,
-               "origins": int(len(result.origins)), "series": len(series_ids), "step": step,
+    check_time_zone(model.spec, series.time_zone, data.time_column, data.path)
+    step = cfg.evaluate.step or model.spec.horizon
+    result = backtest_file(model, series, cfg.evaluate.origins, step)
+    times = series.frame[TIME].to_numpy()
+    summary = {"model_uri": model_uri, "model_run_id": model.run_id, "data": data.path,
+               "origins": int(len(result.origins)), "series": len(result.rows_by_series()), "step": step,
                "first_origin": str(pd.Timestamp(times[result.origins.min()])),
                "last_origin": str(pd.Timestamp(times[result.origins.max()]))}
-    experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
-    model_run = mlflow.get_run(model.run_id) if model.run_id else None
-    same_experiment = (model_run is not None and experiment is not None
-                       and model_run.info.experiment_id == experiment.experiment_id)
+    scores = backtest_metrics(result)
     with tracking.start_run(cfg.tracking) as run:
-        tags = {"stage": "evaluate", "model_uri": model_uri, "model_run_id": model.run_id or ""}
-        if same_experiment:
-            # Shown nested under the training run in the MLflow UI.
-            tags["mlflow.parentRunId"] = model.run_id
-        mlflow.set_tags(tags)
-        mlflow.log_params({k: v for k, v in summary.items() if k not in ("model_uri", "model_run_id")})
-        for name, metrics in scores.items():
-            prefix = "" if name == "model" else f"{name}_"
-            mlflow.log_metrics({f"{prefix}{k}": v for k, v in metrics.items()})
-        for row in per_step.itertuples():
-            mlflow.log_metrics({"mase_by_step": row.mase, "seasonal_naive_mase_by_step": row.seasonal_naive_mase},
-                               step=int(row.step))
-        table = pd.concat([series_columns(per_series[SERIES_ID], data.id_column),
-                           per_series.drop(columns=[SERIES_ID])], axis=1)
-        mlflow.log_text(table.to_csv(index=False), "evaluation/per_series.csv")
-        mlflow.log_text(per_step.to_csv(index=False), "evaluation/per_step.csv")
-        tracking.log_frame(backtest_frame(result, times, data.id_column), "evaluation/forecasts.parquet")
-        mlflow.log_figure(plot_error_by_step(per_step), "evaluation/error_by_step.png")
-        mlflow.log_figure(plot_best_and_worst(result, target, times, per_series), "evaluation/best_and_worst.png")
+        log_evaluation(cfg.tracking.experiment, model, model_uri, summary, scores, result, series)
     log.info("MASE %.4f (naive %.4f, seasonal naive %.4f) over %d origins of %d series",
              scores["model"]["mase"], scores["naive"]["mase"], scores["seasonal_naive"]["mase"],
              summary["origins"], summary["series"])
     return summary | {"run_id": run.info.run_id} | {name: scores[name] for name in scores}
+
+
+def backtest_file(model: SavedModel, series: Series, origins: int, step: int) -> Backtest:
+    """Up to `origins` origins per series, `step` apart and ending with the file, each forecast from the
+    `lookback` rows before it; MASE scaled by each series' in-sample seasonal-naive error before its first
+    origin (no peeking ahead)."""
+    spec, data, frame = model.spec, model.data, series.frame
+    sizes = frame.groupby(SERIES_ID, sort=False, observed=True).size()
+    series_ids = [str(s) for s in sizes.index]
+    windows = rolling_origins(sizes, spec.lookback, spec.horizon, origins, step, series.source)
+    scaler = Scaler(**spec.scaler)
+    inputs = build_inputs(frame, scaler, data.freq, data.calendar, len(data.covariates))
+    dataset = WindowBatches(inputs.values, windows, spec.lookback, spec.horizon, inputs.future_columns, None,
+                            embedding_rows(spec, series_ids, series.source))
+    target, season = frame[TARGET].to_numpy(np.float64), int(data.season)
+    firsts = windows.first.numpy() + spec.lookback
+    scales = {s: mase_scale(target[a:b], season) for s, a, b in zip(series_ids, series_starts(sizes), firsts)}
+    return score_windows(model.network, dataset, target, scaler, series_ids, season, scales)
+
+
+def log_evaluation(experiment_name: str, model: SavedModel, model_uri: str, summary: dict, scores: dict,
+                   result: Backtest, series: Series) -> None:
+    """Into the open run: tags linking the model (nested under its training run when in the same experiment),
+    the summary as params, metrics beside both baselines, MASE by step, per-series and per-step tables, every
+    forecast, and two figures."""
+    experiment = mlflow.get_experiment_by_name(experiment_name)
+    model_run = mlflow.get_run(model.run_id) if model.run_id else None
+    tags = {"stage": "evaluate", "model_uri": model_uri, "model_run_id": model.run_id or ""}
+    if model_run is not None and experiment is not None and model_run.info.experiment_id == experiment.experiment_id:
+        tags["mlflow.parentRunId"] = model.run_id  # shown nested under the training run in the MLflow UI
+    mlflow.set_tags(tags)
+    mlflow.log_params({k: v for k, v in summary.items() if k not in ("model_uri", "model_run_id")})
+    for name, metrics in scores.items():
+        prefix = "" if name == "model" else f"{name}_"
+        mlflow.log_metrics({f"{prefix}{k}": v for k, v in metrics.items()})
+    per_step, per_series = by_step(result), by_series(result)
+    for row in per_step.itertuples():
+        mlflow.log_metrics({"mase_by_step": row.mase, "seasonal_naive_mase_by_step": row.seasonal_naive_mase},
+                           step=int(row.step))
+    id_column, target, times = model.data.id_column, series.frame[TARGET].to_numpy(), series.frame[TIME].to_numpy()
+    table = pd.concat([series_columns(per_series[SERIES_ID], id_column), per_series.drop(columns=[SERIES_ID])], axis=1)
+    mlflow.log_text(table.to_csv(index=False), "evaluation/per_series.csv")
+    mlflow.log_text(per_step.to_csv(index=False), "evaluation/per_step.csv")
+    tracking.log_frame(backtest_frame(result, times, id_column), "evaluation/forecasts.parquet")
+    mlflow.log_figure(plot_error_by_step(per_step), "evaluation/error_by_step.png")
+    mlflow.log_figure(plot_best_and_worst(result, target, times, per_series), "evaluation/best_and_worst.png")
 
 
 BASELINES = ("naive", "seasonal_naive")

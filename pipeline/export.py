@@ -24,7 +24,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from pipeline.cli import finish
-from pipeline.config import ConfigError, ExportConfig, ExportFormat, to_config
+from pipeline.config import ExportConfig, ExportFormat, to_config
+from pipeline.errors import ConfigError
 from pipeline.network import RecurrentNetwork
 from pipeline.saved_model import SPEC_FILE, load_model
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 FILES = {ExportFormat.onnx: "model.onnx", ExportFormat.torchscript: "model.pt"}
 
 
-class ScaledForecaster(nn.Module):
+class ExportedGraph(nn.Module):
     """The network as a function of (x, future) alone: what the exported graph computes."""
 
     def __init__(self, network: RecurrentNetwork):
@@ -54,7 +55,7 @@ def export_network(network: RecurrentNetwork, lookback: int, fmt: ExportFormat, 
     if network.embedding is not None:
         raise ConfigError("model.series_embedding: exporting a model with a series embedding is not supported; "
                           "train with model.series_embedding=0 to export")
-    wrapper = ScaledForecaster(network)
+    wrapper = ExportedGraph(network)
     inputs = example_inputs(network, lookback, batch=2)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about the Python loops it unrolls
@@ -72,8 +73,8 @@ def export_network(network: RecurrentNetwork, lookback: int, fmt: ExportFormat, 
 def load_runner(fmt: ExportFormat, path: Path):
     """A callable over numpy arrays, using only the runtime of the format."""
     if fmt == ExportFormat.torchscript:
-        module = torch.jit.load(str(path))
-        return lambda x, future: module(torch.from_numpy(x), torch.from_numpy(future)).numpy()
+        graph = torch.jit.load(str(path))
+        return lambda x, future: graph(torch.from_numpy(x), torch.from_numpy(future)).numpy()
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])

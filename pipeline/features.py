@@ -1,5 +1,7 @@
 """The input tensor of the recurrent network: scaled values and cyclic calendar features."""
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 import torch
@@ -26,14 +28,14 @@ def calendar_features(times: pd.Series, freq: str) -> np.ndarray:
     return np.concatenate([np.sin(angle), np.cos(angle)], axis=1)
 
 
-def future_columns(n_past_covariates: int, n_features: int) -> list[int]:
-    """Columns of the input tensor that are also known over the horizon: known-future covariates, calendar."""
-    return list(range(1 + n_past_covariates, n_features))
+class Inputs(NamedTuple):
+    values: torch.Tensor        # (N, F): scaled target, past covariates, known-future covariates, calendar
+    future_columns: list[int]   # the columns also known over the horizon: known-future covariates, calendar
 
 
-def build_values(frame: pd.DataFrame, scaler: Scaler, freq: str, calendar: bool,
-                 chunk_rows: int = 1 << 20) -> torch.Tensor:
-    """The (N, F) float32 input tensor of a sorted long frame: scaled target, covariates, calendar.
+def build_inputs(frame: pd.DataFrame, scaler: Scaler, freq: str, calendar: bool, n_past_covariates: int,
+                 chunk_rows: int = 1 << 20) -> Inputs:
+    """The (N, F) float32 input tensor of a sorted long frame, and which of its columns are known ahead.
 
     Built a chunk of rows at a time, so float64 temporaries stay bounded however long the file.
     """
@@ -45,4 +47,4 @@ def build_values(frame: pd.DataFrame, scaler: Scaler, freq: str, calendar: bool,
         if calendar:
             values[first:first + len(rows), len(scaler.columns):] = torch.from_numpy(
                 calendar_features(rows[TIME], freq))
-    return values
+    return Inputs(values, list(range(1 + n_past_covariates, values.shape[1])))

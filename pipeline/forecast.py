@@ -17,7 +17,8 @@ from omegaconf import DictConfig
 
 from pipeline import tracking
 from pipeline.cli import finish
-from pipeline.config import ConfigError, ForecastConfig, to_config
+from pipeline.config import ForecastConfig, to_config
+from pipeline.errors import ConfigError
 from pipeline.forecasting import forecast_series
 from pipeline.load import TIME, load_series
 from pipeline.saved_model import load_model

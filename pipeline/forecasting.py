@@ -8,12 +8,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.config import ConfigError, ShortSeries
-from pipeline.features import build_values
-from pipeline.load import SERIES_ID, TIME, DataError, Series, id_columns_of, validate_frame
-from pipeline.network import RecurrentNetwork, predict
+from pipeline.config import ShortSeries
+from pipeline.errors import ConfigError, DataError
+from pipeline.features import build_inputs
+from pipeline.ids import SERIES_ID, id_columns_of
+from pipeline.load import TIME, Series, validate_frame
+from pipeline.network import RecurrentNetwork
 from pipeline.scaling import Scaler
-from pipeline.window import last_windows
+from pipeline.window import Batch, WindowBatches, last_windows
 
 if TYPE_CHECKING:  # saved_model imports this module
     from pipeline.saved_model import ModelSpec, SavedModel
@@ -50,8 +52,9 @@ def forecast_series(model: "SavedModel", series: Series, source: str) -> pd.Data
     extended = pd.concat([recent, future]).sort_values([SERIES_ID, TIME], kind="stable").reset_index(drop=True)
     scaler = Scaler(**spec.scaler)
     series_ids = [str(s) for s in lengths.index]
-    dataset = last_windows(build_values(extended, scaler, data.freq, data.calendar), lengths.to_numpy(), lookback,
-                           horizon, len(data.covariates), padded, embedding_rows(spec, series_ids, source))
+    inputs = build_inputs(extended, scaler, data.freq, data.calendar, len(data.covariates))
+    dataset = last_windows(inputs, lengths.to_numpy(), lookback, horizon, padded,
+                           embedding_rows(spec, series_ids, source))
     values = scaler.inverse_target(predict(model.network, dataset, batch_size=1024), series_ids)
     columns = forecast_columns(model.network, values)
     times = future[TIME] if series.time_zone is None else future[TIME].dt.tz_convert(series.time_zone)
@@ -107,3 +110,18 @@ def future_rows(recent: pd.DataFrame, freq: str, horizon: int) -> pd.DataFrame:
     for column in recent.columns.difference([SERIES_ID, TIME]):
         future[column] = 0.0
     return future[recent.columns]
+
+
+def predict(network: RecurrentNetwork, dataset: WindowBatches, batch_size: int) -> np.ndarray:
+    """(n, H) scaled forecasts, or (n, H, Q) quantiles, for every window of a WindowBatches, in batched calls on
+    the network's device."""
+    device = next(network.parameters()).device
+    was_training = network.training
+    network.eval()
+    outputs = []
+    with torch.inference_mode():
+        for first in range(0, len(dataset), batch_size):
+            batch = Batch(*(part if part is None else part.to(device) for part in dataset[first:first + batch_size]))
+            outputs.append(network(batch.x, batch.future, batch.series, batch.lengths).float().cpu())
+    network.train(was_training)
+    return torch.cat(outputs).numpy().astype("float64")

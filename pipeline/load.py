@@ -4,9 +4,7 @@ Every problem either stops the run with one line naming the source, column, seri
 handled by an explicit `data.*` policy whose effect is counted in `Series.report`.
 """
 
-import json
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,19 +15,14 @@ import pyarrow.parquet as pq
 from pandas._libs.parsers import STR_NA_VALUES  # the cells read_csv takes as missing by default
 
 from pipeline.config import DataConfig
+from pipeline.errors import DataError
+from pipeline.ids import SERIES_ID, id_column_list, series_keys
+from pipeline.times import parse_times, season_of
 
 log = logging.getLogger(__name__)
 
-SERIES_ID, TIME, TARGET = "series_id", "time", "target"
+TIME, TARGET = "time", "target"
 
-# Seasonal period of calendar frequencies (offsets of no fixed length), by the first letter of their alias.
-_SEASON_OF_CALENDAR_UNIT = {"B": 5, "W": 52, "M": 12, "S": 24, "Q": 4, "Y": 1, "A": 1}
-_YEAR_QUARTER = re.compile(r"^\s*(\d{4})\s*-?\s*Q([1-4])\s*$")
-_UTC_OFFSET = re.compile(r"(?:Z|[+-]\d\d:?\d\d)$")
-
-
-class DataError(ValueError):
-    """A problem with the input data; the message names the source, column or series and what to do."""
 
 
 @dataclass
@@ -120,7 +113,7 @@ def validate_frame(raw: pd.DataFrame, cfg: DataConfig, source: str) -> Series:
                         f"set data.* to the file's column names")
     report: dict[str, int] = {}
     times, time_zone = parse_times(raw[cfg.time_column], cfg.time_format, cfg.time_zone, source, cfg.time_column)
-    frame = pd.DataFrame({SERIES_ID: _series_keys(raw, id_columns, cfg.target_column, source), TIME: times},
+    frame = pd.DataFrame({SERIES_ID: series_keys(raw, id_columns, cfg.target_column, source), TIME: times},
                          copy=False)
     inputs = [*cfg.covariates, *cfg.future_covariates]
     for name, column in [(TARGET, cfg.target_column), *[(c, c) for c in inputs]]:
@@ -143,132 +136,10 @@ def validate_frame(raw: pd.DataFrame, cfg: DataConfig, source: str) -> Series:
                   future_covariates=list(cfg.future_covariates), time_zone=time_zone)
 
 
-def _series_keys(raw: pd.DataFrame, id_columns: list[str], target: str, source: str) -> pd.Categorical:
-    """One series key per row, as a categorical: a small code per row, the keys once per series.
-
-    A key is the id's text exactly as the file holds it, or for several id columns the JSON list of their texts
-    (`["North", "East / x"]`), which id_columns_of decodes back into the columns: no separator can split an id
-    in the wrong place or make two ids one. A file without an id column holds one series, named after its
-    target column. Keys are built from per-column codes, never from per-row strings, which would cost more than
-    the data itself on long files; categories are sorted, so sorting rows by key sorts them by series.
-    """
-    if not id_columns:
-        return pd.Categorical.from_codes(np.zeros(len(raw), dtype=np.int8), categories=[target])
-    codes, labels = [], []
-    for column in id_columns:
-        column_codes, uniques = pd.factorize(raw[column])
-        if (column_codes < 0).any():
-            row = int(np.flatnonzero(column_codes < 0)[0])
-            raise DataError(f"{source}: column {column!r} row {row} has no series id; give every row its id")
-        codes.append(column_codes)
-        labels.append([u if isinstance(u, str) else str(u) for u in uniques])
-    shape = [len(label) for label in labels]
-    combined, combos = pd.factorize(np.ravel_multi_index(codes, shape) if len(codes) > 1 else codes[0])
-    parts = list(zip(*np.unravel_index(combos, shape)))
-    names = ([labels[0][j] for (j,) in parts] if len(id_columns) == 1 else
-             [json.dumps([labels[i][j] for i, j in enumerate(p)], ensure_ascii=False) for p in parts])
-    if len(set(names)) < len(names):  # e.g. the number 7 and the text "7" in one column of mixed types
-        twin = pd.Series(names)[pd.Series(names).duplicated()].iloc[0]
-        raise DataError(f"{source}: two different values of {id_columns} read as the same series id {twin!r}; "
-                        f"give the id column one type")
-    return pd.Categorical.from_codes(combined, categories=names).reorder_categories(sorted(names))
-
-
 def data_columns(cfg: DataConfig) -> list[str]:
     """The file's columns the configuration uses: time, target, covariates, id column(s)."""
     return [cfg.time_column, cfg.target_column, *cfg.covariates, *cfg.future_covariates,
             *id_column_list(cfg.id_column)]
-
-
-def id_column_list(id_column: str | list[str] | None) -> list[str]:
-    """data.id_column may name one column or several."""
-    if id_column is None:
-        return []
-    return [id_column] if isinstance(id_column, str) else [str(c) for c in id_column]
-
-
-def id_columns_of(keys: pd.Series, id_column: str | list[str] | None) -> pd.DataFrame:
-    """The user's id column(s) of each row, from series keys (see _series_keys): the id texts exactly as read.
-    No columns for a file without an id column."""
-    columns = id_column_list(id_column)
-    if len(columns) <= 1:
-        return pd.DataFrame({c: keys.astype(str).to_numpy() for c in columns}, index=keys.index)
-    codes, uniques = pd.factorize(keys)
-    table = np.array([json.loads(key) for key in uniques], dtype=object).reshape(len(uniques), len(columns))
-    return pd.DataFrame(table[codes], columns=columns, index=keys.index)
-
-
-def series_columns(keys: pd.Series, id_column: str | list[str] | None) -> pd.DataFrame:
-    """What names each row's series in a table: the user's id column(s), or for a file without one a
-    `series_id` column holding the series' name (its target column's)."""
-    return id_columns_of(keys, id_column) if id_column_list(id_column) else pd.DataFrame(
-        {SERIES_ID: keys.astype(str).to_numpy()}, index=keys.index)
-
-
-def season_of(freq: str) -> int:
-    """Steps per natural cycle: a day for sub-daily data, a week for daily, a year for monthly and up."""
-    offset = pd.tseries.frequencies.to_offset(freq)
-    try:
-        step = pd.Timedelta(offset)
-    except ValueError:
-        return _SEASON_OF_CALENDAR_UNIT.get(offset.name[0], 1)
-    day = pd.Timedelta("1D")
-    if step < day:
-        return max(1, day // step)
-    return {day: 7, 7 * day: 52}.get(step, 1)
-
-
-def parse_times(column: pd.Series, time_format: str | None, time_zone: str | None, source: str, name: str
-                ) -> tuple[pd.Series, str | None]:
-    """Timestamps, and the zone they were given in. Zoned times (a zoned column, UTC offsets in the text, or
-    times without offsets in `time_zone`) become UTC: one regular grid across daylight-saving changes. Times
-    without a zone, and no `time_zone`, stay wall-clock times (zone None)."""
-    if time_zone is not None:
-        check_time_zone_name(time_zone)
-    if isinstance(column.dtype, pd.DatetimeTZDtype):
-        return column.dt.tz_convert("UTC"), time_zone or str(column.dt.tz)
-    if pd.api.types.is_datetime64_any_dtype(column):
-        return _localize(column, time_zone, source, name), time_zone
-    text = column.astype("string")
-    quarters = text.str.extract(_YEAR_QUARTER)
-    if quarters.notna().all(axis=None):
-        # fpp3's "1998 Q1": the first day of the quarter.
-        times = pd.to_datetime(quarters[0] + "-" + (quarters[1].astype(int) * 3 - 2).astype(str) + "-01")
-        return _localize(times, time_zone, source, name), time_zone
-    with_offset = text.str.contains(_UTC_OFFSET, na=False)
-    if with_offset.any() and not with_offset.all():
-        row = int((~with_offset).to_numpy().nonzero()[0][0])
-        raise DataError(f"{source}: column {name!r} row {row}: {column.iloc[row]!r} has no UTC offset while "
-                        f"other rows do (mixed time zones); give every timestamp an offset, or none")
-    times = pd.to_datetime(text, format=time_format, errors="coerce", utc=bool(with_offset.any()))
-    bad = times.isna()
-    if bad.any():
-        row = int(bad.to_numpy().nonzero()[0][0])
-        raise DataError(f"{source}: column {name!r} row {row}: cannot parse timestamp {column.iloc[row]!r}; "
-                        f"fix the value, or set data.time_format (e.g. '%d/%m/%Y %H:%M')")
-    if with_offset.any():
-        return times.astype("datetime64[ns, UTC]"), time_zone or "UTC"
-    return _localize(times.astype("datetime64[ns]"), time_zone, source, name), time_zone
-
-
-def check_time_zone_name(time_zone: str) -> None:
-    try:
-        pd.Timestamp(0).tz_localize(time_zone)
-    except Exception as error:  # zoneinfo's and pytz's errors for an unknown name differ
-        raise DataError(f"data.time_zone={time_zone!r} is not a time zone name; use an IANA name such as "
-                        f"Australia/Melbourne or UTC") from error
-
-
-def _localize(times: pd.Series, time_zone: str | None, source: str, name: str) -> pd.Series:
-    """Wall-clock times read as times in `time_zone`, then UTC; unchanged without a zone."""
-    if time_zone is None:
-        return times
-    try:
-        return times.dt.tz_localize(time_zone, ambiguous="raise", nonexistent="raise").dt.tz_convert("UTC")
-    except Exception as error:  # pandas raises pytz's or its own errors for a repeated or skipped hour
-        raise DataError(f"{source}: column {name!r}: {str(error).splitlines()[0]} in data.time_zone={time_zone} "
-                        f"(an hour repeated or skipped at a daylight-saving change); give times with UTC "
-                        f"offsets instead") from error
 
 
 def infer_freq(frame: pd.DataFrame, source: str) -> str:

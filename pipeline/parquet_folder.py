@@ -21,20 +21,17 @@ import pandas as pd
 import torch
 
 from pipeline.config import DataConfig, SplitConfig, WindowConfig
-from pipeline.load import DataError, Series, load_series
+from pipeline.errors import DataError
+from pipeline.load import Series, load_series
 from pipeline.scaling import Scaler
 from pipeline.window import Split, Windows, first_real_rows, make_windows, train_windows
 
 log = logging.getLogger(__name__)
 
 
-def load_windows(data: DataConfig, window: WindowConfig, split: SplitConfig, scratch: Path) -> tuple[Series, Windows]:
-    """The series and their windows: from one file, in memory; or from a folder of Parquet files, file by
-    file, into arrays on disk under `scratch` (removed before returning: the memory maps keep them open)."""
-    if not Path(data.path).is_dir():
-        series = load_series(data)
-        return series, make_windows(series, window.lookback, window.horizon, window.stride, split.val_steps,
-                                    split.test_steps, data.calendar, data.short_series, data.scaler.value)
+def stack_folder(data: DataConfig, window: WindowConfig, split: SplitConfig, scratch: Path) -> tuple[Series, Windows]:
+    """Every file's windows stacked into arrays on disk under `scratch`, removed before returning: the memory maps
+    keep them open."""
     scratch.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=".windows-", dir=scratch))
     try:

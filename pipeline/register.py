@@ -19,7 +19,8 @@ from omegaconf import DictConfig
 
 from pipeline import tracking
 from pipeline.cli import finish
-from pipeline.config import ConfigError, RegisterConfig, to_config
+from pipeline.config import RegisterConfig, to_config
+from pipeline.errors import ConfigError
 from pipeline.saved_model import DIGESTS_TAG
 
 log = logging.getLogger(__name__)

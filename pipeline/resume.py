@@ -16,11 +16,12 @@ from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import Config, ConfigError, TrackingConfig
+from pipeline.config import Config, TrackingConfig
 from pipeline.distributed import is_rank_zero
+from pipeline.errors import ConfigError
 from pipeline.run_lifetime import holder_alive
+from pipeline.sampler import WindowSampler
 from pipeline.tracking import file_sha256, reachable
-from pipeline.window import WindowSampler
 
 # Tags a training run carries so it can be found and resumed.
 STAGE, OUTPUT_DIR = "stage", "output_dir"

@@ -1,12 +1,13 @@
+from pipeline.errors import Terminated, first_line
+from pipeline.signals import sigterm_raises
+
 """How an MLflow run ends: FINISHED only when the stage completed, FAILED (an error) or KILLED (Ctrl-C, SIGTERM)
 with the reason as the `failure.reason` tag, and runs left RUNNING by a killed process marked KILLED later."""
 
 import contextlib
 import logging
 import os
-import signal
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,36 +16,9 @@ import requests
 from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 
-from pipeline.config import first_line
-
 log = logging.getLogger(__name__)
 
 REASON = "failure.reason"
-
-
-class Terminated(BaseException):
-    """SIGTERM, raised where the stage is, so it unwinds like Ctrl-C (a BaseException: nothing swallows it)."""
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss or gradient became NaN or infinite; the message names the step and what to change."""
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated("SIGTERM received")
-
-
-@contextlib.contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """While inside, SIGTERM raises Terminated (Lightning's own handler, installed during fit, calls it too)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def ending(error: BaseException | None) -> tuple[str, str | None]:

@@ -26,8 +26,10 @@ from mlflow.protos.databricks_pb2 import BAD_REQUEST
 from mlflow.tracking import MlflowClient
 
 from pipeline import forecasting
-from pipeline.config import ConfigError, DataConfig, TrackingConfig, WindowConfig, first_line
-from pipeline.load import SERIES_ID, TARGET, TIME, DataError, Series, id_columns_of
+from pipeline.config import DataConfig, TrackingConfig, WindowConfig, plain
+from pipeline.errors import ConfigError, DataError, first_line
+from pipeline.ids import SERIES_ID, id_columns_of
+from pipeline.load import TARGET, TIME, Series
 from pipeline.network import RecurrentNetwork
 from pipeline.tracking import library_version, reachable
 from pipeline.window import Split, Windows
@@ -98,8 +100,7 @@ class SavedModel:
 
 def model_spec(data: DataConfig, window: WindowConfig, series: Series, windows: Windows, network: dict) -> ModelSpec:
     """What a training run saves besides the weights: `network` is RecurrentNetwork's keyword arguments."""
-    plain = {k: getattr(v, "value", v) for k, v in asdict(data).items()}  # enums as their values
-    return ModelSpec(format=FORMAT, data=plain | {"freq": series.freq, "season": series.season},
+    return ModelSpec(format=FORMAT, data=plain(data) | {"freq": series.freq, "season": series.season},
                      lookback=window.lookback, horizon=window.horizon, network=network,
                      scaler=asdict(windows.scaler), series_ids=[s.series_id for s in windows.splits],
                      time_zone=series.time_zone)

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 
-from pipeline.load import SERIES_ID, DataError
+from pipeline.errors import DataError
+from pipeline.ids import SERIES_ID
 
 
 class SeriesRows(Protocol):

@@ -22,9 +22,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline.config import ConfigError, SearchConfig, first_line
-from pipeline.load import DataError
-from pipeline.run_lifetime import TrainingDiverged
+from pipeline.config import SearchConfig
+from pipeline.errors import ConfigError, DataError, TrainingDiverged, first_line
 
 log = logging.getLogger(__name__)
 

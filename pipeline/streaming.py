@@ -12,14 +12,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError
 from pipeline.features import calendar_features
 from pipeline.forecasting import forecast_columns
 from pipeline.network import RecurrentNetwork
 from pipeline.saved_model import SavedModel
 
 
-class StreamingForecaster:
+class NetworkStream:
     """Scaled input rows in, forecasts out; matches the network's forward pass over the same rows.
 
     With model.segment_len the state advances once per complete segment; rows wait in a buffer until then.
@@ -47,28 +47,26 @@ class StreamingForecaster:
     @torch.inference_mode()
     def update(self, row: torch.Tensor) -> None:
         """Take one (F,) input row: scaled target, scaled past covariates, calendar features."""
-        row = row.to(torch.float32).reshape(1, 1, -1)
-        self.recent.append(row[0, 0])
+        row = row.to(torch.float32).reshape(-1)
+        self.recent.append(row)
         self.seen += 1
-        step = row
-        if self.network.segment is not None:
-            self.pending.append(row[0, 0])
-            if len(self.pending) < self.network.segment_len:
-                return
-            step = self.network.segment(torch.cat(self.pending).reshape(1, 1, -1))
-            self.pending = []
-        out, self.states = self.network.encoder(step, self.states)
-        if self.network.attention is not None:
+        self.pending.append(row)
+        if len(self.pending) < (self.network.encoder.segment_len or 1):
+            return
+        # (1, S, F): one more segment (or row) through the encoder's cells, from the state so far
+        out, self.states = self.network.encoder.step(torch.stack(self.pending).unsqueeze(0), self.states)
+        self.pending = []
+        if self.network.attends:
             self.keys.append(out[:, 0])
 
     @torch.inference_mode()
     def forecast(self, future: torch.Tensor, horizon: int | None = None) -> torch.Tensor:
         """(H, K) known-future features of the next steps -> (H,) scaled forecast, or (H, Q) quantiles."""
-        if not self.seen or (self.network.attention is not None and not self.keys):
+        if not self.seen or (self.network.attends and not self.keys):
             raise ValueError("no observation yet (or, with attention, no complete segment): call update() first")
         x = torch.stack(list(self.recent)).unsqueeze(0)
         keys = torch.stack(self.keys, dim=1) if self.keys else None
-        forecast = self.network.decode(x, future.to(torch.float32).unsqueeze(0), keys, self.states, None,
+        forecast = self.network.decode(x, future.to(torch.float32).unsqueeze(0), (keys, self.states, None),
                                        self.series, None, horizon or self.network.horizon)
         return self.network.calibrated(forecast)[0]
 
@@ -89,7 +87,7 @@ class SeriesStream:
                               "observations cannot supply; stream a model trained without them")
         self.center, self.scale = np.array(center[series_id]), np.array(scale[series_id])
         row = spec.series_ids.index(series_id) if spec.network["series_embedding"] else 0
-        self.stream = StreamingForecaster(model.network, series=row)
+        self.stream = NetworkStream(model.network, series=row)
         self.offset = pd.tseries.frequencies.to_offset(spec.data["freq"])
         self.last: pd.Timestamp | None = None
         self.zone = None  # the zone of the observations' times, when zoned

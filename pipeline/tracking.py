@@ -19,7 +19,8 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from pipeline.config import ConfigError, TrackingConfig, first_line
+from pipeline.config import TrackingConfig
+from pipeline.errors import ConfigError, first_line
 from pipeline.load import Series
 from pipeline.run_lifetime import lost_connection, mark_abandoned_runs, run_until_end
 from pipeline.window import Windows

@@ -7,18 +7,20 @@ known-future covariates, then calendar features; the last two groups are also re
 """
 
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
-from pipeline.config import ShortSeries
-from pipeline.features import build_values, future_columns
-from pipeline.load import SERIES_ID, TARGET, TIME, DataError, Series
+from pipeline.config import DataConfig, ShortSeries, SplitConfig, WindowConfig
+from pipeline.errors import DataError
+from pipeline.features import Inputs, build_inputs
+from pipeline.ids import SERIES_ID
+from pipeline.load import TARGET, TIME, Series, load_series
 from pipeline.scaling import Scaler, fit_scaler
 
 log = logging.getLogger(__name__)
@@ -124,18 +126,40 @@ def block_windows(splits: list[Split], lookback: int, horizon: int, block: str, 
     return ranges([start - lookback for start, _ in bounds], [end - horizon - lookback for _, end in bounds], step)
 
 
-def last_windows(values: torch.Tensor, lengths: np.ndarray, lookback: int, horizon: int, n_past_covariates: int,
-                 padded: bool, embedding_rows: torch.Tensor) -> "WindowBatches":
+def series_starts(sizes: pd.Series) -> np.ndarray:
+    """First row of each series in a frame stacked in `sizes` order."""
+    return np.concatenate([[0], np.cumsum(sizes.to_numpy())[:-1]])
+
+
+def rolling_origins(sizes: pd.Series, lookback: int, horizon: int, origins: int, step: int,
+                    source: str) -> WindowRanges:
+    """Per series (rows stacked in `sizes` order): up to `origins` origins `step` apart, the last one's horizon
+    ending at the series' last row; each window's inputs are the `lookback` rows before its origin."""
+    lengths, starts = sizes.to_numpy(), series_starts(sizes)
+    fits = (lengths - lookback - horizon) // step + 1
+    short = np.flatnonzero(fits < 1)
+    if short.size:
+        i = short[0]
+        raise DataError(f"{source}: series {sizes.index[i]!r} has {lengths[i]} rows; a backtest origin needs the "
+                        f"model's lookback + horizon ({lookback + horizon}) rows")
+    count = np.minimum(origins, fits)
+    last = starts + lengths - horizon - lookback
+    return WindowRanges(first=torch.from_numpy(last - (count - 1) * step), count=torch.from_numpy(count),
+                        step=step)
+
+
+def last_windows(inputs: Inputs, lengths: np.ndarray, lookback: int, horizon: int, padded: bool,
+                 embedding_rows: torch.Tensor) -> "WindowBatches":
     """One window per series, to forecast from: `values` holds, series after series, each one's last lengths[s]
     (at most `lookback`) rows and then its `horizon` future rows; each is left-padded with zero rows to a block of
     lookback + horizon rows (its window's inputs then count only its real rows when `padded`)."""
     n, block = len(lengths), lookback + horizon
     first_real = torch.arange(n) * block + lookback - torch.tensor(lengths, dtype=torch.long)
     rows = np.concatenate([np.arange(f, f + k + horizon) for f, k in zip(first_real.tolist(), lengths)])
-    values = torch.from_numpy(scatter_rows(values.numpy(), rows, n * block, 0.0))
+    values = torch.from_numpy(scatter_rows(inputs.values.numpy(), rows, n * block, 0.0))
     one_each = WindowRanges(first=torch.arange(n) * block, count=torch.ones(n, dtype=torch.long), step=1)
-    return WindowBatches(values, one_each, lookback, horizon, future_columns(n_past_covariates, values.shape[1]),
-                         first_real if padded else None, embedding_rows)
+    return WindowBatches(values, one_each, lookback, horizon, inputs.future_columns, first_real if padded else None,
+                         embedding_rows)
 
 
 class Batch(NamedTuple):
@@ -182,74 +206,6 @@ class WindowBatches(Dataset):
                      y=window[:, self.lookback:, 0],
                      series=series if self.embedding_rows is None else self.embedding_rows[series],
                      lengths=lengths)
-
-
-class WindowSampler(Sampler):
-    """Batches of window numbers as tensors: one permutation per epoch (int32), no Python list per window.
-
-    The permutation is drawn from a generator of the sampler's own, seeded with `seed`: the order then depends
-    on nothing else the training draws (dropout, a validation pass, Lightning re-seeding the global generator
-    when distributed processes start). `epoch_rng` keeps the generator state each epoch was drawn from, so a
-    training resumed mid-epoch replays the same order and skips the batches already done (`replay`,
-    pipeline/resume.py).
-
-    Under distributed training `shard` is (this process's rank, number of processes), set by
-    pipeline.distributed.ShardWindows; `batch_size` stays the global batch. Every process draws the same
-    permutation (its own generator, seeded alike) and takes its own slice of each batch, so no window is seen
-    twice in an epoch; the last batch loses the few windows (fewer than the number of processes) that would
-    make the slices unequal, so that averaging the processes' gradients weighs every window alike.
-    Unshuffled (validation), each process takes a contiguous share of the windows."""
-
-    def __init__(self, n_windows: int, batch_size: int, shuffle: bool, seed: int = 0):
-        self.n_windows, self.batch_size, self.shuffle = n_windows, batch_size, shuffle
-        self.generator = torch.Generator().manual_seed(seed)
-        self.shard = (0, 1)
-        self.epoch_rng: torch.Tensor | None = None
-        self._replay: tuple[torch.Tensor, int] | None = None
-
-    def __len__(self) -> int:
-        rank, world = self.shard
-        if not self.shuffle:
-            share = self.n_windows * (rank + 1) // world - self.n_windows * rank // world
-            return -(-share // (self.batch_size // world))
-        return self.batches_per_epoch(world)
-
-    def batches_per_epoch(self, world: int = 1) -> int:
-        """Training batches an epoch has when `world` processes share it (see the class's note on the last)."""
-        last = self.n_windows % self.batch_size
-        return -(-self.n_windows // self.batch_size) - (0 < last < world)
-
-    def replay(self, epoch_rng: torch.Tensor, batches_done: int) -> None:
-        """The next epoch is the one drawn from `epoch_rng`, less its first `batches_done` batches."""
-        self._replay = (epoch_rng, batches_done)
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        rank, world = self.shard
-        if not self.shuffle:
-            share = torch.arange(self.n_windows * rank // world, self.n_windows * (rank + 1) // world,
-                                 dtype=torch.int32)
-            yield from share.split(self.batch_size // world)
-            return
-        done = 0
-        if self._replay is not None:
-            (self.epoch_rng, done), self._replay = self._replay, None
-            self.generator.set_state(self.epoch_rng)
-        else:
-            self.epoch_rng = self.generator.get_state()
-        order = torch.randperm(self.n_windows, dtype=torch.int32, generator=self.generator)
-        for batch in order.split(self.batch_size)[done:len(self)]:
-            # (batch_size,) -> (batch_size / world,): this process's slice
-            yield batch[: len(batch) - len(batch) % world].chunk(world)[rank]
-
-
-def batches(dataset: WindowBatches, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
-    """A DataLoader that hands the dataset whole batches of window numbers (no per-window __getitem__),
-    shuffled (with `seed`) or in order.
-
-    It draws its (unused, no workers) base seed from a generator of its own: from the global one, every
-    validation pass would shift the training's random stream, and a resumed training could not replay it."""
-    return DataLoader(dataset, sampler=WindowSampler(len(dataset), batch_size, shuffle, seed), batch_size=None,
-                      generator=torch.Generator())
 
 
 @dataclass
@@ -304,7 +260,7 @@ def make_windows(series: Series, lookback: int, horizon: int, stride: int, val_s
     if len(splits) < series.frame[SERIES_ID].nunique():
         kept = kept[kept[SERIES_ID].isin({s.series_id for s in splits})]
     fitted = fit_scaler(kept, [TARGET, *series.covariates, *series.future_covariates], splits, scaler)
-    values = build_values(kept, fitted, series.freq, calendar)
+    values, future_columns = build_inputs(kept, fitted, series.freq, calendar, len(series.covariates))
     target, times = kept[TARGET].to_numpy(), kept[TIME].to_numpy()
     first_real = None
     if any(s.pad for s in splits):
@@ -314,8 +270,20 @@ def make_windows(series: Series, lookback: int, horizon: int, stride: int, val_s
         target = scatter_rows(target, positions, splits[-1].end, np.nan)
         times = scatter_rows(times, positions, splits[-1].end, np.datetime64("NaT"))
         first_real = first_real_rows(splits)
-    return Windows(splits, fitted, values, target, times, future_columns(len(series.covariates), values.shape[1]),
-                   lookback, horizon, first_real, train_windows(splits, lookback, horizon, stride))
+    return Windows(splits, fitted, values, target, times, future_columns, lookback, horizon, first_real,
+                   train_windows(splits, lookback, horizon, stride))
+
+
+def load_windows(data: DataConfig, window: WindowConfig, split: SplitConfig, scratch: Path) -> tuple[Series, Windows]:
+    """The series and their windows: from one file, in memory; or from a folder of Parquet files, file by file,
+    into arrays on disk under `scratch` (pipeline/parquet_folder.py)."""
+    if Path(data.path).is_dir():
+        from pipeline.parquet_folder import stack_folder  # it builds on this module's make_windows
+
+        return stack_folder(data, window, split, scratch)
+    series = load_series(data)
+    return series, make_windows(series, window.lookback, window.horizon, window.stride, split.val_steps,
+                                split.test_steps, data.calendar, data.short_series, data.scaler.value)
 
 
 def first_real_rows(splits: list[Split]) -> torch.Tensor | None:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 SMALL = ["window.lookback=8", "window.horizon=4", "split.val_steps=4", "split.test_steps=4", "model.segment_len=null",
          "model.hidden_size=4", "trainer.max_steps=2", "trainer.val_check_interval=1"]
@@ -77,7 +77,8 @@ def test_bad_file_exits_non_zero_with_one_line_and_leaves_nothing_behind(case, t
 
 def test_zero_byte_file_is_an_empty_file(tmp_path):
     from pipeline.config import DataConfig
-    from pipeline.load import DataError, load_series
+    from pipeline.errors import DataError
+    from pipeline.load import load_series
 
     path = tmp_path / "empty.csv"
     path.write_text("")

@@ -5,7 +5,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from pipeline.config import Config, to_config, trainer_kwargs
-from tests.conftest import CONF_DIR, ROOT, compose_config
+from tests.helpers import CONF_DIR, ROOT, compose_config
 
 
 def test_defaults_are_the_documented_protocol():
@@ -55,3 +55,18 @@ def test_misspelled_key_on_the_command_line_exits_with_a_clear_message():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "Could not override 'model.hiden_size'" in done.stderr
+
+
+@pytest.mark.parametrize("override", ["model=lsmt", "model.cell=lsmt", "model.head_activation=rleu",
+                                      "model.nonlinearity=sigmoid", "optim.loss=l1",
+                                      "trainer.gradient_clip_algorithm=both"])
+def test_a_choice_outside_its_options_fails_at_composition(override):
+    with pytest.raises(ConfigCompositionException):
+        compose_config(override)
+
+
+def test_the_team_server_preset_is_a_diff_of_the_local_one(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
+    local, server = (to_config(compose_config(f"tracking={name}")).tracking for name in ("local", "server"))
+    changed = {key for key in vars(local) if getattr(local, key) != getattr(server, key)}
+    assert changed == {"uri", "outage_seconds"} and server.uri == "http://mlflow.internal:5000"

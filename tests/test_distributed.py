@@ -8,10 +8,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from pipeline.config import ConfigError
 from pipeline.distributed import check_distributed
-from pipeline.window import WindowSampler
-from tests.conftest import SMALL, run_stage
+from pipeline.errors import ConfigError
+from pipeline.sampler import WindowSampler
+from tests.helpers import SMALL, run_stage
 
 
 def epoch_of(sampler: WindowSampler, rank: int, world: int) -> list[torch.Tensor]:

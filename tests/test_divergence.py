@@ -5,12 +5,10 @@ import lightning as L
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-from omegaconf import OmegaConf
 
-from pipeline.config import to_config, trainer_kwargs
-from pipeline.run_lifetime import TrainingDiverged
+from pipeline.errors import TrainingDiverged
 from pipeline.train import train
-from tests.conftest import SMALL, compose_config, run_stage
+from tests.helpers import SMALL, compose_config, run_stage
 
 
 class PoisonGradients(L.Callback):
@@ -42,8 +40,7 @@ class PoisonGradients(L.Callback):
 def train_in_process(store, tmp_path, callback: L.Callback, *overrides: str) -> dict:
     cfg = compose_config(f"data.path={store.folder / 'train.parquet'}", f"tracking.uri={store.uri}", *SMALL,
                          "trainer.val_check_interval=2", *overrides)
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    return train(to_config(cfg), trainer_kwargs(cfg), resolved, tmp_path, extra_callbacks=[callback])
+    return train(cfg, tmp_path, extra_callbacks=[callback])
 
 
 def latest_run(uri: str):

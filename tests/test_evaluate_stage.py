@@ -8,9 +8,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from pipeline.evaluate import rolling_origins
-from pipeline.load import DataError
-from tests.conftest import run_stage
+from pipeline.errors import DataError
+from pipeline.window import rolling_origins
+from tests.helpers import run_stage
 
 
 def test_origins_count_back_from_each_series_end_step_apart_and_fewer_where_a_series_is_short():

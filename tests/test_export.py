@@ -11,8 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.config import TrackingConfig
 from pipeline.saved_model import load_model
-from tests.conftest import run_stage
-from tests.test_train import artifact_paths
+from tests.helpers import artifact_paths, run_stage
 
 # Runs the exported file with the pipeline made unimportable: only numpy and the format's runtime.
 RUN_WITHOUT_PIPELINE = """

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.config import ConfigError, ForecastConfig, ForecastDataConfig, TrackingConfig
+from pipeline.config import ForecastConfig, ForecastDataConfig, TrackingConfig
+from pipeline.errors import ConfigError, DataError
 from pipeline.forecast import run_forecast
 from pipeline.forecasting import check_time_zone
-from pipeline.load import DataError
-from tests.conftest import SMALL, run_stage
+from tests.helpers import SMALL, run_stage
 
 
 @pytest.fixture(scope="module")

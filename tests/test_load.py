@@ -5,7 +5,9 @@ import pandas as pd
 import pytest
 
 from pipeline.config import DataConfig, Gaps, Missing, ShortSeries
-from pipeline.load import DataError, id_columns_of, load_series, read_table, validate_frame
+from pipeline.errors import DataError
+from pipeline.ids import id_columns_of
+from pipeline.load import load_series, read_table, validate_frame
 from pipeline.window import make_windows
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.config import TrackingConfig
 from pipeline.saved_model import load_model
-from tests.conftest import ROOT, free_port, venv_path, wait_until_up
+from tests.helpers import ROOT, free_port, venv_path, wait_until_up
 
 
 @pytest.fixture(scope="module")

@@ -5,16 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import ConfigError, DataConfig, to_config
+from pipeline.config import DataConfig, to_config
+from pipeline.errors import ConfigError
 from pipeline.evaluate import backtest, calibrate_intervals
+from pipeline.lit_module import pinball_loss
 from pipeline.load import validate_frame
 from pipeline.metrics import backtest_metrics, quantile_metrics
-from pipeline.models import pinball_loss
 from pipeline.network import RecurrentNetwork
+from pipeline.sampler import batches
 from pipeline.train import build_module
-from pipeline.window import batches, make_windows
-from tests.conftest import compose_config
-from tests.helpers import network_for
+from pipeline.window import make_windows
+from tests.helpers import compose_config, network_for
 
 LOOKBACK, HORIZON, SEASON = 48, 12, 48
 
@@ -69,8 +70,8 @@ def test_every_combination_composes_trains_and_uses_every_parameter(windows, cel
 
 def test_a_list_of_widths_stacks_layers_of_those_widths(windows):
     net = network(windows, hidden_size=[16, 8], bidirectional=True)
-    assert [layer.hidden_size for layer in net.encoder.layers] == [16, 8]
-    assert net.encoder.layers[1].input_size == 32  # both directions of the 16-unit layer
+    assert [layer.hidden_size for layer in net.encoder.stack.layers] == [16, 8]
+    assert net.encoder.stack.layers[1].input_size == 32  # both directions of the 16-unit layer
     with pytest.raises(ConfigError, match="model.num_layers=3"):
         network(windows, hidden_size=[16, 8, 4])
     with pytest.raises(ConfigError, match="model.hidden_size"):
@@ -79,8 +80,8 @@ def test_a_list_of_widths_stacks_layers_of_those_widths(windows):
 
 def test_an_mlp_head_has_the_configured_layers(windows):
     net = network(windows, head_layers=[16], head_activation="gelu", head_dropout=0.2)
-    kinds = [type(m).__name__ for m in net.head]
-    assert kinds == ["Linear", "GELU", "Dropout", "Linear"] and net.head[0].out_features == 16
+    kinds = [type(m).__name__ for m in net.decoder.head]
+    assert kinds == ["Linear", "GELU", "Dropout", "Linear"] and net.decoder.head[0].out_features == 16
 
 
 def test_a_learned_initial_state_is_where_the_encoder_starts(windows):
@@ -90,7 +91,7 @@ def test_a_learned_initial_state_is_where_the_encoder_starts(windows):
     future = windows.train[:8].future
     before = net(x, future).detach()
     with torch.no_grad():
-        for p in net.encoder.init:
+        for p in net.encoder.stack.init:
             p.add_(0.5)
     assert not torch.allclose(net(x, future), before, atol=1e-4)
 
@@ -147,7 +148,7 @@ def test_padding_rows_never_reach_the_forecast(windows, strategy, attention, sco
 def test_conformal_calibration_makes_validation_intervals_cover_their_nominal_share(windows):
     net = network(windows, quantiles=[0.1, 0.5, 0.9], season=SEASON).eval()
     with torch.no_grad():
-        net.head[-1].bias[1::3] = -4.0  # squeeze the 10-90 interval far too narrow
+        net.decoder.head[-1].bias[1::3] = -4.0  # squeeze the 10-90 interval far too narrow
     before = backtest_metrics(backtest(net, windows, SEASON, block="val"))["model"]["coverage_10_90"]
     offsets = calibrate_intervals(net, windows)
     after = backtest_metrics(backtest(net, windows, SEASON, block="val"))["model"]["coverage_10_90"]

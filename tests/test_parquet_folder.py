@@ -10,9 +10,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import to_config
-from pipeline.load import DataError
-from pipeline.parquet_folder import load_windows
-from tests.conftest import SMALL, compose_config, run_stage
+from pipeline.errors import DataError
+from pipeline.window import load_windows
+from tests.helpers import SMALL, compose_config, run_stage
 
 
 def groups(vic_elec: pd.DataFrame, n_series: int = 6) -> list[pd.DataFrame]:

@@ -7,9 +7,11 @@ import torch
 
 from pipeline.config import DataConfig, ShortSeries, to_config
 from pipeline.load import validate_frame
-from pipeline.train import auto_precision, build_module, resolve_precision
-from pipeline.window import batches, make_windows
-from tests.conftest import compose_config
+from pipeline.sampler import batches
+from pipeline.train import build_module
+from pipeline.trainer import auto_precision, resolve_precision
+from pipeline.window import make_windows
+from tests.helpers import compose_config
 
 
 def test_auto_precision_is_bf16_for_an_lstm_on_a_cpu_with_native_bf16_only():

@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.config import RegisterConfig, TrackingConfig
 from pipeline.register import register as register_stage
-from tests.conftest import run_stage
+from tests.helpers import run_stage
 
 
 def register(store, run_id, *overrides, name="demand"):

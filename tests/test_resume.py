@@ -13,8 +13,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from pipeline import resume, tracking
-from pipeline.config import ConfigError, TrackingConfig
-from tests.conftest import ROOT, SMALL, run_stage
+from pipeline.config import TrackingConfig
+from pipeline.errors import ConfigError
+from tests.helpers import ROOT, SMALL, run_stage
 
 # 22 batches an epoch (stride 1), validation (and last.ckpt) every 5 steps, so every checkpoint is mid-epoch;
 # dropout, so the random state matters too.

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
 from pipeline.config import TrackingConfig
-from tests.conftest import ROOT, SMALL, run_stage
+from tests.helpers import ROOT, SMALL, run_stage
 
 # Long enough that the signal lands mid-training; validation (and last.ckpt) every 6 steps.
 ENDLESS = [*SMALL, "trainer.max_steps=100000"]

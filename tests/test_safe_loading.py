@@ -15,11 +15,12 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.config import ConfigError, ForecastConfig, ForecastDataConfig, RegisterConfig, TrackingConfig
+from pipeline.config import ForecastConfig, ForecastDataConfig, RegisterConfig, TrackingConfig
+from pipeline.errors import ConfigError
 from pipeline.forecast import run_forecast
 from pipeline.register import register
 from pipeline.saved_model import DIGESTS_TAG, SPEC_FILE, WEIGHTS_FILE, ModelSpec, load_model, read_model
-from tests.conftest import run_stage
+from tests.helpers import run_stage
 
 
 @pytest.fixture(scope="module")

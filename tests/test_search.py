@@ -7,10 +7,10 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.config import ConfigError, SearchConfig
-from pipeline.run_lifetime import TrainingDiverged
+from pipeline.config import SearchConfig
+from pipeline.errors import ConfigError, TrainingDiverged
 from pipeline.search import BEST, search, search_space
-from tests.conftest import SMALL, compose_config, run_stage
+from tests.helpers import SMALL, compose_config, run_stage
 
 
 def test_the_search_space_reads_hydras_sweep_syntax():

@@ -6,11 +6,12 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.config import ConfigError, DataConfig
+from pipeline.config import DataConfig
+from pipeline.errors import ConfigError
 from pipeline.load import validate_frame
 from pipeline.network import RecurrentNetwork
 from pipeline.saved_model import FORMAT, ModelSpec, SavedModel
-from pipeline.streaming import SeriesStream, StreamingForecaster
+from pipeline.streaming import NetworkStream, SeriesStream
 from pipeline.window import make_windows
 from tests.helpers import network_args
 
@@ -30,21 +31,21 @@ def arguments(windows, **changes) -> dict:
                         n_future=len(windows.future_columns), season=SEASON) | changes
 
 
-def module(windows, **changes) -> RecurrentNetwork:
+def network_of(windows, **changes) -> RecurrentNetwork:
     torch.manual_seed(0)
     network = RecurrentNetwork(**arguments(windows, **changes)).eval()
     # Seasonal skip starts the head at zero; move it so that the forecast depends on the state.
     with torch.no_grad():
-        network.head[-1].weight.normal_(0, 0.1)
+        network.decoder.head[-1].weight.normal_(0, 0.1)
     return network
 
 
 def saved(windows, changes: dict, time_zone="UTC", **data) -> SavedModel:
-    """module(windows, **changes) as a saved model of the shipped data's single series."""
+    """network_of(windows, **changes) as a saved model of the shipped data's single series."""
     spec = ModelSpec(format=FORMAT, data=asdict(DataConfig(**data)) | {"freq": "30min", "season": SEASON},
                      lookback=LOOKBACK, horizon=HORIZON, network=arguments(windows, **changes),
                      scaler=asdict(windows.scaler), series_ids=["demand"], time_zone=time_zone)
-    return SavedModel(spec, module(windows, **changes))
+    return SavedModel(spec, network_of(windows, **changes))
 
 
 @pytest.mark.parametrize("changes", [
@@ -56,10 +57,10 @@ def saved(windows, changes: dict, time_zone="UTC", **data) -> SavedModel:
         "recursive-segments"])
 @pytest.mark.parametrize("observations", [LOOKBACK, 2 * LOOKBACK])
 def test_streaming_matches_a_forward_pass_over_the_same_observations(windows, changes, observations):
-    network = module(windows, **changes)
+    network = network_of(windows, **changes)
     rows = windows.values[:observations]
     future = windows.values[observations:observations + HORIZON][:, windows.future_columns]
-    stream = StreamingForecaster(network)
+    stream = NetworkStream(network)
     for row in rows:
         stream.update(row)
     with torch.no_grad():
@@ -69,7 +70,7 @@ def test_streaming_matches_a_forward_pass_over_the_same_observations(windows, ch
 
 def test_a_bidirectional_model_refuses_to_stream_and_says_why(windows):
     with pytest.raises(ConfigError, match="bidirectional.*backward"):
-        StreamingForecaster(module(windows, bidirectional=True))
+        NetworkStream(network_of(windows, bidirectional=True))
 
 
 def test_a_series_stream_in_original_units_matches_the_forecast_stage(windows, vic_elec):
@@ -93,7 +94,7 @@ def test_a_series_stream_in_original_units_matches_the_forecast_stage(windows, v
 
 def test_models_that_need_what_a_stream_or_history_cannot_give_refuse_and_name_the_key(windows, vic_elec):
     with pytest.raises(ConfigError, match="model.window_norm cannot stream"):
-        StreamingForecaster(module(windows, window_norm=True))
+        NetworkStream(network_of(windows, window_norm=True))
     model = saved(windows, {"n_future": len(windows.future_columns) + 1}, future_covariates=["holiday"])
     with pytest.raises(ConfigError, match=r"future values of data.future_covariates \['holiday'\]"):
         model.forecast(vic_elec.iloc[:LOOKBACK])

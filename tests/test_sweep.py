@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import SMALL, run_stage
+from tests.helpers import SMALL, run_stage
 
 
 def sweep(store, sweep_dir: Path, *overrides: str):

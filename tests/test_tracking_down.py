@@ -12,8 +12,8 @@ from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
-from pipeline.config import ConfigError
-from tests.conftest import ROOT, SMALL, free_port, run_stage, start_mlflow_server
+from pipeline.errors import ConfigError
+from tests.helpers import ROOT, SMALL, free_port, run_stage, start_mlflow_server
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.config import RegisterConfig, TrackingConfig
 from pipeline.register import register
-from tests.conftest import ROOT, SMALL, Store, free_port, run_stage, start_mlflow_server
+from tests.helpers import ROOT, SMALL, Store, free_port, run_stage, start_mlflow_server
 
 
 @pytest.mark.slow

@@ -11,15 +11,8 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.config import TrackingConfig
 from pipeline.saved_model import load_model
-from pipeline.train import auto_precision, native_bf16_cpu
-from tests.conftest import SMALL, run_stage
-
-
-def artifact_paths(client: MlflowClient, run_id: str, path: str = "") -> set[str]:
-    found = set()
-    for item in client.list_artifacts(run_id, path):
-        found |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
-    return found
+from pipeline.trainer import auto_precision, native_bf16_cpu
+from tests.helpers import SMALL, artifact_paths, run_stage
 
 
 @pytest.mark.slow

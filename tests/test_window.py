@@ -5,8 +5,10 @@ import torch
 from sklearn.preprocessing import StandardScaler
 
 from pipeline.config import DataConfig
-from pipeline.load import DataError, validate_frame
-from pipeline.window import batches, make_windows
+from pipeline.errors import DataError
+from pipeline.load import validate_frame
+from pipeline.sampler import batches
+from pipeline.window import make_windows
 
 LOOKBACK, HORIZON, VAL, TEST = 12, 4, 8, 8
 

@@ -1,14 +1,20 @@
+"""Every cell and shape trains; clipping, the seasonal skip, padding, segments and per-window normalisation do
+what they promise."""
+
 import lightning as L
 import numpy as np
 import pytest
 import torch
 
-from pipeline.config import ConfigError, DataConfig
+from pipeline.config import DataConfig
+from pipeline.errors import ConfigError
+from pipeline.forecasting import predict
+from pipeline.lit_module import TrainingModule
 from pipeline.load import validate_frame
 from pipeline.metrics import seasonal_naive
-from pipeline.models import Forecaster
-from pipeline.network import RecurrentNetwork, predict
-from pipeline.window import batches, make_windows
+from pipeline.network import RecurrentNetwork
+from pipeline.sampler import batches
+from pipeline.window import make_windows
 from tests.helpers import forecaster_for, network_args
 
 LOOKBACK, HORIZON = 96, 24
@@ -115,7 +121,7 @@ def test_checkpoint_hyperparameters_are_plain_and_load_with_weights_only(windows
     path = tmp_path / "m.ckpt"
     trainer.save_checkpoint(path)
     checkpoint = torch.load(path, weights_only=True)
-    module = Forecaster(**checkpoint["hyper_parameters"])
+    module = TrainingModule(**checkpoint["hyper_parameters"])
     assert set(checkpoint["hyper_parameters"]) == {"network", "optim"}
     module.load_state_dict(checkpoint["state_dict"])
 
@@ -152,7 +158,7 @@ def test_segment_inputs_read_the_lookback_in_fewer_recurrent_steps_and_train(win
     torch.manual_seed(0)
     module = small_module(windows, "gru", season=None, segment_len=12)
     seen = []
-    module.network.encoder.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape))
+    module.network.encoder.stack.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape))
     before = training_loss(module, windows)
     fit(module, windows)
     assert seen[0][1] == LOOKBACK // 12 and seen[0][2] == 16
@@ -171,7 +177,7 @@ def test_window_norm_forecast_moves_and_stretches_with_its_window(strategy):
     shape = dict(n_features=1, cell="gru", lookback=12, horizon=3, hidden_size=8, num_layers=1, season=4,
                  strategy=strategy)
     net = network(**shape, window_norm=True).eval()
-    for parameter in net.head.parameters():
+    for parameter in net.decoder.head.parameters():
         torch.nn.init.normal_(parameter)  # away from the zero init of the seasonal skip
     x = torch.randn(5, 12, 1)
     empty = torch.zeros(5, 3, 0)

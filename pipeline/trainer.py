@@ -1,0 +1,134 @@
+"""The Lightning side of training: the Trainer's arguments checked, precision resolved for this machine, the
+callbacks (best and last checkpoints, exact resume, sharding, learning-rate monitor, early stopping), and fit."""
+
+import inspect
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import Logger
+from torch.utils.data import DataLoader
+
+from pipeline.distributed import ShardWindows, check_distributed, is_rank_zero
+from pipeline.errors import ConfigError
+from pipeline.lit_module import TrainingModule
+from pipeline.resume import ExactResume, Resume
+from pipeline.sampler import batches
+from pipeline.signals import signals_between_steps
+from pipeline.window import Windows
+
+
+@dataclass
+class Fitting:
+    """A Trainer ready to fit: the batches it reads, the checkpoint keeping the best model by validation loss,
+    the precision it trains in, and how each global batch is split among processes (params to log)."""
+
+    trainer: L.Trainer
+    train_batches: DataLoader
+    val_batches: DataLoader
+    best: ModelCheckpoint
+    precision: str
+    shares: dict[str, int]
+
+
+def prepare(trainer_args: dict[str, Any], windows: Windows, cell: str, *, batch_size: int, seed: int,
+            patience: int | None, output_dir: Path, run_tags: dict[str, str],
+            extra_callbacks: Sequence[L.Callback] = ()) -> Fitting:
+    """The Trainer for `trainer_args` (a misspelled one or a budget without validation fails first, in one line)."""
+    check_trainer_args(trainer_args)
+    trainer_args = trainer_args | {"precision": resolve_precision(trainer_args, cell)}
+    train_batches = batches(windows.train, batch_size, shuffle=True, seed=seed)
+    val_batches = batches(windows.val, batch_size, shuffle=False)
+    best = ModelCheckpoint(dirpath=output_dir / "checkpoints", monitor="val_loss", mode="min", save_top_k=1,
+                           filename="best-{step}")
+    callbacks = [best, ExactResume(train_batches.sampler), ShardWindows(train_batches.sampler, val_batches.sampler),
+                 *extra_callbacks]
+    if is_rank_zero():  # the only process with a logger
+        callbacks.append(LearningRateMonitor("step"))
+    if patience is not None:
+        callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=patience))
+    # Our window samplers shard batches among processes themselves (pipeline.distributed): Lightning must not
+    # wrap them. The logger comes once rank zero's run is open.
+    trainer = L.Trainer(**trainer_args, logger=False, callbacks=callbacks, default_root_dir=output_dir,
+                        use_distributed_sampler=False)
+    shares = check_distributed(trainer, batch_size, in_sweep="sweep" in run_tags, in_search="sweep.trial" in run_tags)
+    trainer.callbacks += resume_checkpoints(output_dir / "checkpoints", trainer_args,
+                                            train_batches.sampler.batches_per_epoch(trainer.world_size))
+    return Fitting(trainer, train_batches, val_batches, best, trainer_args["precision"], shares)
+
+
+def fit(fitting: Fitting, module: TrainingModule, resume: Resume | None, logger: Logger | None = None) -> float:
+    """Train `module` (from the resumed run's last checkpoint, if any); returns the seconds it took."""
+    if logger is not None:
+        fitting.trainer.loggers = [logger]
+    started = time.perf_counter()
+    with warnings.catch_warnings(), signals_between_steps():
+        # ExactResume replays the interrupted epoch's batch order, which Lightning cannot see: its warning that
+        # a mid-epoch resume may give other results does not apply.
+        warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before the epoch")
+        # weights_only: a checkpoint is data; loading it runs no pickled code.
+        fitting.trainer.fit(module, fitting.train_batches, fitting.val_batches,
+                            ckpt_path=resume.checkpoint if resume else None, weights_only=True)
+    return time.perf_counter() - started
+
+
+def load_best(fitting: Fitting, module: TrainingModule) -> None:
+    best = torch.load(fitting.best.best_model_path, map_location=module.device, weights_only=True)
+    module.load_state_dict(best["state_dict"])
+
+
+def resume_checkpoints(folder: Path, trainer_args: dict[str, Any], epoch_batches: int) -> list[ModelCheckpoint]:
+    """What writes last.ckpt, for resume: after every validation, and also after each epoch's last batch when
+    validations are further apart than an epoch. (Not on the epoch's end: Lightning resumes a max_steps
+    training saved there with one batch too many.)"""
+    last = dict(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False)
+    every = trainer_args.get("val_check_interval")
+    if isinstance(every, int) and every > epoch_batches:
+        return [ModelCheckpoint(**last), ModelCheckpoint(**last, every_n_train_steps=epoch_batches)]
+    return [ModelCheckpoint(**last)]
+
+
+def check_trainer_args(trainer_args: dict[str, Any]) -> None:
+    """Fail on a misspelled ++trainer.NAME, or a budget with no validation, before any run is opened."""
+    known = inspect.signature(L.Trainer).parameters
+    unknown = sorted(set(trainer_args) - set(known))
+    if unknown:
+        raise ConfigError(f"trainer.{unknown[0]} is not a Lightning Trainer argument; see "
+                          f"lightning.pytorch.Trainer for the names")
+    steps, every = trainer_args.get("max_steps", -1), trainer_args.get("val_check_interval")
+    if isinstance(every, int) and 0 < steps < every:
+        # No validation would run, so there would be no best checkpoint to evaluate.
+        raise ConfigError(f"trainer.max_steps={steps} ends before the first validation "
+                          f"(trainer.val_check_interval={every}); lower val_check_interval")
+
+
+def resolve_precision(trainer_args: dict[str, Any], cell: str) -> Any:
+    """trainer.precision, with `auto` resolved for this machine: see auto_precision."""
+    if trainer_args.get("precision") != "auto":
+        return trainer_args.get("precision", "32-true")
+    accelerator = trainer_args.get("accelerator", "auto")
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not (CUDAAccelerator.is_available()
+                                                                     or MPSAccelerator.is_available()))
+    return auto_precision(cell, on_cpu, native_bf16_cpu())
+
+
+def auto_precision(cell: str, on_cpu: bool, native_bf16: bool) -> str:
+    """bf16-mixed for an LSTM on a CPU with native bfloat16 (oneDNN's fused LSTM: 1.6x faster steps at equal
+    validation MASE on the default data, bench/RESULTS.md); 32-true otherwise: the vanilla RNN and the GRU
+    step slower in bf16 on CPU, and no GPU was measured."""
+    return "bf16-mixed" if cell == "lstm" and on_cpu and native_bf16 else "32-true"
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX); emulated bf16 would be slower."""
+    try:
+        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
