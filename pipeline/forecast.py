@@ -90,7 +90,7 @@ def run_forecast(cfg: ForecastConfig) -> dict:
     model = load_model(cfg.model_uri, cfg.tracking)
     data = model.data
     data.path, data.time_zone = str(source), cfg.data.time_zone or data.time_zone
-    series = load_series(data)
+    series = load_series(data, future_steps=model.spec.horizon)
     out = forecast_series(model, series, source=str(source))
     times = series.frame[TIME]
     summary = {"model_uri": cfg.model_uri, "model_version": model.version, "model_run_id": model.run_id,

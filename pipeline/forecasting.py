@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from pipeline.config import ShortSeries
-from pipeline.errors import ConfigError, DataError
+from pipeline.errors import DataError
 from pipeline.features import build_inputs
 from pipeline.ids import SERIES_ID, id_columns_of
 from pipeline.load import TIME, Series, validate_frame
@@ -21,24 +21,44 @@ if TYPE_CHECKING:  # saved_model imports this module
     from pipeline.saved_model import ModelSpec, SavedModel
 
 
-def forecast(model: "SavedModel", history: pd.DataFrame, source: str = "input frame",
+def forecast(model: "SavedModel", frame: pd.DataFrame, source: str = "input frame",
              time_zone: str | None = None) -> pd.DataFrame:
-    """The next `horizon` steps after the last row of every series in `history`, in the user's units, id columns
-    and time zone. `time_zone` overrides the model's data.time_zone (the zone of times without an offset)."""
+    """The next `horizon` steps after the last observed target of every series in `frame`, in the user's units,
+    id columns and time zone. `frame` holds each series' recent history, then (for a model that reads
+    known-future covariates, necessarily) its `horizon` future rows: the target empty, every known-future value
+    given. `time_zone` overrides the model's data.time_zone (the zone of times without an offset)."""
     data = model.data
     if time_zone is not None:
         data.time_zone = time_zone
-    return forecast_series(model, validate_frame(history, data, source=source), source)
+    return forecast_series(model, validate_frame(frame, data, source=source, future_steps=model.spec.horizon),
+                           source)
+
+
+def future_frame(model: "SavedModel", history: pd.DataFrame, source: str = "input frame",
+                 time_zone: str | None = None) -> pd.DataFrame:
+    """The rows to append to `history` for a forecast: the next `horizon` steps of every series, with its id
+    column(s), the time (in the history's zone), and the target and every covariate empty, for the known-future
+    ones to be filled in (like NeuralForecast's make_future_dataframe)."""
+    data = model.data
+    if time_zone is not None:
+        data.time_zone = time_zone
+    series = validate_frame(history, data, source=source)
+    future = future_rows(series.frame.groupby(SERIES_ID, sort=False, observed=True).tail(1), data.freq,
+                         model.spec.horizon)
+    times = future[TIME] if series.time_zone is None else future[TIME].dt.tz_convert(series.time_zone)
+    empty = dict.fromkeys([data.target_column, *data.covariates, *data.future_covariates], np.nan)
+    return pd.concat([id_columns_of(future[SERIES_ID], data.id_column),
+                      pd.DataFrame({data.time_column: times.to_numpy()} | empty)], axis=1)
 
 
 def forecast_series(model: "SavedModel", series: Series, source: str) -> pd.DataFrame:
     """forecast() after validation: `series` is what validate_frame made of the history."""
     spec, data = model.spec, model.data
     check_time_zone(spec, series.time_zone, data.time_column, source)
-    if data.future_covariates:
-        raise ConfigError(f"this model reads future values of data.future_covariates {data.future_covariates}, "
-                          f"which forecasting from history alone cannot supply; forecast with a model trained "
-                          f"without them")
+    if data.future_covariates and series.future is None:
+        raise DataError(f"{source}: no future rows; this model reads the known-future values of "
+                        f"{data.future_covariates} over the {spec.horizon} steps it forecasts: append them to each "
+                        f"series (future_frame makes the rows)")
     lookback, horizon = spec.lookback, spec.horizon
     recent = series.frame.groupby(SERIES_ID, sort=False, observed=True).tail(lookback)
     lengths = recent.groupby(SERIES_ID, sort=False, observed=True).size()
@@ -47,8 +67,13 @@ def forecast_series(model: "SavedModel", series: Series, source: str) -> pd.Data
         short = lengths[lengths < lookback]
         raise DataError(f"{source}: series {short.index[0]!r} has {short.iloc[0]} rows; the model needs the "
                         f"last {lookback} of each series")
-    future = future_rows(recent, data.freq, horizon)
-    # Each series: its recent rows, then its horizon rows (future targets and covariates are never read).
+    # Each series' horizon rows: the given future rows, whose known-future values are read (a future row's target
+    # and past covariates are not), or rows made after its last one.
+    if data.future_covariates:
+        future = series.future[recent.columns]
+        future = future.fillna(dict.fromkeys(future.columns.difference([SERIES_ID, TIME]), 0.0))
+    else:
+        future = future_rows(recent, data.freq, horizon)
     extended = pd.concat([recent, future]).sort_values([SERIES_ID, TIME], kind="stable").reset_index(drop=True)
     scaler = Scaler(**spec.scaler)
     series_ids = [str(s) for s in lengths.index]

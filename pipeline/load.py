@@ -42,6 +42,9 @@ class Series:
     # The zone the file's times were given in ("UTC" for offsets, a zoned column's zone, or data.time_zone);
     # the frame then holds them in UTC. None: wall-clock times without a zone, kept as they are.
     time_zone: str | None = None
+    # A forecast input's future rows (validate_frame's future_steps): each series' rows after its last observed
+    # target, with the known-future values to forecast with; None when the input has none.
+    future: pd.DataFrame | None = None
 
     @property
     def series_ids(self) -> list[str]:
@@ -91,17 +94,22 @@ def _read_parquet(path: Path, columns: list[str] | None) -> pd.DataFrame:
         pa.set_memory_pool(default)
 
 
-def load_series(cfg: DataConfig) -> Series:
-    """Load `cfg.path` and check it (see validate_frame)."""
+def load_series(cfg: DataConfig, future_steps: int = 0) -> Series:
+    """Load `cfg.path` and check it (see validate_frame; `future_steps` for a forecast input)."""
     path = Path(cfg.path)
-    series = validate_frame(read_table(path, data_columns(cfg), id_column_list(cfg.id_column)), cfg, source=str(path))
+    series = validate_frame(read_table(path, data_columns(cfg), id_column_list(cfg.id_column)), cfg,
+                            source=str(path), future_steps=future_steps)
     log.info("loaded %s: %d rows, %d series, freq %s, season %d; %s", path, len(series.frame),
              len(series.series_ids), series.freq, series.season, series.report or "no fixes needed")
     return series
 
 
-def validate_frame(raw: pd.DataFrame, cfg: DataConfig, source: str) -> Series:
-    """Turn a user's table into the long frame; every error names `source` (a file or "input frame")."""
+def validate_frame(raw: pd.DataFrame, cfg: DataConfig, source: str, future_steps: int = 0) -> Series:
+    """Turn a user's table into the long frame; every error names `source` (a file or "input frame").
+
+    A forecast input (`future_steps`: the model's horizon) may end each series with its future rows: the steps
+    after its last observed target, the target empty and every known-future covariate given. They come back as
+    `Series.future`, checked (see split_future), and never reach the data.missing policies."""
     if raw.empty:
         raise DataError(f"{source}: the file has no rows; point data.path at a file with data")
     # Row numbers in messages and in sorting are positions in the file, whatever index the frame had.
@@ -125,6 +133,7 @@ def validate_frame(raw: pd.DataFrame, cfg: DataConfig, source: str) -> Series:
     _check_duplicates(frame, source)
     freq = cfg.freq or infer_freq(frame, source)
     frame = _regular_grid(frame, freq, cfg.gaps, source, report)
+    frame, future = split_future(frame, future_steps, cfg, freq, source) if future_steps else (frame, None)
     frame = _fill_missing(frame, cfg.missing, source, report,
                           names={TARGET: cfg.target_column} | {c: c for c in inputs})
     extremes = frame.groupby(SERIES_ID, observed=True)[TARGET].agg(["min", "max"])
@@ -133,7 +142,49 @@ def validate_frame(raw: pd.DataFrame, cfg: DataConfig, source: str) -> Series:
         report["constant_series"] = constant
     return Series(frame=frame, freq=freq, season=cfg.season or season_of(freq),
                   covariates=list(cfg.covariates), source=source, report=report,
-                  future_covariates=list(cfg.future_covariates), time_zone=time_zone)
+                  future_covariates=list(cfg.future_covariates), time_zone=time_zone, future=future)
+
+
+def split_future(frame: pd.DataFrame, steps: int, cfg: DataConfig, freq: str, source: str
+                 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """A forecast input's history and future rows. Every series has either no future rows or exactly `steps` of
+    them (exactly `steps` when the model reads known-future covariates), each with every known-future value;
+    otherwise one line naming the series, the first time at fault and the column."""
+    codes = frame[SERIES_ID].cat.codes.to_numpy()
+    observed = frame[TARGET].notna().to_numpy()
+    positions = np.arange(len(frame))
+    # Each row's series' last observed row (-1: none), by a running maximum within the sorted series.
+    last_seen = pd.Series(np.where(observed, positions, -1)).groupby(codes).transform("max").to_numpy()
+    future = positions > last_seen
+    counts = pd.Series(future).groupby(codes).agg(["sum", "size"])
+    allowed = counts["sum"] == steps if cfg.future_covariates else counts["sum"].isin([0, steps])
+    # Only a series at fault is looked at row by row (10^4 series end together in a daily job).
+    for code in counts.index[~allowed | (counts["sum"] == counts["size"])][:1]:
+        rows = np.flatnonzero(codes == code)
+        series_id, times, count = frame[SERIES_ID].iloc[rows[0]], frame[TIME].iloc[rows], int(counts["sum"][code])
+        offset = pd.tseries.frequencies.to_offset(freq)
+        if count == len(rows):
+            raise DataError(f"{source}: series {series_id!r} has no observed {cfg.target_column!r}; give its history "
+                            f"before its future rows")
+        last = times.iloc[len(rows) - count - 1]
+        if count < steps:
+            fault = f"the rows from {last + (count + 1) * offset} on are missing"
+        else:
+            fault = f"the rows from {times.iloc[len(rows) - count + steps]} on are too many"
+        columns = f", each with {', '.join(repr(c) for c in cfg.future_covariates)}" if cfg.future_covariates else ""
+        raise DataError(f"{source}: series {series_id!r} has {count} future rows after its last observed "
+                        f"{cfg.target_column!r} at {last}, and {fault}; give exactly the {steps} steps the model "
+                        f"forecasts{columns} (future_frame makes them)")
+    if not future.any():
+        return frame, None
+    ahead = frame[future].reset_index(drop=True)
+    for column in cfg.future_covariates:
+        absent = ahead[column].isna().to_numpy()
+        if absent.any():
+            row = ahead.iloc[int(np.flatnonzero(absent)[0])]
+            raise DataError(f"{source}: series {row[SERIES_ID]!r} has no {column!r} at {row[TIME]}, one of its future "
+                            f"rows; give every known-future value of the {steps} steps ahead")
+    return frame[~future].reset_index(drop=True), ahead
 
 
 def data_columns(cfg: DataConfig) -> list[str]:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
@@ -92,10 +93,15 @@ class SavedModel:
     def data(self) -> DataConfig:
         return DataConfig(**self.spec.data)
 
-    def forecast(self, history: pd.DataFrame, source: str = "input frame", time_zone: str | None = None
+    def forecast(self, frame: pd.DataFrame, source: str = "input frame", time_zone: str | None = None
                  ) -> pd.DataFrame:
-        """The next `horizon` steps after each series' last row: see pipeline.forecasting.forecast."""
-        return forecasting.forecast(self, history, source, time_zone)
+        """The next `horizon` steps after each series' last observation: see pipeline.forecasting.forecast."""
+        return forecasting.forecast(self, frame, source, time_zone)
+
+    def future_frame(self, history: pd.DataFrame, source: str = "input frame", time_zone: str | None = None
+                     ) -> pd.DataFrame:
+        """The future rows to fill in and append to `history`: see pipeline.forecasting.future_frame."""
+        return forecasting.future_frame(self, history, source, time_zone)
 
 
 def model_spec(data: DataConfig, window: WindowConfig, series: Series, windows: Windows, network: dict) -> ModelSpec:
@@ -141,12 +147,16 @@ def file_digests(folder: Path) -> dict[str, str]:
     return digests
 
 
-def input_example(series: Series, split: Split, data: DataConfig, lookback: int) -> pd.DataFrame:
-    """Up to `lookback` rows of one series before its test block, in the file's own columns: a request as
+def input_example(series: Series, split: Split, data: DataConfig, lookback: int, horizon: int) -> pd.DataFrame:
+    """Up to `lookback` rows of one series before its test block, in the file's own columns, and for a model
+    that reads known-future covariates the `horizon` future rows after them (the target empty): a request as
     MLflow's tools send one, times as ISO 8601 text in the zone the file used, ids as text."""
     rows = series.frame[series.frame[SERIES_ID] == split.series_id]
     test_start = split.test_start - split.first
-    rows = rows.iloc[max(0, test_start - lookback):test_start]
+    ahead = horizon if data.future_covariates else 0
+    rows = rows.iloc[max(0, test_start - lookback):test_start + ahead].copy()
+    if ahead:
+        rows.iloc[-ahead:, rows.columns.get_indexer([TARGET, *data.covariates])] = np.nan
     if series.time_zone is not None:
         rows = rows.assign(**{TIME: rows[TIME].dt.tz_convert(series.time_zone)})
     names = {TIME: data.time_column, TARGET: data.target_column}
@@ -164,9 +174,7 @@ def log_model(artifacts: dict[str, str], example: pd.DataFrame, model: SavedMode
     """Log the pyfunc with its input example (whose forecast gives the signature's outputs) and its code: the
     pipeline package, so it loads where the pipeline is not installed. Then record the digest of every file it
     stored as the run's `model.sha256` tag. Returns the model's URI."""
-    # A model that reads future covariates cannot forecast from history alone: no output example.
-    output = (None if model.data.future_covariates
-              else as_text_times(model.forecast(example, "the input example"), model.data.time_column))
+    output = as_text_times(model.forecast(example, "the input example"), model.data.time_column)
     signature = mlflow.models.infer_signature(example, output)
     info = mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_CODE), artifacts=artifacts,
                                    code_paths=[str(PACKAGE)], input_example=example, signature=signature,

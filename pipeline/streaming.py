@@ -72,7 +72,8 @@ class NetworkStream:
 
 
 class SeriesStream:
-    """A saved model streaming one series in its own units: (time, value, covariates) in, a frame out."""
+    """A saved model streaming one series in its own units: (time, value, covariates) in, a frame out; a model
+    that reads known-future covariates takes their values for the steps ahead at each forecast."""
 
     def __init__(self, model: SavedModel, series_id: str | list[str]):
         """`series_id`: the series' id as the file wrote it, or the list of its ids for several id columns."""
@@ -82,10 +83,8 @@ class SeriesStream:
         center, scale = spec.scaler["center"], spec.scaler["scale"]
         if series_id not in center:
             raise ConfigError(f"series {series_id!r} was not in training; the model has no scaling for it")
-        if spec.data.get("future_covariates"):
-            raise ConfigError("this model reads future values of data.future_covariates, which a stream of "
-                              "observations cannot supply; stream a model trained without them")
         self.center, self.scale = np.array(center[series_id]), np.array(scale[series_id])
+        self.known_ahead = list(spec.data["future_covariates"])
         row = spec.series_ids.index(series_id) if spec.network["series_embedding"] else 0
         self.stream = NetworkStream(model.network, series=row)
         self.offset = pd.tseries.frequencies.to_offset(spec.data["freq"])
@@ -98,7 +97,8 @@ class SeriesStream:
         return calendar_features(pd.Series(times), self.spec.data["freq"])
 
     def update(self, time, value: float, *covariates: float) -> None:
-        """One observation at `time`, the next step of the series' grid."""
+        """One observation at `time`, the next step of the series' grid: the target, then every covariate in the
+        model's order (past ones, then known-future ones)."""
         time = pd.Timestamp(time)
         if (time.tzinfo is None) != (self.spec.time_zone is None):
             raise ValueError(f"series {self.series_id!r}: {time} " + (
@@ -114,10 +114,23 @@ class SeriesStream:
         self.stream.update(torch.from_numpy(row))
         self.last = time
 
-    def forecast(self) -> pd.DataFrame:
-        """The next `horizon` steps after the last observation, in the series' units."""
-        times = pd.date_range(self.last + self.offset, periods=self.spec.horizon, freq=self.offset)
-        scaled = self.stream.forecast(torch.from_numpy(self._calendar(times))).numpy().astype(np.float64)
+    def forecast(self, future: pd.DataFrame | dict | None = None) -> pd.DataFrame:
+        """The next `horizon` steps after the last observation, in the series' units. `future`: the known-future
+        covariates' values over those steps, by column name (a frame or a dict of sequences), for a model that
+        reads them."""
+        horizon = self.spec.horizon
+        times = pd.date_range(self.last + self.offset, periods=horizon, freq=self.offset)
+        ahead = np.zeros((horizon, 0))
+        if self.known_ahead:
+            given = pd.DataFrame(future if future is not None else {})
+            absent = [c for c in self.known_ahead if c not in given or given[c].isna().any() or len(given) != horizon]
+            if absent:
+                raise ValueError(f"series {self.series_id!r}: give future={{{absent[0]!r}: {horizon} values}} for the "
+                                 f"steps from {times[0]} on (the model reads {self.known_ahead} ahead)")
+            width = len(self.known_ahead)
+            ahead = (given[self.known_ahead].to_numpy(np.float64) - self.center[-width:]) / self.scale[-width:]
+        features = np.concatenate([ahead, self._calendar(times)], axis=1)
+        scaled = self.stream.forecast(torch.from_numpy(features)).numpy().astype(np.float64)
         values = scaled * self.scale[0] + self.center[0]
         return pd.DataFrame({"time": times if self.zone is None else times.tz_convert(self.zone)}
                             | forecast_columns(self.stream.network, values))

@@ -113,7 +113,7 @@ def save_and_log_model(config: Config, series: Series, windows: Windows, module:
     """The trained network as a saved model in the run folder, logged with an input example of its data."""
     spec = model_spec(config.data, config.window, series, windows, dict(module.hparams.network))
     artifacts = write_model(output_dir / "model", spec, module.network)
-    example = input_example(series, windows.splits[0], config.data, config.window.lookback)
+    example = input_example(series, windows.splits[0], config.data, config.window.lookback, config.window.horizon)
     log_model(artifacts, example, SavedModel(spec, module.network))
 
 

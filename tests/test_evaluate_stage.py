@@ -85,17 +85,3 @@ def test_evaluate_refuses_a_file_too_short_for_one_origin_in_one_line(store, tmp
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].endswith(
         f"{short}: series 'demand' has 100 rows; a backtest origin needs the model's lookback + horizon (144) rows")
-
-
-@pytest.mark.slow
-def test_a_model_with_future_covariates_is_logged_and_evaluated_but_not_forecast_from_history(store, tmp_path):
-    trained = store.train("data.future_covariates=[holiday]")
-    done = evaluate(store, tmp_path, f"run_id={trained['run_id']}", "evaluate.origins=2")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout)["origins"] == 2
-    refused = run_stage("pipeline.forecast", f"model_uri=runs:/{trained['run_id']}/model",
-                        f"data.path={store.folder / 'new.parquet'}", f"output={tmp_path / 'forecast.csv'}",
-                        f"tracking.uri={store.uri}", f"hydra.run.dir={tmp_path / 'forecast'}")
-    assert refused.returncode == 2
-    assert "future values of data.future_covariates ['holiday']" in refused.stderr.strip().splitlines()[-1]
-    assert not (tmp_path / "forecast.csv").exists()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipeline.config import DataConfig
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, DataError
 from pipeline.load import validate_frame
 from pipeline.network import RecurrentNetwork
 from pipeline.saved_model import FORMAT, ModelSpec, SavedModel
@@ -92,11 +92,18 @@ def test_a_series_stream_in_original_units_matches_the_forecast_stage(windows, v
         stream.update(history["time"].iloc[-1].tz_localize(None), 1.0)
 
 
-def test_models_that_need_what_a_stream_or_history_cannot_give_refuse_and_name_the_key(windows, vic_elec):
+def test_a_model_that_cannot_stream_says_why_and_one_that_reads_the_future_asks_for_it(windows, vic_elec):
     with pytest.raises(ConfigError, match="model.window_norm cannot stream"):
         NetworkStream(network_of(windows, window_norm=True))
-    model = saved(windows, {"n_future": len(windows.future_columns) + 1}, future_covariates=["holiday"])
-    with pytest.raises(ConfigError, match=r"future values of data.future_covariates \['holiday'\]"):
+    data = DataConfig(future_covariates=["holiday"])
+    ahead = make_windows(validate_frame(vic_elec.iloc[:1200], data, source="vic_elec slice"), LOOKBACK, HORIZON, 8,
+                         96, 96, calendar=True)
+    model = saved(ahead, {}, future_covariates=["holiday"])
+    with pytest.raises(DataError, match="has 0 future rows after its last observed 'demand'.*each with 'holiday'"):
         model.forecast(vic_elec.iloc[:LOOKBACK])
-    with pytest.raises(ConfigError, match="future values of data.future_covariates"):
-        SeriesStream(model, "demand")
+    stream = SeriesStream(model, "demand")
+    for row in vic_elec.iloc[:LOOKBACK].itertuples():
+        stream.update(row.time, row.demand, row.holiday)
+    with pytest.raises(ValueError, match=r"give future=\{'holiday': 12 values\}"):
+        stream.forecast()
+    assert len(stream.forecast(future={"holiday": [0] * HORIZON})) == HORIZON
