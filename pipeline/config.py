@@ -96,6 +96,11 @@ class DataConfig:
     covariates: list[str] = field(default_factory=list)
     # Known-future inputs (holiday flags, planned prices): read over the lookback and the horizon alike.
     future_covariates: list[str] = field(default_factory=list)
+    # As-of honesty for known-future inputs that are themselves forecasts (pipeline/vintages.py): a file of every
+    # issued value (ids, time, this issue-time column, the columns); each window's horizon then reads the values
+    # issued by its origin. null: the main file's values are taken as known in advance.
+    vintages: Optional[str] = None
+    future_covariates_known_at: Optional[str] = None
     # Cyclic calendar features of each timestamp (known in the future too).
     calendar: bool = True
     # Pandas offset alias ("30min", "h", "D", "MS"); null infers it from the timestamps.

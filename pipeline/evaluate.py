@@ -35,6 +35,7 @@ from pipeline.network import RecurrentNetwork
 from pipeline.plots import plot_best_and_worst, plot_error_by_step, plot_forecasts
 from pipeline.saved_model import SavedModel, load_model
 from pipeline.scaling import Scaler
+from pipeline.vintages import load_vintages, values_as_of
 from pipeline.window import WindowBatches, Windows, rolling_origins, series_starts
 
 log = logging.getLogger(__name__)
@@ -173,8 +174,13 @@ def backtest_file(model: SavedModel, series: Series, origins: int, step: int) ->
     windows = rolling_origins(sizes, spec.lookback, spec.horizon, origins, step, series.source)
     scaler = Scaler(**spec.scaler)
     inputs = build_inputs(frame, scaler, data.freq, data.calendar, len(data.covariates))
+    known_ahead = None
+    if data.vintages:  # the known-future values each origin had, from the model's data.vintages file
+        starts, numbers = windows.locate(torch.arange(len(windows)))
+        known_ahead = values_as_of(load_vintages(data), starts, numbers, spec.lookback, spec.horizon,
+                                   frame[TIME].to_numpy(), series_ids, scaler)
     dataset = WindowBatches(inputs.values, windows, spec.lookback, spec.horizon, inputs.future_columns, None,
-                            embedding_rows(spec, series_ids, series.source))
+                            embedding_rows(spec, series_ids, series.source), known_ahead)
     target, season = frame[TARGET].to_numpy(np.float64), int(data.season)
     firsts = windows.first.numpy() + spec.lookback
     scales = {s: mase_scale(target[a:b], season) for s, a, b in zip(series_ids, series_starts(sizes), firsts)}

@@ -125,7 +125,7 @@ def validate_frame(raw: pd.DataFrame, cfg: DataConfig, source: str, future_steps
                          copy=False)
     inputs = [*cfg.covariates, *cfg.future_covariates]
     for name, column in [(TARGET, cfg.target_column), *[(c, c) for c in inputs]]:
-        frame[name] = _numeric(raw[column], source, column)
+        frame[name] = numeric_column(raw[column], source, column)
     if not _is_sorted(frame):
         order = frame.sort_values([SERIES_ID, TIME], kind="stable").index
         report["rows_out_of_order"] = int((order != frame.index).sum())
@@ -216,7 +216,7 @@ def infer_freq(frame: pd.DataFrame, source: str) -> str:
                     f"alias such as 30min, h, D, MS")
 
 
-def _numeric(column: pd.Series, source: str, name: str) -> pd.Series:
+def numeric_column(column: pd.Series, source: str, name: str) -> pd.Series:
     """Floats, with NaN where a value is missing (left to data.missing); text or infinity stops the run."""
     values = pd.to_numeric(column, errors="coerce").astype("float64")
     bad = np.isinf(values.to_numpy())

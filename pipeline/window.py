@@ -17,11 +17,12 @@ import torch
 from torch.utils.data import Dataset
 
 from pipeline.config import DataConfig, ShortSeries, SplitConfig, WindowConfig
-from pipeline.errors import DataError
+from pipeline.errors import ConfigError, DataError
 from pipeline.features import Inputs, build_inputs
 from pipeline.ids import SERIES_ID
 from pipeline.load import TARGET, TIME, Series, load_series
 from pipeline.scaling import Scaler, fit_scaler
+from pipeline.vintages import Vintages, load_vintages, values_as_of
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ class WindowBatches(Dataset):
 
     def __init__(self, values: torch.Tensor, windows: WindowRanges, lookback: int, horizon: int,
                  future_columns: list[int], first_real: torch.Tensor | None = None,
-                 embedding_rows: torch.Tensor | None = None):
+                 embedding_rows: torch.Tensor | None = None, known_ahead: torch.Tensor | None = None):
         self.values, self.windows = values, windows
         # Forecasting maps its series to the embedding rows learned in training; training is the identity.
         self.embedding_rows = embedding_rows
@@ -184,6 +185,8 @@ class WindowBatches(Dataset):
         self.future_columns = torch.tensor(future_columns, dtype=torch.long)
         # With padded series: the first real row of each series, to count a window's real inputs.
         self.first_real = first_real
+        # (n, H, K) per window: the known-future covariates as issued by its origin (pipeline/vintages.py).
+        self.known_ahead = known_ahead
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -201,8 +204,12 @@ class WindowBatches(Dataset):
         lengths = None
         if self.first_real is not None:
             lengths = (starts + self.lookback - self.first_real[series]).clamp(max=self.lookback)
+        future = window[:, self.lookback:].index_select(2, self.future_columns)
+        if self.known_ahead is not None:
+            # The known-future covariates (the first K future columns) as issued by each window's origin.
+            future = torch.cat([self.known_ahead[index], future[..., self.known_ahead.shape[2]:]], dim=2)
         return Batch(x=window[:, : self.lookback],
-                     future=window[:, self.lookback:].index_select(2, self.future_columns),
+                     future=future,
                      y=window[:, self.lookback:, 0],
                      series=series if self.embedding_rows is None else self.embedding_rows[series],
                      lengths=lengths)
@@ -222,14 +229,20 @@ class Windows:
     horizon: int
     first_real: torch.Tensor | None  # (S,) first real row of each series, when any series is padded
     train_windows: WindowRanges
+    vintages: Vintages | None = None  # known-future values as issued (data.vintages)
 
     @property
     def n_features(self) -> int:
         return self.values.shape[1]
 
     def batches_of(self, windows: WindowRanges) -> WindowBatches:
+        known_ahead = None
+        if self.vintages is not None:
+            starts, series = windows.locate(torch.arange(len(windows)))
+            known_ahead = values_as_of(self.vintages, starts, series, self.lookback, self.horizon, self.times,
+                                       [s.series_id for s in self.splits], self.scaler)
         return WindowBatches(self.values, windows, self.lookback, self.horizon, self.future_columns,
-                             self.first_real)
+                             self.first_real, known_ahead=known_ahead)
 
     @property
     def train(self) -> WindowBatches:
@@ -253,7 +266,7 @@ class Windows:
 
 def make_windows(series: Series, lookback: int, horizon: int, stride: int, val_steps: int, test_steps: int,
                  calendar: bool, short_series: ShortSeries = ShortSeries.error,
-                 scaler: str = "standard") -> Windows:
+                 scaler: str = "standard", vintages: Vintages | None = None) -> Windows:
     """Split every series by time, scale it with training statistics, and index its windows."""
     splits = plan_splits(series.frame, lookback, horizon, val_steps, test_steps, short_series, series.source)
     kept = series.frame
@@ -271,7 +284,7 @@ def make_windows(series: Series, lookback: int, horizon: int, stride: int, val_s
         times = scatter_rows(times, positions, splits[-1].end, np.datetime64("NaT"))
         first_real = first_real_rows(splits)
     return Windows(splits, fitted, values, target, times, future_columns, lookback, horizon, first_real,
-                   train_windows(splits, lookback, horizon, stride))
+                   train_windows(splits, lookback, horizon, stride), vintages)
 
 
 def load_windows(data: DataConfig, window: WindowConfig, split: SplitConfig, scratch: Path) -> tuple[Series, Windows]:
@@ -280,10 +293,13 @@ def load_windows(data: DataConfig, window: WindowConfig, split: SplitConfig, scr
     if Path(data.path).is_dir():
         from pipeline.parquet_folder import stack_folder  # it builds on this module's make_windows
 
+        if data.vintages:
+            raise ConfigError(f"data.vintages reads with one data file, not a folder ({data.path}); drop it")
         return stack_folder(data, window, split, scratch)
     series = load_series(data)
     return series, make_windows(series, window.lookback, window.horizon, window.stride, split.val_steps,
-                                split.test_steps, data.calendar, data.short_series, data.scaler.value)
+                                split.test_steps, data.calendar, data.short_series, data.scaler.value,
+                                load_vintages(data))
 
 
 def first_real_rows(splits: list[Split]) -> torch.Tensor | None:
