@@ -46,8 +46,9 @@ SERIES = [1, 10, 100, 1_000, 10_000]   # of 10^3 points each
 INFERENCE_SERIES = 10_000
 
 
-def write_series(path: Path, series: int, points: int, seed: int = 0) -> None:
-    """`series` hourly series of `points` rows: a daily cycle with a per-series level, plus noise."""
+def write_series(path: Path, series: int, points: int, seed: int = 0, promo: bool = False) -> None:
+    """`series` hourly series of `points` rows: a daily cycle with a per-series level, plus noise; with `promo`,
+    also a weekly promotion flag (a known-future input)."""
     rng = np.random.default_rng(seed)
     hours = np.arange(points)
     level = np.repeat(rng.uniform(10, 100, series), points)
@@ -57,6 +58,8 @@ def write_series(path: Path, series: int, points: int, seed: int = 0) -> None:
         "y": level * (1 + 0.3 * np.tile(np.sin(2 * np.pi * hours / 24), series))
         + rng.normal(0, 1, series * points),
     })
+    if promo:
+        frame["promo"] = np.tile((hours // 24) % 7 == 5, series).astype(np.float64)
     frame.to_parquet(path, index=False)
 
 
@@ -115,9 +118,10 @@ def fit_growth(rows: list[dict]) -> dict:
             "memory_baseline_mb": base}
 
 
-def inference_case(series: int) -> dict:
+def inference_case(series: int, known_ahead: bool = False) -> dict:
     """A default-size model trained on `series` series forecasts all of them: one SavedModel.forecast call (what the
-    forecast stage and the MLflow model run), then the whole forecast command on the same file."""
+    forecast stage and the MLflow model run), then the whole forecast command on the same file. `known_ahead`: the
+    model reads the promotion flag as a known-future input, so the input holds each series' 48 future rows too."""
     from pipeline.saved_model import SPEC_FILE, WEIGHTS_FILE, read_model
 
     with tempfile.TemporaryDirectory() as folder:
@@ -126,16 +130,19 @@ def inference_case(series: int) -> dict:
         # The default model (LSTM 2 x 64, lookback 336, horizon 48), trained for a few steps on series just long
         # enough for its windows: speed does not depend on the weights. The scaler is per series, so a model
         # forecasts the series it was trained on.
-        write_series(path, series, 336 + 48 + 2 * 48)
+        write_series(path, series, 336 + 48 + 2 * 48, promo=known_ahead)
         summary, _, _ = run_stage("pipeline.train", [
             f"data.path={path}", "data.time_column=time", "data.target_column=y", "data.id_column=id",
             "split.val_steps=48", "split.test_steps=48", "trainer.max_steps=4", "trainer.val_check_interval=4",
-            "trainer.accelerator=cpu"], scratch)
+            "trainer.accelerator=cpu", *(["data.future_covariates=[promo]"] if known_ahead else [])], scratch)
         model = read_model(scratch / "run" / "model" / SPEC_FILE, scratch / "run" / "model" / WEIGHTS_FILE)
         spec = model.spec
-        history = pd.read_parquet(path).groupby("id", sort=False).tail(spec.lookback)
+        frame = pd.read_parquet(path)
+        history = frame.groupby("id", sort=False).tail(spec.lookback + (spec.horizon if known_ahead else 0))
+        if known_ahead:  # the last `horizon` rows of each series become its future rows
+            history = history.assign(y=history["y"].mask(history.groupby("id").cumcount() >= spec.lookback))
         history.to_parquet(scratch / "history.parquet", index=False)
-        model.forecast(history.head(8 * spec.lookback))   # warm-up
+        model.forecast(history.head(8 * len(history) // series))   # warm-up
         started = time.perf_counter()
         out = model.forecast(history)
         call = time.perf_counter() - started
@@ -143,7 +150,8 @@ def inference_case(series: int) -> dict:
             f"model_uri=runs:/{summary['run_id']}/model", f"data.path={scratch / 'history.parquet'}",
             f"output={scratch / 'forecast.parquet'}"], scratch)
     assert len(out) == series * spec.horizon and stage["series"] == series
-    return {"series": series, "lookback": spec.lookback, "horizon": spec.horizon, "call_seconds": round(call, 2),
+    return {"series": series, "known_ahead": known_ahead, "lookback": spec.lookback, "horizon": spec.horizon,
+            "call_seconds": round(call, 2),
             "series_per_second": round(series / call), "stage_seconds": round(wall, 1),
             "stage_peak_rss_mb": round(peak)}
 
@@ -170,6 +178,8 @@ def main() -> None:
         results[axis] = {"rows": rows, "growth": fit_growth(rows)}
         print(f"\n{axis}:\n{table(rows, keys)}\ngrowth: {results[axis]['growth']}\n", file=sys.stderr)
     results["inference"] = inference_case(INFERENCE_SERIES // (10 if args.quick else 1))
+    results["inference_known_ahead"] = inference_case(INFERENCE_SERIES // (10 if args.quick else 1),
+                                                      known_ahead=True)
     print(f"inference: {results['inference']}", file=sys.stderr)
     metrics = {f"{axis}_{k}": results[axis]["growth"][k] for axis in ("points", "series")
                for k in ("time_exponent", "memory_exponent")}
