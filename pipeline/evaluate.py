@@ -20,10 +20,11 @@ from pipeline.errors import ConfigError
 from pipeline.features import build_inputs
 from pipeline.forecasting import check_time_zone, embedding_rows, predict
 from pipeline.ids import SERIES_ID, series_columns
-from pipeline.load import TARGET, TIME, Series, load_series
+from pipeline.load import TARGET, TIME, Series, load_series, observed_targets
 from pipeline.metrics import (
     Backtest,
     backtest_metrics,
+    exclusions,
     interval_name,
     mase_scale,
     mase_scales,
@@ -53,11 +54,13 @@ def calibrate_intervals(network: RecurrentNetwork, windows: Windows, batch_size:
     dataset = windows.val_origins
     forecast = predict(network, dataset, batch_size)
     starts, _ = dataset.windows.locate(torch.arange(len(dataset)))
-    actual = windows.values[(starts + windows.lookback).unsqueeze(1) + torch.arange(windows.horizon), 0].numpy()
+    targets = (starts + windows.lookback).unsqueeze(1) + torch.arange(windows.horizon)
+    actual = windows.values[targets, 0].numpy()
+    observed = np.ones(actual.shape, bool) if windows.observed is None else windows.observed[targets.numpy()]
     levels, offsets, named = network.quantiles, np.zeros(len(network.quantiles)), {}
     for lo in range(len(levels) // 2):
         hi = len(levels) - 1 - lo
-        scores = np.maximum(forecast[..., lo] - actual, actual - forecast[..., hi]).ravel()
+        scores = np.maximum(forecast[..., lo] - actual, actual - forecast[..., hi])[observed]
         coverage = min(1.0, (levels[hi] - levels[lo]) * (1 + 1 / scores.size))
         offsets[hi] = float(np.quantile(scores, coverage, method="higher"))
         offsets[lo] = -offsets[hi]
@@ -72,14 +75,17 @@ def backtest(network: RecurrentNetwork, windows: Windows, season: int, block: st
     dataset = windows.test if block == "test" else windows.val_origins
     series_ids = [s.series_id for s in windows.splits]
     return score_windows(network, dataset, windows.target, windows.scaler, series_ids, season,
-                         mase_scales(windows.target, windows.splits, season), batch_size)
+                         mase_scales(windows.target, windows.splits, season, windows.observed), batch_size,
+                         windows.observed)
 
 
 def score_windows(network: RecurrentNetwork, dataset: WindowBatches, target: np.ndarray, scaler: Scaler,
-                  series_ids: list[str], season: int, scales: dict[str, float], batch_size: int = 1024) -> Backtest:
+                  series_ids: list[str], season: int, scales: dict[str, float], batch_size: int = 1024,
+                  observed: np.ndarray | None = None) -> Backtest:
     """Forecasts of every window of `dataset` in original units, beside its actuals and the baselines.
 
-    `target` is the original-unit target of the rows `dataset` indexes; `series_ids` names its series numbers.
+    `target` is the original-unit target of the rows `dataset` indexes (`observed`: whether each was observed,
+    None when all were); `series_ids` names its series numbers.
     """
     starts, series = dataset.windows.locate(torch.arange(len(dataset)))
     origins = (starts + dataset.lookback).numpy()
@@ -87,28 +93,33 @@ def score_windows(network: RecurrentNetwork, dataset: WindowBatches, target: np.
     horizon = len(dataset.steps) - dataset.lookback
     forecast = scaler.inverse_target(predict(network, dataset, batch_size), row_ids)
     quantiles = forecast if forecast.ndim == 3 else None
+    targets = origins[:, None] + np.arange(horizon)
     return Backtest(
         series_ids=row_ids,
         origins=origins,
-        actual=target[origins[:, None] + np.arange(horizon)],
+        actual=target[targets],
         forecast=forecast[..., network.median] if quantiles is not None else forecast,
         seasonal_naive=seasonal_naive(target, origins, horizon, season),
         naive=naive(target, origins, horizon),
         mase_scale=np.array([scales[s] for s in row_ids]),
         levels=network.quantiles,
         quantiles=quantiles,
+        observed=None if observed is None else observed[targets],
     )
 
 
 def backtest_frame(result: Backtest, times: np.ndarray, id_column: str | list[str] | None) -> pd.DataFrame:
     """Every forecast of a backtest in long form, one row per (series, origin, step), in original units: what
-    ensembles and later analyses read back (quantile columns q10, ... when the model has them). Series are named
-    by the user's id column(s), as the file wrote them."""
+    ensembles and later analyses read back (quantile columns q10, ... when the model has them). `observed` says
+    whether the actual was in the file (false: filled, and not scored). Series are named by the user's id
+    column(s), as the file wrote them."""
     rows, horizon = result.actual.shape
     ids = series_columns(pd.Series(np.repeat(result.series_ids, horizon)), id_column)
     columns = {"origin": np.repeat(times[result.origins], horizon),
                "step": np.tile(np.arange(1, horizon + 1), rows),
-               "actual": result.actual.ravel(), "forecast": result.forecast.ravel(),
+               "actual": result.actual.ravel(),
+               "observed": np.ones(result.actual.size, bool) if result.observed is None else result.observed.ravel(),
+               "forecast": result.forecast.ravel(),
                "naive": result.naive.ravel(), "seasonal_naive": result.seasonal_naive.ravel(),
                "mase_scale": np.repeat(result.mase_scale, horizon)}
     if result.quantiles is not None:
@@ -125,6 +136,7 @@ def backtest_and_log(network: RecurrentNetwork, windows: Windows, season: int, i
     for block in ("val", "test"):
         result = backtest(network, windows, season, block=block)
         scores[block] = backtest_metrics(result)
+        mlflow.set_tags(exclusions(result, block))
         tracking.log_frame(backtest_frame(result, windows.times, id_column), f"backtest/{block}.parquet")
         mlflow.log_metrics({f"{block}_{k}": v for k, v in scores[block]["model"].items()})
         for baseline in ("naive", "seasonal_naive"):
@@ -181,10 +193,11 @@ def backtest_file(model: SavedModel, series: Series, origins: int, step: int) ->
                                    frame[TIME].to_numpy(), series_ids, scaler)
     dataset = WindowBatches(inputs.values, windows, spec.lookback, spec.horizon, inputs.future_columns, None,
                             embedding_rows(spec, series_ids, series.source), known_ahead)
-    target, season = frame[TARGET].to_numpy(np.float64), int(data.season)
+    target, season, observed = frame[TARGET].to_numpy(np.float64), int(data.season), observed_targets(frame)
     firsts = windows.first.numpy() + spec.lookback
-    scales = {s: mase_scale(target[a:b], season) for s, a, b in zip(series_ids, series_starts(sizes), firsts)}
-    return score_windows(model.network, dataset, target, scaler, series_ids, season, scales)
+    scales = {s: mase_scale(target[a:b], season, None if observed is None else observed[a:b])
+              for s, a, b in zip(series_ids, series_starts(sizes), firsts)}
+    return score_windows(model.network, dataset, target, scaler, series_ids, season, scales, observed=observed)
 
 
 def log_evaluation(experiment_name: str, model: SavedModel, model_uri: str, summary: dict, scores: dict,
@@ -197,7 +210,7 @@ def log_evaluation(experiment_name: str, model: SavedModel, model_uri: str, summ
     tags = {"stage": "evaluate", "model_uri": model_uri, "model_run_id": model.run_id or ""}
     if model_run is not None and experiment is not None and model_run.info.experiment_id == experiment.experiment_id:
         tags["mlflow.parentRunId"] = model.run_id  # shown nested under the training run in the MLflow UI
-    mlflow.set_tags(tags)
+    mlflow.set_tags(tags | exclusions(result, "evaluate"))
     mlflow.log_params({k: v for k, v in summary.items() if k not in ("model_uri", "model_run_id")})
     for name, metrics in scores.items():
         prefix = "" if name == "model" else f"{name}_"
@@ -218,25 +231,27 @@ def log_evaluation(experiment_name: str, model: SavedModel, model_uri: str, summ
 BASELINES = ("naive", "seasonal_naive")
 
 
-def _columns(result: Backtest, rows: np.ndarray | slice, steps: slice) -> dict[str, float]:
-    """Model metrics and the baselines' MASE for some rows and steps of a backtest."""
-    scale = result.mase_scale[rows]
-    metrics = point_metrics(result.actual[rows, steps], result.forecast[rows, steps], scale)
+def _columns(result: Backtest, scored: np.ndarray, rows: np.ndarray | slice, steps: slice) -> dict[str, float]:
+    """Model metrics and the baselines' MASE for some rows and steps of a backtest, over its scored points."""
+    scale, scored = result.mase_scale[rows], scored[rows, steps]
+    metrics = point_metrics(result.actual[rows, steps], result.forecast[rows, steps], scale, scored)
     for name in BASELINES:
         metrics[f"{name}_mase"] = point_metrics(result.actual[rows, steps], getattr(result, name)[rows, steps],
-                                                scale)["mase"]
+                                                scale, scored)["mase"]
     return metrics
 
 
 def by_step(result: Backtest) -> pd.DataFrame:
     """One row per horizon step (1 = the first step after the origin)."""
-    horizon = result.actual.shape[1]
-    return pd.DataFrame([{"step": h + 1} | _columns(result, slice(None), slice(h, h + 1)) for h in range(horizon)])
+    horizon, scored = result.actual.shape[1], result.scored()
+    return pd.DataFrame([{"step": h + 1} | _columns(result, scored, slice(None), slice(h, h + 1))
+                         for h in range(horizon)])
 
 
 def by_series(result: Backtest) -> pd.DataFrame:
-    """One row per series, best MASE first."""
-    rows = [{"series_id": s, "origins": len(picks)} | _columns(result, picks, slice(None))
+    """One row per series, best MASE first (series left out of the scores last, with NaN)."""
+    scored = result.scored()
+    rows = [{"series_id": s, "origins": len(picks)} | _columns(result, scored, picks, slice(None))
             for s, picks in result.rows_by_series().items()]
     return pd.DataFrame(rows).sort_values("mase", kind="stable").reset_index(drop=True)
 

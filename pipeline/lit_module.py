@@ -12,9 +12,9 @@ LOSSES = {"mse": nn.functional.mse_loss, "mae": nn.functional.l1_loss, "huber": 
 
 
 def pinball_loss(forecast: torch.Tensor, actual: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:
-    """Mean quantile (pinball) loss of (B, H, Q) forecasts against (B, H) actuals."""
+    """(B, H) quantile (pinball) loss of (B, H, Q) forecasts against (B, H) actuals, the mean over levels."""
     error = actual.unsqueeze(-1) - forecast
-    return torch.maximum(quantiles * error, (quantiles - 1) * error).mean()
+    return torch.maximum(quantiles * error, (quantiles - 1) * error).mean(-1)
 
 
 class TrainingModule(L.LightningModule):
@@ -39,16 +39,29 @@ class TrainingModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.skipped = checkpoint.get("skipped_batches", 0)
 
-    def loss(self, forecast: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
+    def loss(self, forecast: torch.Tensor, actual: torch.Tensor, observed: torch.Tensor | None = None
+             ) -> torch.Tensor:
+        """The mean loss over the observed targets (all of them when `observed` is None)."""
+        total, count = self.loss_sum(forecast, actual, observed)
+        # A batch of filled targets alone gives a zero loss (and no gradient), not a NaN.
+        return total / (count if observed is None else count.clamp(min=1))
+
+    def loss_sum(self, forecast: torch.Tensor, actual: torch.Tensor, observed: torch.Tensor | None
+                 ) -> tuple[torch.Tensor, torch.Tensor | int]:
+        """The loss summed over the observed (B, H) targets, and their number: filled targets count for nothing."""
         if self.network.quantiles:
-            return pinball_loss(forecast, actual, self.quantiles)
-        return self.point_loss(forecast, actual)
+            losses = pinball_loss(forecast, actual, self.quantiles)
+        else:
+            losses = self.point_loss(forecast, actual, reduction="none")
+        if observed is None:
+            return losses.sum(), losses.numel()
+        return (losses * observed).sum(), observed.sum()
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.network(batch.x, batch.future, batch.series, batch.lengths, target=batch.y)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        loss = self.loss(self(batch), batch.y)
+        loss = self.loss(self(batch), batch.y, batch.observed)
         # Per step only: training is counted in steps, and an epoch's mean would be partial after a resume.
         # sync_dist: under DDP the mean over every process's share, the global batch's loss.
         self.log("train_loss", loss, on_step=True, on_epoch=False, batch_size=len(batch.y), sync_dist=True)
@@ -56,18 +69,19 @@ class TrainingModule(L.LightningModule):
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        self.val_totals = torch.zeros(2, device=self.device)  # loss summed over windows, windows
+        self.val_totals = torch.zeros(2, device=self.device)  # loss summed over observed targets, their number
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self.val_totals[0] += self.loss(self(batch), batch.y).detach().float() * len(batch.y)
-        self.val_totals[1] += len(batch.y)
+        total, count = self.loss_sum(self(batch), batch.y, batch.observed)
+        self.val_totals[0] += total.detach().float()
+        self.val_totals[1] += count
 
     def on_validation_epoch_end(self) -> None:
-        # The mean over every validation window, also under DDP where processes hold shares of unequal size:
+        # The mean over every observed validation target, also under DDP where processes hold shares of unequal size:
         # sums are added across processes first (Lightning's sync_dist mean would divide by this process's
         # count; torchmetrics' MeanMetric drops either the weights or the NaNs). Identical on every process.
-        loss_sum, windows = self.trainer.strategy.reduce(self.val_totals, reduce_op="sum")
-        self.log("val_loss", loss_sum / windows, sync_dist=True)
+        loss_sum, targets = self.trainer.strategy.reduce(self.val_totals, reduce_op="sum")
+        self.log("val_loss", loss_sum / targets, sync_dist=True)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Lightning calls this before it clips, so the logged norm shows gradients as they exploded.

@@ -22,7 +22,9 @@ from pipeline.times import parse_times, season_of
 log = logging.getLogger(__name__)
 
 TIME, TARGET = "time", "target"
-
+# Present when some target value was filled (data.gaps=fill, data.missing): whether each row's target is one the
+# file gave. Filled targets may be read as inputs, but no loss or score counts them.
+OBSERVED = "observed"
 
 
 @dataclass
@@ -134,6 +136,8 @@ def validate_frame(raw: pd.DataFrame, cfg: DataConfig, source: str, future_steps
     freq = cfg.freq or infer_freq(frame, source)
     frame = _regular_grid(frame, freq, cfg.gaps, source, report)
     frame, future = split_future(frame, future_steps, cfg, freq, source) if future_steps else (frame, None)
+    if frame[TARGET].isna().any():
+        frame[OBSERVED] = frame[TARGET].notna()
     frame = _fill_missing(frame, cfg.missing, source, report,
                           names={TARGET: cfg.target_column} | {c: c for c in inputs})
     extremes = frame.groupby(SERIES_ID, observed=True)[TARGET].agg(["min", "max"])
@@ -185,6 +189,11 @@ def split_future(frame: pd.DataFrame, steps: int, cfg: DataConfig, freq: str, so
             raise DataError(f"{source}: series {row[SERIES_ID]!r} has no {column!r} at {row[TIME]}, one of its future "
                             f"rows; give every known-future value of the {steps} steps ahead")
     return frame[~future].reset_index(drop=True), ahead
+
+
+def observed_targets(frame: pd.DataFrame) -> np.ndarray | None:
+    """(rows,) whether each row's target was observed rather than filled; None when none was filled."""
+    return frame[OBSERVED].to_numpy(bool, copy=True) if OBSERVED in frame else None
 
 
 def data_columns(cfg: DataConfig) -> list[str]:

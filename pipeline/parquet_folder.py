@@ -45,9 +45,10 @@ def stack_files(data: DataConfig, window: WindowConfig, split: SplitConfig, fold
     if not files:
         raise DataError(f"{data.path}: a folder without .parquet files; data.path takes a CSV or Parquet file, or "
                         f"a folder of Parquet files (one group of series each)")
-    arrays = {name: (folder / name).open("wb") for name in ("values", "target", "times")}
+    arrays = {name: (folder / name).open("wb") for name in ("values", "target", "times", "observed")}
     first, splits, center, scale, seen, report = None, [], {}, {}, {}, {"files": len(files)}
     rows = width = read = 0
+    filled = False
     for path in files:
         # Every file on the first file's grid: a file on another fails with load.py's message naming it.
         series = load_series(replace(data, path=str(path), freq=data.freq or (first and first.freq)))
@@ -66,6 +67,9 @@ def stack_files(data: DataConfig, window: WindowConfig, split: SplitConfig, fold
             report[name] = report.get(name, 0) + count
         arrays["values"].write(part.values.numpy().tobytes())
         arrays["target"].write(np.ascontiguousarray(part.target, np.float64).tobytes())
+        observed = part.observed if part.observed is not None else np.ones(len(part.target), bool)
+        arrays["observed"].write(observed.tobytes())
+        filled |= part.observed is not None
         # As UTC wall-clock times: a tz-aware column would be an array of Python objects.
         utc = pd.to_datetime(pd.Series(part.times), utc=True).dt.tz_localize(None)
         arrays["times"].write(utc.to_numpy("datetime64[ns]").tobytes())
@@ -80,10 +84,12 @@ def stack_files(data: DataConfig, window: WindowConfig, split: SplitConfig, fold
     values = torch.from_numpy(np.memmap(folder / "values", np.float32, "c", shape=(rows, width)))
     target = np.memmap(folder / "target", np.float64, "c", shape=(rows,))
     times = np.memmap(folder / "times", "datetime64[ns]", "c", shape=(rows,))
+    observed = np.memmap(folder / "observed", bool, "c", shape=(rows,)) if filled else None
     stacked = Series(frame=first.frame, freq=first.freq, season=first.season, covariates=first.covariates,
                      source=str(data.path), future_covariates=first.future_covariates, report=report, rows=read,
                      time_zone=first.time_zone)
     return stacked, Windows(splits, Scaler(columns, center, scale), values, target, times, future_columns,
                             window.lookback, window.horizon, first_real_rows(splits),
-                            train_windows(splits, window.lookback, window.horizon, window.stride))
+                            train_windows(splits, window.lookback, window.horizon, window.stride),
+                            observed=observed)
 

@@ -30,7 +30,7 @@ from pipeline import forecasting
 from pipeline.config import DataConfig, TrackingConfig, WindowConfig, plain
 from pipeline.errors import ConfigError, DataError, first_line
 from pipeline.ids import SERIES_ID, id_columns_of
-from pipeline.load import TARGET, TIME, Series
+from pipeline.load import OBSERVED, TARGET, TIME, Series
 from pipeline.network import RecurrentNetwork
 from pipeline.tracking import library_version, reachable
 from pipeline.window import Split, Windows
@@ -151,7 +151,7 @@ def input_example(series: Series, split: Split, data: DataConfig, lookback: int,
     """Up to `lookback` rows of one series before its test block, in the file's own columns, and for a model
     that reads known-future covariates the `horizon` future rows after them (the target empty): a request as
     MLflow's tools send one, times as ISO 8601 text in the zone the file used, ids as text."""
-    rows = series.frame[series.frame[SERIES_ID] == split.series_id]
+    rows = series.frame[series.frame[SERIES_ID] == split.series_id].drop(columns=OBSERVED, errors="ignore")
     test_start = split.test_start - split.first
     ahead = horizon if data.future_covariates else 0
     rows = rows.iloc[max(0, test_start - lookback):test_start + ahead].copy()

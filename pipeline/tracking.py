@@ -131,6 +131,12 @@ def log_data_report(series: Series, windows: Windows) -> None:
             "data.freq": series.freq, "data.season": series.season,
             "data.train_windows": len(windows.train), "data.val_windows": len(windows.val)}
     tags |= {f"data.{name}": count for name, count in series.report.items()}
+    if windows.observed is not None:  # filled targets each block's loss and scores skip
+        filled = ~windows.observed
+        for block, (lo, hi) in {"train": ("first", "val_start"), "val": ("val_start", "test_start"),
+                                "test": ("test_start", "end")}.items():
+            tags[f"data.{block}_targets_filled"] = int(sum(filled[getattr(s, lo):getattr(s, hi)].sum()
+                                                           for s in windows.splits))
     if Path(series.source).is_file():
         tags["data.sha256"] = file_sha256(Path(series.source))
     mlflow.set_tags(tags)

@@ -20,7 +20,7 @@ from pipeline.config import DataConfig, ShortSeries, SplitConfig, WindowConfig
 from pipeline.errors import ConfigError, DataError
 from pipeline.features import Inputs, build_inputs
 from pipeline.ids import SERIES_ID
-from pipeline.load import TARGET, TIME, Series, load_series
+from pipeline.load import TARGET, TIME, Series, load_series, observed_targets
 from pipeline.scaling import Scaler, fit_scaler
 from pipeline.vintages import Vintages, load_vintages, values_as_of
 
@@ -169,6 +169,7 @@ class Batch(NamedTuple):
     y: torch.Tensor                 # (B, H) scaled target of the horizon steps
     series: torch.Tensor            # (B,) series number, for the series embedding
     lengths: torch.Tensor | None    # (B,) real (unpadded) input steps; None when nothing is padded
+    observed: torch.Tensor | None = None  # (B, H) whether each target was observed; None when all were
 
 
 class WindowBatches(Dataset):
@@ -176,8 +177,11 @@ class WindowBatches(Dataset):
 
     def __init__(self, values: torch.Tensor, windows: WindowRanges, lookback: int, horizon: int,
                  future_columns: list[int], first_real: torch.Tensor | None = None,
-                 embedding_rows: torch.Tensor | None = None, known_ahead: torch.Tensor | None = None):
+                 embedding_rows: torch.Tensor | None = None, known_ahead: torch.Tensor | None = None,
+                 observed: torch.Tensor | None = None):
         self.values, self.windows = values, windows
+        # (N,) whether each row's target was observed (not filled): the loss skips the others. None: all were.
+        self.observed = observed
         # Forecasting maps its series to the embedding rows learned in training; training is the identity.
         self.embedding_rows = embedding_rows
         self.lookback = lookback
@@ -212,7 +216,9 @@ class WindowBatches(Dataset):
                      future=future,
                      y=window[:, self.lookback:, 0],
                      series=series if self.embedding_rows is None else self.embedding_rows[series],
-                     lengths=lengths)
+                     lengths=lengths,
+                     observed=None if self.observed is None else self.observed[starts.unsqueeze(1) + self.steps[
+                         self.lookback:]])
 
 
 @dataclass
@@ -230,6 +236,8 @@ class Windows:
     first_real: torch.Tensor | None  # (S,) first real row of each series, when any series is padded
     train_windows: WindowRanges
     vintages: Vintages | None = None  # known-future values as issued (data.vintages)
+    # (N,) whether each row's target was observed, False on filled and padding rows; None when all were.
+    observed: np.ndarray | None = None
 
     @property
     def n_features(self) -> int:
@@ -242,7 +250,8 @@ class Windows:
             known_ahead = values_as_of(self.vintages, starts, series, self.lookback, self.horizon, self.times,
                                        [s.series_id for s in self.splits], self.scaler)
         return WindowBatches(self.values, windows, self.lookback, self.horizon, self.future_columns,
-                             self.first_real, known_ahead=known_ahead)
+                             self.first_real, known_ahead=known_ahead,
+                             observed=None if self.observed is None else torch.from_numpy(self.observed))
 
     @property
     def train(self) -> WindowBatches:
@@ -274,7 +283,7 @@ def make_windows(series: Series, lookback: int, horizon: int, stride: int, val_s
         kept = kept[kept[SERIES_ID].isin({s.series_id for s in splits})]
     fitted = fit_scaler(kept, [TARGET, *series.covariates, *series.future_covariates], splits, scaler)
     values, future_columns = build_inputs(kept, fitted, series.freq, calendar, len(series.covariates))
-    target, times = kept[TARGET].to_numpy(), kept[TIME].to_numpy()
+    target, times, observed = kept[TARGET].to_numpy(), kept[TIME].to_numpy(), observed_targets(kept)
     first_real = None
     if any(s.pad for s in splits):
         # Padding rows sit before each padded series: zero inputs, NaN targets, NaT times.
@@ -282,9 +291,11 @@ def make_windows(series: Series, lookback: int, horizon: int, stride: int, val_s
         values = torch.from_numpy(scatter_rows(values.numpy(), positions, splits[-1].end, 0.0))
         target = scatter_rows(target, positions, splits[-1].end, np.nan)
         times = scatter_rows(times, positions, splits[-1].end, np.datetime64("NaT"))
+        if observed is not None:
+            observed = scatter_rows(observed, positions, splits[-1].end, False)
         first_real = first_real_rows(splits)
     return Windows(splits, fitted, values, target, times, future_columns, lookback, horizon, first_real,
-                   train_windows(splits, lookback, horizon, stride), vintages)
+                   train_windows(splits, lookback, horizon, stride), vintages, observed)
 
 
 def load_windows(data: DataConfig, window: WindowConfig, split: SplitConfig, scratch: Path) -> tuple[Series, Windows]:

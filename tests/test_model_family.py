@@ -174,4 +174,4 @@ def test_pinball_loss_and_coverage_on_known_numbers():
     # Pinball terms: step 0: 0.1, 0, 0.1; step 1: 0.9, 1.0, 0.3 -> mean 2.4 / 6
     assert metrics["quantile_loss"] == pytest.approx(2.4 / 6)
     torch_loss = pinball_loss(torch.tensor(quantiles), torch.tensor(actual), torch.tensor([0.1, 0.5, 0.9]))
-    assert torch_loss.item() == pytest.approx(2.4 / 6)
+    assert torch_loss.mean().item() == pytest.approx(2.4 / 6)

@@ -111,7 +111,8 @@ def messy_long_file(path: Path) -> None:
             "site": name, "kind": "power", "stamp": pd.date_range(start, periods=n, freq="h"),
             "mw": 50 + 10 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 1, n), "temp": 15 + rng.normal(0, 3, n)}))
     frame = pd.concat(frames, ignore_index=True)
-    frame = frame.drop(index=[50, 51, 52, 500])          # gaps
+    frame = frame.drop(index=[50, 51, 52, 500])          # gaps in training rows
+    frame = frame.drop(index=range(320, 325))             # and in north's validation block
     frame.loc[[100, 600], "mw"] = np.nan                  # missing values (none in the last 100 rows)
     frame.sample(frac=1, random_state=0).to_csv(path, index=False)
 
@@ -134,9 +135,16 @@ def test_messy_long_file_trains_one_global_model_with_every_policy_counted(tmp_p
         assert "dropped 1 series too short to train on: [\"tiny\", \"power\"]" in done.stderr
     run = MlflowClient(tracking_uri).get_run(json.loads(done.stdout)["run_id"])
     tags = run.data.tags
-    assert tags["data.series_trained"] == str(len(trained)) and tags["data.gap_rows_filled"] == "4"
-    # 4 gap rows x (mw, temp) + 2 missing mw cells
-    assert tags["data.values_filled"] == "10" and int(tags["data.rows_out_of_order"]) > 0
+    assert tags["data.series_trained"] == str(len(trained)) and tags["data.gap_rows_filled"] == "9"
+    # 9 gap rows x (mw, temp) + 2 missing mw cells
+    assert tags["data.values_filled"] == "20" and int(tags["data.rows_out_of_order"]) > 0
+    # Filled targets are marked, and no block scores them.
+    assert (tags["data.train_targets_filled"], tags["data.val_targets_filled"]) == ("6", "5")
+    assert tags["data.test_targets_filled"] == "0" and tags["val.points_excluded"] == "5"
+    val = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
+                                                              artifact_path="backtest/val.parquet",
+                                                              tracking_uri=tracking_uri))
+    assert val.loc[~val["observed"], "site"].tolist() == ["north"] * 5
 
     # Recent history of every trained series: 100 rows, but only 30 (< lookback 48) for tiny when padded.
     history = pd.read_csv(path).query("site in @trained")
