@@ -8,6 +8,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.bounds import bounded, check_values, checked, frequency_check, time_format_check
 from pipeline.errors import ConfigError
 
 
@@ -88,7 +89,7 @@ class DataConfig:
     # null: the file holds one series; a column name, or a list of columns joined into one id ("a / b").
     id_column: Any = None
     # strftime format of the time column, when pandas cannot guess it.
-    time_format: Optional[str] = None
+    time_format: Optional[str] = checked(None, time_format_check)
     # The zone of times written without a UTC offset (an IANA name: Australia/Melbourne, UTC); they are then
     # converted to UTC like times with offsets. null: such times are wall-clock times without a zone.
     time_zone: Optional[str] = None
@@ -104,9 +105,9 @@ class DataConfig:
     # Cyclic calendar features of each timestamp (known in the future too).
     calendar: bool = True
     # Pandas offset alias ("30min", "h", "D", "MS"); null infers it from the timestamps.
-    freq: Optional[str] = None
+    freq: Optional[str] = checked(None, frequency_check)
     # Seasonal period in steps, for seasonal naive and MASE; null derives it from the frequency.
-    season: Optional[int] = None
+    season: Optional[int] = bounded(None, low=1)
     # Missing values (empty cells, or rows added by gaps=fill): error | interpolate | ffill | zero.
     missing: Missing = Missing.error
     # Steps absent from a series' regular grid: error | fill (with NaN rows, then the missing policy).
@@ -120,19 +121,19 @@ class DataConfig:
 @dataclass
 class WindowConfig:
     # A week of half-hours in, a day out (the default data).
-    lookback: int = 336
-    horizon: int = 48
+    lookback: int = bounded(336, low=1)
+    horizon: int = bounded(48, low=1)
     # Steps between the starts of consecutive training windows.
-    stride: int = 1
-    batch_size: int = 256
+    stride: int = bounded(1, low=1)
+    batch_size: int = bounded(256, low=1)
 
 
 @dataclass
 class SplitConfig:
     # The last steps of every series, by time: test is the very end, validation just before it (28 days of
     # half-hours each on the default data).
-    val_steps: int = 1344
-    test_steps: int = 1344
+    val_steps: int = bounded(1344, low=0)
+    test_steps: int = bounded(1344, low=0)
 
 
 @dataclass
@@ -141,8 +142,8 @@ class ModelConfig:
 
     cell: Cell = Cell.lstm
     # One width for every layer, or a list with one width per layer (its length must equal num_layers).
-    hidden_size: Any = 64
-    num_layers: int = 2
+    hidden_size: Any = bounded(64, low=1)
+    num_layers: int = bounded(2, low=1)
     # direct: all steps from the encoder's final state | recursive: a one-step model rolled forward |
     # seq2seq: a decoder unrolled over the horizon.
     strategy: Strategy = Strategy.direct
@@ -151,20 +152,20 @@ class ModelConfig:
     attention_score: AttentionScore = AttentionScore.dot
     # recursive and seq2seq: the share of rolled steps fed the true previous value during training
     # (1.0: pure teacher forcing, a one-step model; 0.0: always its own predictions).
-    teacher_forcing: float = 0.5
+    teacher_forcing: float = bounded(0.5, low=0, high=1)
     # Hidden widths of an MLP output head; [] is one linear map.
-    head_layers: list[int] = field(default_factory=list)
+    head_layers: list[int] = bounded([], low=1)
     head_activation: Activation = Activation.relu
-    head_dropout: float = 0.0
+    head_dropout: float = bounded(0.0, low=0, high=1, high_open=True)
     # Initial hidden state of the encoder: zeros, or learned per layer and direction.
     init_state: InitState = InitState.zeros
     # Train with the pinball loss and forecast these quantiles (e.g. [0.1, 0.5, 0.9]); [] forecasts a point.
-    quantiles: list[float] = field(default_factory=list)
+    quantiles: list[float] = bounded([], low=0, high=1, low_open=True, high_open=True)
     # With quantiles: widen (or narrow) each central interval after training so that it covers its nominal
     # share of the validation block (conformalized quantile regression).
     conformal: bool = True
     bidirectional: bool = False
-    dropout: float = 0.0
+    dropout: float = bounded(0.0, low=0, high=1, high_open=True)
     # Vanilla RNN only.
     nonlinearity: Nonlinearity = Nonlinearity.tanh
     # Predict a correction to the seasonal-naive forecast read from the input window.
@@ -175,26 +176,26 @@ class ModelConfig:
     # model cannot stream (pipeline/streaming.py): set false for that.
     window_norm: bool = True
     # Size of a learned embedding of the series id fed to the head; 0 turns it off.
-    series_embedding: int = 0
+    series_embedding: int = bounded(0, low=0)
     # Read the lookback as non-overlapping segments of this many steps, each embedded by a linear map (SegRNN):
     # 336 steps become 28 recurrent steps of 12, 11x faster steps on CPU, but worse on the validation block of
     # the default data than step by step (README, "Results"). null reads step by step.
-    segment_len: Optional[int] = None
+    segment_len: Optional[int] = bounded(None, low=1)
 
 
 @dataclass
 class OptimConfig:
     # Training and validation loss on the scaled target (MAE: chosen on the default data's validation block).
     loss: Loss = Loss.mae
-    lr: float = 3e-3
-    weight_decay: float = 0.0
+    lr: float = bounded(3e-3, low=0, low_open=True)
+    weight_decay: float = bounded(0.0, low=0)
     # Cosine decay to zero over the planned steps (needs trainer.max_steps or max_epochs).
     cosine_schedule: bool = True
     # Stop when the validation loss has not improved for this many validations; null trains the whole budget.
-    patience: Optional[int] = None
+    patience: Optional[int] = bounded(None, low=1)
     # Batches whose loss or gradient is not finite that may be skipped (no update) before training stops;
     # 0 stops at the first.
-    skip_nonfinite: int = 0
+    skip_nonfinite: int = bounded(0, low=0)
 
 
 @dataclass
@@ -206,21 +207,21 @@ class TrainerConfig:
     devices: Any = "auto"
     # auto: one process, or Lightning's choice for several devices; ddp (trainer=ddp) for data parallel.
     strategy: str = "auto"
-    num_nodes: int = 1
+    num_nodes: int = bounded(1, low=1)
     # auto: bf16-mixed for an LSTM on a CPU with native bfloat16 (AVX-512 BF16/AMX), 32-true otherwise
     # (pipeline.trainer.resolve_precision). On the default data it steps 1.6x faster at equal validation MASE
     # (bench/RESULTS.md); the run's `precision` tag says what it resolved to. Any Lightning value overrides it.
     precision: Any = "auto"
-    max_epochs: Optional[int] = None
+    max_epochs: Optional[int] = bounded(None, low=1, also=(-1,))
     # ~0.24 s a step for the default LSTM on 2 CPU cores in bf16 (0.39 s in 32-true): about 2.5 minutes in all.
-    max_steps: int = 600
-    gradient_clip_val: Optional[float] = 1.0
+    max_steps: int = bounded(600, low=1, also=(-1,))
+    gradient_clip_val: Optional[float] = bounded(1.0, low=0)
     gradient_clip_algorithm: ClipAlgorithm = ClipAlgorithm.norm
-    log_every_n_steps: int = 50
+    log_every_n_steps: int = bounded(50, low=1)
     # Validate every 100 optimizer steps (not per epoch), so the best checkpoint is picked often enough.
-    val_check_interval: Any = 100
-    check_val_every_n_epoch: Optional[int] = None
-    limit_train_batches: Any = None
+    val_check_interval: Any = bounded(100, low=1, share=True)
+    check_val_every_n_epoch: Optional[int] = bounded(None, low=1)
+    limit_train_batches: Any = bounded(None, low=1, share=True)
     enable_progress_bar: bool = False
     enable_model_summary: bool = False
     deterministic: Any = False
@@ -237,11 +238,11 @@ class TrackingConfig:
     log_model: bool = True
     # A tracking server that does not answer: retries of `timeout` seconds each (with 1, 2, 4 ... s between
     # them), then the stage fails in one line, or with offline_fallback records into offline_uri instead.
-    retries: int = 2
-    timeout: int = 10
+    retries: int = bounded(2, low=0)
+    timeout: int = bounded(10, low=1)
     # Once a run is open, how long the server may be away (a restart) before a request gives up: requests are
     # retried meanwhile, so training pauses rather than fails. At most 480.
-    outage_seconds: int = 120
+    outage_seconds: int = bounded(120, low=0, high=480)
     offline_fallback: bool = False
     offline_uri: str = "sqlite:///outputs/mlflow-offline.db"
 
@@ -251,7 +252,7 @@ class SearchConfig:
     """conf/hparams_search/: an Optuna search over config keys against the validation loss (pipeline/search.py)."""
 
     # Trainings to run, one after another; each is an MLflow run of its own.
-    n_trials: int = 20
+    n_trials: int = bounded(20, low=1)
     # Config key -> range, in Hydra's sweep syntax: choice(32, 64), range(1, 4), interval(0.0, 0.3),
     # tag(log, interval(1e-4, 1e-2)).
     params: dict[str, str] = field(default_factory=dict)
@@ -266,7 +267,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    seed: int = 0
+    seed: int = bounded(0, low=0, high=2**32 - 1)
     # A training run id, or `last`, to continue from its last checkpoint (pipeline/resume.py).
     resume: Optional[str] = None
     # null trains once; hparams_search=optuna searches (pipeline/search.py).
@@ -313,9 +314,9 @@ class ForecastConfig:
 @dataclass
 class BacktestConfig:
     # Origins per series, counted back from the end of the file; fewer where a series is too short.
-    origins: int = 28
+    origins: int = bounded(28, low=1)
     # Steps between consecutive origins; null: the model's horizon (forecasts that do not overlap).
-    step: Optional[int] = None
+    step: Optional[int] = bounded(None, low=1)
 
 
 @dataclass
@@ -360,6 +361,7 @@ def to_config(cfg: DictConfig) -> Config:
                           f"go in with ++trainer.NAME=VALUE)")
     config = OmegaConf.to_object(cfg)
     assert isinstance(config, (Config, ExportConfig, ForecastConfig, RegisterConfig, EvaluateConfig))
+    check_values(config)
     return config  # type: ignore[return-value]
 
 

@@ -152,8 +152,6 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     """Backtest a tracked model on a file (no refit) and log the result as a run linked to the model's run."""
     if not cfg.run_id and not cfg.model_uri:
         raise ConfigError("give run_id=<training run> or model_uri=<MLflow model URI> to evaluate")
-    if cfg.evaluate.origins < 1 or (cfg.evaluate.step is not None and cfg.evaluate.step < 1):
-        raise ConfigError("evaluate.origins and evaluate.step must be positive")
     model_uri = cfg.model_uri or f"runs:/{cfg.run_id}/model"
     model = load_model(model_uri, cfg.tracking)
     data = model.data

@@ -5,6 +5,7 @@ import re
 
 import pandas as pd
 
+from pipeline.bounds import EPOCH_FORMATS
 from pipeline.errors import DataError
 
 # Seasonal period of calendar frequencies (offsets of no fixed length), by the first letter of their alias.
@@ -20,6 +21,8 @@ def parse_times(column: pd.Series, time_format: str | None, time_zone: str | Non
     without a zone, and no `time_zone`, stay wall-clock times (zone None)."""
     if time_zone is not None:
         check_time_zone_name(time_zone)
+    if time_format in EPOCH_FORMATS:
+        return _epoch_times(column, EPOCH_FORMATS[time_format], source, name), time_zone or "UTC"
     if isinstance(column.dtype, pd.DatetimeTZDtype):
         return column.dt.tz_convert("UTC"), time_zone or str(column.dt.tz)
     if pd.api.types.is_datetime64_any_dtype(column):
@@ -39,11 +42,24 @@ def parse_times(column: pd.Series, time_format: str | None, time_zone: str | Non
     bad = times.isna()
     if bad.any():
         row = int(bad.to_numpy().nonzero()[0][0])
-        raise DataError(f"{source}: column {name!r} row {row}: cannot parse timestamp {column.iloc[row]!r}; "
-                        f"fix the value, or set data.time_format (e.g. '%d/%m/%Y %H:%M')")
+        epoch = pd.to_numeric(text, errors="coerce").notna().all()
+        hint = ("epoch seconds or milliseconds? set data.time_format=unix or unix_ms" if epoch else
+                "fix the value, or set data.time_format (e.g. '%d/%m/%Y %H:%M')")
+        raise DataError(f"{source}: column {name!r} row {row}: cannot parse timestamp {column.iloc[row]!r}; {hint}")
     if with_offset.any():
         return times.astype("datetime64[ns, UTC]"), time_zone or "UTC"
     return _localize(times.astype("datetime64[ns]"), time_zone, source, name), time_zone
+
+
+def _epoch_times(column: pd.Series, unit: str, source: str, name: str) -> pd.Series:
+    """Epoch seconds or milliseconds (data.time_format=unix, unix_ms): instants, so UTC."""
+    numbers = pd.to_numeric(column, errors="coerce")
+    bad = numbers.isna().to_numpy()
+    if bad.any():
+        row = int(bad.nonzero()[0][0])
+        raise DataError(f"{source}: column {name!r} row {row}: {column.iloc[row]!r} is not an epoch timestamp; fix "
+                        f"the value, or unset data.time_format")
+    return pd.to_datetime(numbers, unit=unit, utc=True).astype("datetime64[ns, UTC]")
 
 
 def check_time_zone_name(time_zone: str) -> None:

@@ -70,3 +70,86 @@ def test_the_team_server_preset_is_a_diff_of_the_local_one(monkeypatch):
     local, server = (to_config(compose_config(f"tracking={name}")).tracking for name in ("local", "server"))
     changed = {key for key in vars(local) if getattr(local, key) != getattr(server, key)}
     assert changed == {"uri", "outage_seconds"} and server.uri == "http://mlflow.internal:5000"
+
+
+def checked_keys():
+    """(stage config, dotted key, its check) for every checked key of every stage's schema."""
+    import dataclasses
+
+    from pipeline.config import EvaluateConfig
+
+    def walk(kind, path=""):
+        for f in dataclasses.fields(kind):
+            inner = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+            if dataclasses.is_dataclass(inner):
+                yield from walk(inner, f"{path}{f.name}.")
+            elif f.name == "hparams_search":
+                yield from walk(SearchConfig, f"{path}{f.name}.")
+            else:
+                yield path + f.name, f
+    from pipeline.config import SearchConfig
+
+    for stage, kind in (("config", Config), ("evaluate", EvaluateConfig)):
+        for key, f in walk(kind):
+            yield stage, key, f
+
+
+def numeric(f) -> bool:
+    """Whether a schema field holds numbers (int, float, optional or lists of them; or numbers under Any)."""
+    import dataclasses
+
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    text = str(f.type)
+    return (f.type in (int, float) or any(name in text for name in ("Optional[int]", "Optional[float]",
+                                                                      "list[int]", "list[float]"))
+            or (not isinstance(default, bool) and isinstance(default, (int, float))))
+
+
+def bad_value(f) -> str:
+    import dataclasses
+
+    from pipeline.bounds import Bounds
+
+    check = f.metadata["check"]
+    if not isinstance(check, Bounds):
+        return "banana"
+    value = str(check.low - 1 if not check.low_open else check.low) if check.low is not None else str(check.high + 1)
+    return f"[{value}]" if f.default_factory is not dataclasses.MISSING else value
+
+
+def test_every_numeric_key_declares_its_allowed_values():
+    unchecked = [key for _, key, f in checked_keys() if numeric(f) and "check" not in f.metadata]
+    assert not unchecked
+
+
+BAD_VALUES = [(stage, f"{key}={bad_value(f)}") for stage, key, f in checked_keys()
+              if "check" in f.metadata]
+
+
+@pytest.mark.parametrize("stage,override", BAD_VALUES, ids=[o for _, o in BAD_VALUES])
+def test_a_value_out_of_range_fails_in_one_line_naming_key_value_and_range(stage, override):
+    from hydra import compose, initialize_config_dir
+
+    from pipeline.errors import ConfigError
+
+    key, value = override.split("=", 1)
+    overrides = [override] if not key.startswith("hparams_search.") else ["hparams_search=optuna", override]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(stage, overrides=overrides)
+    with pytest.raises(ConfigError) as raised:
+        to_config(cfg)
+    message = str(raised.value)
+    assert message.startswith(f"{key}=") and "\n" not in message
+    assert value.strip("[]") in message and ("must be" in message)
+
+
+@pytest.mark.parametrize("override", ["data.time_format=%s", "window.lookback=0"])
+def test_a_bad_value_on_the_command_line_exits_2_before_any_run(override, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = subprocess.run([sys.executable, "-m", "pipeline.train", override, f"tracking.uri={uri}",
+                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and override.split("=")[0] in errors[0], done.stderr[-2000:]
+    assert not (tmp_path / "mlflow.db").exists()
