@@ -256,7 +256,7 @@ def by_series(result: Backtest) -> pd.DataFrame:
 
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    finish(lambda: evaluate(to_config(cfg)))
+    finish(lambda: evaluate(to_config(cfg)), cfg.tracking.uri)
 
 
 if __name__ == "__main__":

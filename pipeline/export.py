@@ -123,7 +123,7 @@ def export(cfg: ExportConfig, output_dir: Path) -> dict:
 
 @hydra.main(config_path="../conf", config_name="export", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    finish(lambda: export(to_config(cfg), Path(HydraConfig.get().runtime.output_dir)))
+    finish(lambda: export(to_config(cfg), Path(HydraConfig.get().runtime.output_dir)), cfg.tracking.uri)
 
 
 if __name__ == "__main__":

@@ -30,14 +30,7 @@ def write_atomically(frame: pd.DataFrame, path: Path) -> None:
     """CSV (compression by extension) or Parquet, written beside `path` and renamed onto it: readers and a
     killed job see the old file or the new one, never half of one. Temporaries that killed jobs of this host
     left beside it are removed first."""
-    suffixes = "".join(path.suffixes).lower()
-    if not (suffixes.endswith(".parquet") or ".csv" in suffixes):
-        raise ConfigError(f"output={path}: use a .csv, .csv.gz or .parquet file name")
-    if path.is_dir():
-        raise ConfigError(f"output={path} is a folder; give a file name inside it, e.g. output={path / 'forecast.csv'}")
-    blocked = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    if blocked is not None:
-        raise ConfigError(f"output={path}: {blocked} is a file, not a folder; choose another output path")
+    suffixes = check_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     # The temporary's name says which process writes it, and keeps the extensions, so pandas picks the same
@@ -58,6 +51,20 @@ def write_atomically(frame: pd.DataFrame, path: Path) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def check_output(path: Path) -> str:
+    """That `path` can take the forecast: a file name with a known extension, where no folder is, under folders
+    (or none yet) rather than files. Returns its extensions."""
+    if path.is_dir():
+        raise ConfigError(f"output={path} is a folder; give a file name inside it, e.g. output={path / 'forecast.csv'}")
+    suffixes = "".join(path.suffixes).lower()
+    if not (suffixes.endswith(".parquet") or ".csv" in suffixes):
+        raise ConfigError(f"output={path}: use a .csv, .csv.gz or .parquet file name")
+    blocked = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise ConfigError(f"output={path}: {blocked} is a file, not a folder; choose another output path")
+    return suffixes
 
 
 def remove_stale_temporaries(path: Path) -> None:
@@ -87,6 +94,7 @@ def run_forecast(cfg: ForecastConfig) -> dict:
     if not cfg.model_uri or not cfg.data.path or not cfg.output:
         raise ConfigError("give model_uri=<MLflow model URI>, data.path=<new data> and output=<file>")
     output, source = Path(cfg.output), Path(cfg.data.path)
+    check_output(output)  # before anything is loaded or a run opens
     model = load_model(cfg.model_uri, cfg.tracking)
     data = model.data
     data.path, data.time_zone = str(source), cfg.data.time_zone or data.time_zone
@@ -107,7 +115,7 @@ def run_forecast(cfg: ForecastConfig) -> dict:
 
 @hydra.main(config_path="../conf", config_name="forecast", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    finish(lambda: run_forecast(to_config(cfg)))
+    finish(lambda: run_forecast(to_config(cfg)), cfg.tracking.uri)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,12 @@ def series_keys(raw: pd.DataFrame, id_columns: list[str], target: str, source: s
         return pd.Categorical.from_codes(np.zeros(len(raw), dtype=np.int8), categories=[target])
     codes, labels = [], []
     for column in id_columns:
-        column_codes, uniques = pd.factorize(raw[column])
+        try:
+            column_codes, uniques = pd.factorize(raw[column])
+        except TypeError as error:  # unhashable cells: a Parquet struct or list column
+            raise DataError(f"{source}: id column {column!r} holds nested values ({type(raw[column].iloc[0]).__name__})"
+                            f"; ids must be text or numbers: flatten it into columns and name them in "
+                            f"data.id_column") from error
         if (column_codes < 0).any():
             row = int(np.flatnonzero(column_codes < 0)[0])
             raise DataError(f"{source}: column {column!r} row {row} has no series id; give every row its id")

@@ -77,7 +77,7 @@ def read_table(path: Path, columns: list[str] | None = None, text_columns: list[
                                na_values=missing)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
-    except (OSError, ValueError, pa.ArrowException) as error:
+    except (OSError, EOFError, ValueError, pa.ArrowException) as error:  # EOFError: a truncated .gz/.bz2/.xz
         raise DataError(f"{path}: cannot be read ({error}); check that it is a valid file") from error
     raise DataError(f"{path}: unknown extension {''.join(path.suffixes)!r}; use .csv, .csv.gz or .parquet")
 
@@ -119,8 +119,8 @@ def validate_frame(raw: pd.DataFrame, cfg: DataConfig, source: str, future_steps
     id_columns = id_column_list(cfg.id_column)
     missing = [c for c in data_columns(cfg) if c not in raw.columns]
     if missing:
-        raise DataError(f"{source}: column {missing[0]!r} not found (columns: {list(raw.columns)}); "
-                        f"set data.* to the file's column names")
+        hint = _separator_hint(raw.columns) or "set data.* to the file's column names"
+        raise DataError(f"{source}: column {missing[0]!r} not found (columns: {list(raw.columns)}); {hint}")
     report: dict[str, int] = {}
     times, time_zone = parse_times(raw[cfg.time_column], cfg.time_format, cfg.time_zone, source, cfg.time_column)
     frame = pd.DataFrame({SERIES_ID: series_keys(raw, id_columns, cfg.target_column, source), TIME: times},
@@ -189,6 +189,15 @@ def split_future(frame: pd.DataFrame, steps: int, cfg: DataConfig, freq: str, so
             raise DataError(f"{source}: series {row[SERIES_ID]!r} has no {column!r} at {row[TIME]}, one of its future "
                             f"rows; give every known-future value of the {steps} steps ahead")
     return frame[~future].reset_index(drop=True), ahead
+
+
+def _separator_hint(columns: pd.Index) -> str | None:
+    """What to do about a CSV file read as one column because another character separates its fields."""
+    if len(columns) != 1:
+        return None
+    found = [name for char, name in ((";", "';'"), ("\t", "tabs"), ("|", "'|'")) if char in str(columns[0])]
+    return (f"the file seems separated by {found[0]} (perhaps with ',' decimals): save it comma-separated with "
+            f"'.' decimals" if found else None)
 
 
 def observed_targets(frame: pd.DataFrame) -> np.ndarray | None:

@@ -92,7 +92,7 @@ def _champion(client: MlflowClient, name: str):
 
 @hydra.main(config_path="../conf", config_name="register", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    finish(lambda: register(to_config(cfg)))
+    finish(lambda: register(to_config(cfg)), cfg.tracking.uri)
 
 
 if __name__ == "__main__":

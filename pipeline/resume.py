@@ -6,6 +6,7 @@ what they lack (the random state, and where the epoch's batch order stood), so t
 very steps the interrupted one would have.
 """
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import Config, TrackingConfig
 from pipeline.distributed import is_rank_zero
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, first_line
 from pipeline.run_lifetime import holder_alive
 from pipeline.sampler import WindowSampler
 from pipeline.tracking import file_sha256, reachable
@@ -112,6 +113,20 @@ def find_run(cfg: TrackingConfig, which: str) -> Run:
     return run
 
 
+def check_checkpoint(checkpoint: Path, which: str) -> None:
+    """A checkpoint is a zip archive (torch.save's format): every member's CRC is checked, so a truncated or
+    damaged file is refused here, before the run is reopened, rather than failing it mid-restore."""
+    try:
+        with zipfile.ZipFile(checkpoint) as archive:
+            bad_member = archive.testzip()
+        damaged = None if bad_member is None else f"{bad_member} fails its checksum"
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
+        damaged = first_line(error)
+    if damaged is not None:
+        raise ConfigError(f"resume={which}: checkpoint {checkpoint} is damaged ({damaged}); restore it from a backup, "
+                          f"or start a new run")
+
+
 def plan(cfg: TrackingConfig, which: str) -> tuple[DictConfig, Resume]:
     """The config `which` was started with (its tracking settings replaced by `cfg`) and what to resume it from;
     a ConfigError when the run cannot be resumed."""
@@ -130,6 +145,7 @@ def plan(cfg: TrackingConfig, which: str) -> tuple[DictConfig, Resume]:
     if recorded and path.is_file() and file_sha256(path) != recorded:
         raise ConfigError(f"resume={which}: {path} changed since run {run_id} started (its sha256 differs from "
                           f"the run's data.sha256 tag); restore the file, or start a new run")
+    check_checkpoint(checkpoint, which)
     client = MlflowClient(cfg.uri)
     logged_until = {key: max(m.step for m in client.get_metric_history(run_id, key)) for key in run.data.metrics}
     return config, Resume(run_id, output_dir, checkpoint, logged_until)

@@ -1,4 +1,4 @@
-from pipeline.errors import Terminated, first_line
+from pipeline.errors import Terminated, first_line, record_traceback, store_failure, unexpected
 from pipeline.signals import sigterm_raises
 
 """How an MLflow run ends: FINISHED only when the stage completed, FAILED (an error) or KILLED (Ctrl-C, SIGTERM)
@@ -97,6 +97,9 @@ def run_until_end(experiment_id: str, run_id: str | None = None) -> Iterator[Run
             yield run
     except BaseException as raised:
         error = raised
+        if unexpected(raised) and not store_failure(raised) and (path := record_traceback(raised)):
+            with contextlib.suppress(Exception):  # the traceback stays in the run folder's log regardless
+                mlflow.log_artifact(path, "logs")
         raise
     finally:
         status, reason = ending(error)

@@ -32,6 +32,7 @@ from pipeline.errors import ConfigError, DataError, first_line
 from pipeline.ids import SERIES_ID, id_columns_of
 from pipeline.load import OBSERVED, TARGET, TIME, Series
 from pipeline.network import RecurrentNetwork
+from pipeline.scaling import Scaler
 from pipeline.tracking import library_version, reachable
 from pipeline.window import Split, Windows
 
@@ -73,9 +74,14 @@ class ModelSpec:
             raise ConfigError(f"{path}: model format {raw.get('format', 1)}, but this pipeline reads format "
                               f"{FORMAT}; train the model again with this version (python -m pipeline.train)")
         keys = {f.name for f in fields(cls)}
-        if set(raw) != keys:
-            odd = sorted(set(raw) ^ keys)[0]
-            raise ConfigError(f"{path}: key {odd!r} is not what format {FORMAT} holds; the model artifact was "
+        odd = sorted(set(raw) ^ keys)
+        for part, kind in (("data", DataConfig), ("scaler", Scaler)):  # their keys become keyword arguments
+            if not odd and isinstance(raw[part], dict):
+                odd = [f"{part}.{key}" for key in sorted(set(raw[part]) - {f.name for f in fields(kind)})]
+            elif not odd:
+                odd = [part]
+        if odd:
+            raise ConfigError(f"{path}: key {odd[0]!r} is not what format {FORMAT} holds; the model artifact was "
                               f"altered: log the model again")
         return cls(**raw)
 

@@ -145,7 +145,7 @@ def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     tags = sweep_tags(hydra_cfg)
     summary = finish(lambda: run_training(cfg, hydra_cfg.overrides.task, Path(hydra_cfg.runtime.output_dir), tags),
-                     in_sweep=bool(tags), reports=is_rank_zero())
+                     cfg.tracking.uri, in_sweep=bool(tags), reports=is_rank_zero())
     # Sweepers minimise this: the validation loss, so no choice is ever made on the test block.
     return summary.get("val_loss", float("nan"))
 

@@ -84,3 +84,50 @@ def test_zero_byte_file_is_an_empty_file(tmp_path):
     path.write_text("")
     with pytest.raises(DataError, match="empty.csv: the file has no rows"):
         load_series(DataConfig(path=str(path)))
+
+
+def write_truncated_gzip(path, frame: pd.DataFrame) -> None:
+    frame.to_csv(path, index=False)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_unreadable_files_are_refused_in_one_line_naming_the_file_and_what_to_do(tmp_path, vic_elec):
+    from pipeline.config import DataConfig
+    from pipeline.errors import DataError
+    from pipeline.load import load_series
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    truncated = tmp_path / "cut.csv.gz"
+    write_truncated_gzip(truncated, vic_elec.iloc[:2000])
+    semicolons = tmp_path / "excel.csv"
+    vic_elec.iloc[:100].to_csv(semicolons, index=False, sep=";", decimal=",")
+    structs = tmp_path / "structs.parquet"
+    pq.write_table(pa.table({"time": vic_elec["time"].iloc[:100], "demand": vic_elec["demand"].iloc[:100],
+                             "site": pa.array([{"state": "VIC", "n": 1}] * 100)}), structs)
+    cases = [(DataConfig(path=str(truncated)), "cut.csv.gz: cannot be read (Compressed file ended"),
+             (DataConfig(path=str(semicolons)), "the file seems separated by ';' (perhaps with ',' decimals)"),
+             (DataConfig(path=str(structs), id_column="site"), "id column 'site' holds nested values")]
+    for config, message in cases:
+        with pytest.raises(DataError) as raised:
+            load_series(config)
+        text = str(raised.value)
+        assert message in text and config.path in text and "\n" not in text
+
+
+def test_epoch_timestamps_are_read_with_time_format_unix_and_hinted_without(tmp_path, vic_elec):
+    from pipeline.config import DataConfig
+    from pipeline.errors import DataError
+    from pipeline.load import load_series
+
+    frame = vic_elec.iloc[:200].assign(time=lambda f: (f["time"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta("1s"))
+    path = tmp_path / "epoch.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DataError, match="epoch seconds or milliseconds\\? set data.time_format=unix"):
+        load_series(DataConfig(path=str(path)))
+    series = load_series(DataConfig(path=str(path), time_format="unix"))
+    assert series.frame["time"].equals(vic_elec["time"].iloc[:200].dt.tz_convert("UTC").reset_index(drop=True)
+                                       .astype(series.frame["time"].dtype))
+    assert series.time_zone == "UTC" and series.freq == "30min"

@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -163,3 +164,39 @@ def test_a_model_of_wall_clock_times_refuses_zoned_times():
     with pytest.raises(DataError, match="holds times in UTC, but the model was trained on wall-clock times"):
         check_time_zone(spec, "UTC", "time", "new.csv")
     check_time_zone(spec, None, "time", "new.csv")
+
+
+def test_an_unusable_output_path_or_input_is_refused_before_a_forecast_run_opens(trained, tmp_path, vic_elec):
+    model_uri, tracking_uri = trained
+    client = MlflowClient(tracking_uri)
+    runs = len(client.search_runs([e.experiment_id for e in client.search_experiments()]))
+    new = tmp_path / "new.parquet"
+    vic_elec.iloc[:1200].to_parquet(new, index=False)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "a_file").write_text("")
+    truncated = tmp_path / "cut.csv.gz"
+    vic_elec.iloc[:1200].to_csv(truncated, index=False)
+    truncated.write_bytes(truncated.read_bytes()[:2000])
+    for data, output, message in [(new, tmp_path / "folder", "is a folder; give a file name inside it"),
+                                  (new, tmp_path / "a_file" / "f.csv", "a_file is a file, not a folder"),
+                                  (truncated, tmp_path / "f.csv", "cut.csv.gz: cannot be read")]:
+        with pytest.raises((ConfigError, DataError), match=re.escape(message)):
+            run_in_process(model_uri, tracking_uri, data, output)
+    assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == runs
+
+
+@pytest.mark.parametrize("part", ["data", "scaler"])
+def test_a_spec_with_a_key_its_format_lacks_is_refused_naming_it(trained, tmp_path, part):
+    import mlflow
+
+    from pipeline.saved_model import SPEC_FILE, ModelSpec
+
+    model_uri, tracking_uri = trained
+    folder = mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri}/artifacts", dst_path=str(tmp_path),
+                                                 tracking_uri=tracking_uri)
+    spec = json.loads((Path(folder) / SPEC_FILE).read_text())
+    spec[part]["extra"] = 1
+    altered = tmp_path / SPEC_FILE
+    altered.write_text(json.dumps(spec))
+    with pytest.raises(ConfigError, match=f"key '{part}.extra' is not what format"):
+        ModelSpec.read(altered)

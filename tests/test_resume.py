@@ -122,3 +122,22 @@ def test_resume_refuses_when_the_data_file_changed_since_the_run_started(client,
     client.set_tag(run_id, "data.sha256", "0" * 64)
     with pytest.raises(ConfigError, match=f"{vic_elec_slice} changed since run {run_id} started"):
         resume.plan(TrackingConfig(uri=client.tracking_uri), run_id)
+
+
+def test_a_damaged_checkpoint_is_refused_before_the_run_is_reopened(client, tmp_path, vic_elec_slice):
+    import torch
+
+    run_id = training_run(client, tmp_path / "run")
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    torch.save({"state_dict": {"w": torch.arange(1000.0)}}, checkpoint)
+    client.log_text(run_id, f"data:\n  path: {vic_elec_slice}\n", "config.yaml")
+    damaged = bytearray(checkpoint.read_bytes())
+    damaged[len(damaged) // 2:len(damaged) // 2 + 16] = b"\xff" * 16
+    checkpoint.write_bytes(bytes(damaged))
+    with pytest.raises(ConfigError, match=f"checkpoint {checkpoint} is damaged"):
+        resume.plan(TrackingConfig(uri=client.tracking_uri), run_id)
+    checkpoint.write_bytes(bytes(damaged[:100]))  # truncated
+    with pytest.raises(ConfigError, match="is damaged \\(File is not a zip file\\)"):
+        resume.plan(TrackingConfig(uri=client.tracking_uri), run_id)
+    assert client.get_run(run_id).info.status == "KILLED"

@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -58,10 +59,19 @@ def test_a_run_that_raises_is_failed_with_the_reason(store, tmp_path):
     # Lightning fails on this inside the stage, after the run is open.
     done = run_stage("pipeline.train", f"data.path={store.folder / 'train.parquet'}", f"tracking.uri={store.uri}",
                      f"hydra.run.dir={tmp_path / 'run'}", *SMALL, "++trainer.accumulate_grad_batches=0")
-    assert done.returncode != 0
+    assert done.returncode == 1 and "Traceback" not in done.stderr
     run = latest_run(store.uri)
-    # The reason is the error the command ended with, as its traceback ends.
-    assert run.info.status == "FAILED" and run.data.tags["failure.reason"] in done.stderr.splitlines()
+    # The reason is the error the command ended with, in its one line; the traceback is in the run's log file,
+    # in the run folder and on the run.
+    assert run.info.status == "FAILED"
+    errors = [line for line in done.stderr.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and run.data.tags["failure.reason"] in errors[0]
+    log_file = tmp_path / "run" / "train.log"
+    assert f"the full traceback is in {log_file}" in errors[0]
+    assert "Traceback (most recent call last)" in log_file.read_text()
+    logged = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="logs/train.log",
+                                                 tracking_uri=store.uri)
+    assert "Traceback (most recent call last)" in Path(logged).read_text()
 
 
 @pytest.mark.slow

@@ -97,3 +97,20 @@ def test_outage_seconds_become_enough_mlflow_retries_and_beyond_what_mlflow_allo
     assert tracking.retries_to_outlast(120) == 7 and tracking.retries_to_outlast(62) == 6
     with pytest.raises(ConfigError, match="tracking.outage_seconds=600"):
         tracking.retries_to_outlast(600)
+
+
+@pytest.mark.slow
+def test_a_damaged_sqlite_store_is_named_in_one_line(store, migrated_store, tmp_path):
+    damaged = tmp_path / "damaged.db"
+    shutil.copy(migrated_store, damaged)
+    data = bytearray(damaged.read_bytes())
+    for page in range(2, len(data) // 4096):  # every page after the first holds garbage now
+        data[page * 4096:page * 4096 + 2048] = b"\x13" * 2048
+    damaged.write_bytes(bytes(data))
+    uri = f"sqlite:///{damaged}"
+    done = run_stage("pipeline.train", f"data.path={store.folder / 'train.parquet'}", f"tracking.uri={uri}",
+                     f"hydra.run.dir={tmp_path / 'run'}", *SMALL)
+    assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and f"tracking.uri={uri} failed: database disk image is malformed" in errors[0]
+    assert not (tmp_path / "run" / "checkpoints").exists()
