@@ -294,6 +294,11 @@ def make_windows(series: Series, lookback: int, horizon: int, stride: int, val_s
         if observed is not None:
             observed = scatter_rows(observed, positions, splits[-1].end, False)
         first_real = first_real_rows(splits)
+    if observed is not None and val_steps and not any(observed[s.val_start:s.test_start].any() for s in splits):
+        # Nothing could pick the checkpoint: every validation target was filled.
+        raise DataError(f"{series.source}: no series has an observed target in its validation block (its last "
+                        f"{val_steps + test_steps} to {test_steps + 1} steps; all filled by data.gaps/data.missing); "
+                        f"change split.val_steps or split.test_steps, or give the missing values")
     return Windows(splits, fitted, values, target, times, future_columns, lookback, horizon, first_real,
                    train_windows(splits, lookback, horizon, stride), vintages, observed)
 

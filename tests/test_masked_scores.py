@@ -115,3 +115,10 @@ def test_series_without_seasonal_change_get_no_mase(daily: pd.DataFrame):
     assert metrics["mae"] == pytest.approx(1.0)
     assert metrics["mase"] == pytest.approx(1.0 / scales[0])
     assert np.isnan(point_metrics(actual[1:], forecast[1:], scales[1:])["mase"])
+
+
+def test_a_validation_block_wholly_filled_is_refused_before_training(daily: pd.DataFrame):
+    from pipeline.errors import DataError
+
+    with pytest.raises(DataError, match="no series has an observed target in its validation block"):
+        windows_of(daily.drop(index=daily.index[-VAL - TEST:-TEST]))
