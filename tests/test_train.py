@@ -92,9 +92,10 @@ def test_unusable_trainer_config_is_refused_before_any_run_starts(tmp_path, vic_
 @pytest.mark.slow
 def test_early_stopping_ends_training_when_the_validation_loss_stops_improving(tmp_path, vic_elec_slice,
                                                                               tracking_uri):
-    # lr 0: the validation loss never improves after the first check (step 2); patience 1 stops at the next.
+    # lr 1e-30 (lr must be > 0): updates vanish in float32 rounding, so the validation loss never improves after
+    # the first check (step 2); patience 1 stops at the next.
     done = run_stage("pipeline.train", f"data.path={vic_elec_slice}", f"tracking.uri={tracking_uri}",
-                     f"hydra.run.dir={tmp_path / 'run'}", *SMALL, "optim.lr=0", "optim.patience=1",
+                     f"hydra.run.dir={tmp_path / 'run'}", *SMALL, "optim.lr=1e-30", "optim.patience=1",
                      "trainer.val_check_interval=2", "tracking.log_model=false")
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout)["fit_steps"] == 4  # of trainer.max_steps=12
