@@ -94,7 +94,7 @@ def search(cfg: DictConfig, search_cfg: SearchConfig, output_dir: Path, run_tags
     for number in range(search_cfg.n_trials):
         trial = study.ask(space)
         name = ",".join(f"{key}={_short(value)}" for key, value in trial.params.items())
-        trial_tags = tags | {"sweep.trial": str(number), "mlflow.runName": name}
+        trial_tags = tags | {"sweep.trial": str(number), "mlflow.runName": f"trial {number}: {name}"}
         try:
             summaries[number] = train(trial_config(cfg, trial.params), output_dir / f"trial_{number}", trial_tags)
         except (ConfigError, DataError, TrainingDiverged) as error:

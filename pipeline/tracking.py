@@ -7,6 +7,7 @@ import importlib.metadata
 import logging
 import os
 import platform
+import secrets
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -113,6 +114,24 @@ def credentials_hint() -> str:
         return f"the server requires sign-in and {missing} is not set; export both (never put them in conf/)"
     return (f"the credentials in {USERNAME} / {PASSWORD} were refused, or that user may not do this; check them "
             f"with the server's administrator")
+
+
+# Overrides that say where a run is recorded or written, not what it trains: never in its name.
+PLUMBING = ("tracking.", "hydra.", "resume=")
+
+
+def run_name(cell: str, overrides: list[str]) -> str:
+    """What a training run is called in MLflow: its cell, the overrides that change what it trains (a data file by
+    its name), and four hex digits from the OS's randomness, so runs never share a name. (MLflow's own random
+    names come from the random module, which seeding has just reset: every seed-0 run was called the same.)"""
+    said = []
+    for override in overrides:
+        override = override.lstrip("+")
+        if override.startswith(PLUMBING):
+            continue
+        key, _, value = override.partition("=")
+        said.append(f"{key}={Path(value).name}" if key == "data.path" else override)
+    return " ".join([cell, *said, secrets.token_hex(2)])
 
 
 class TrackingUnavailable(ConfigError):

@@ -152,11 +152,10 @@ def main(cfg: DictConfig) -> float:
 
 def sweep_tags(hydra_cfg: DictConfig) -> dict[str, str]:
     """In a multirun (-m), what groups its jobs' runs in MLflow: `sweep` (the sweep's folder, one per -m
-    command: filter on tags.sweep) and `sweep.job`; the run is named by the job's overrides."""
+    command: filter on tags.sweep) and `sweep.job`; the run is named by the job's overrides (run_training)."""
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return {}
-    return {"sweep": str(Path(hydra_cfg.sweep.dir).resolve()), "sweep.job": str(hydra_cfg.job.num),
-            "mlflow.runName": hydra_cfg.job.override_dirname or f"job {hydra_cfg.job.num}"}
+    return {"sweep": str(Path(hydra_cfg.sweep.dir).resolve()), "sweep.job": str(hydra_cfg.job.num)}
 
 
 def run_training(cfg: DictConfig, overrides: list[str], output_dir: Path, run_tags: dict[str, str]) -> dict:
@@ -170,6 +169,8 @@ def run_training(cfg: DictConfig, overrides: list[str], output_dir: Path, run_ta
     elif cfg.hparams_search is not None:
         return search(cfg, to_config(cfg).hparams_search, output_dir, run_tags,
                       lambda trial, folder, tags: train(trial, folder, run_tags=tags))
+    else:
+        run_tags = run_tags | {"mlflow.runName": tracking.run_name(to_config(cfg).model.cell.value, overrides)}
     return train(cfg, output_dir, resume=resume, run_tags=run_tags)
 
 

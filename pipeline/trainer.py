@@ -2,6 +2,7 @@
 callbacks (best and last checkpoints, exact resume, sharding, learning-rate monitor, early stopping), and fit."""
 
 import inspect
+import logging
 import time
 import warnings
 from collections.abc import Sequence
@@ -24,6 +25,8 @@ from pipeline.sampler import batches
 from pipeline.signals import signals_between_steps
 from pipeline.window import Windows
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class Fitting:
@@ -41,9 +44,9 @@ class Fitting:
 def prepare(trainer_args: dict[str, Any], windows: Windows, cell: str, *, batch_size: int, seed: int,
             patience: int | None, output_dir: Path, run_tags: dict[str, str],
             extra_callbacks: Sequence[L.Callback] = ()) -> Fitting:
-    """The Trainer for `trainer_args` (a misspelled one or a budget without validation fails first, in one line)."""
+    """The Trainer for `trainer_args` (a misspelled one fails first, in one line)."""
     check_trainer_args(trainer_args)
-    trainer_args = trainer_args | {"precision": resolve_precision(trainer_args, cell)}
+    trainer_args = validate_by_the_end(trainer_args) | {"precision": resolve_precision(trainer_args, cell)}
     train_batches = batches(windows.train, batch_size, shuffle=True, seed=seed)
     val_batches = batches(windows.val, batch_size, shuffle=False)
     best = ModelCheckpoint(dirpath=output_dir / "checkpoints", monitor="val_loss", mode="min", save_top_k=1,
@@ -96,17 +99,23 @@ def resume_checkpoints(folder: Path, trainer_args: dict[str, Any], epoch_batches
 
 
 def check_trainer_args(trainer_args: dict[str, Any]) -> None:
-    """Fail on a misspelled ++trainer.NAME, or a budget with no validation, before any run is opened."""
+    """Fail on a misspelled ++trainer.NAME before any run is opened."""
     known = inspect.signature(L.Trainer).parameters
     unknown = sorted(set(trainer_args) - set(known))
     if unknown:
         raise ConfigError(f"trainer.{unknown[0]} is not a Lightning Trainer argument; see "
                           f"lightning.pytorch.Trainer for the names")
+
+
+def validate_by_the_end(trainer_args: dict[str, Any]) -> dict[str, Any]:
+    """A budget shorter than the validation interval (trainer.max_steps=30 against every 100 steps) validates at
+    its last step instead, so a short run still has a best checkpoint to evaluate."""
     steps, every = trainer_args.get("max_steps", -1), trainer_args.get("val_check_interval")
     if isinstance(every, int) and 0 < steps < every:
-        # No validation would run, so there would be no best checkpoint to evaluate.
-        raise ConfigError(f"trainer.max_steps={steps} ends before the first validation "
-                          f"(trainer.val_check_interval={every}); lower val_check_interval")
+        log.info("trainer.max_steps=%d ends before trainer.val_check_interval=%d: validating at step %d",
+                 steps, every, steps)
+        return trainer_args | {"val_check_interval": steps}
+    return trainer_args
 
 
 def resolve_precision(trainer_args: dict[str, Any], cell: str) -> Any:

@@ -19,6 +19,10 @@ def test_same_config_and_seed_on_cpu_give_identical_metrics(store, same_seed):
     metrics = [{k: v for k, v in client.get_run(s["run_id"]).data.metrics.items() if k != "fit_seconds"}
                for s in (first, second)]
     assert first["run_id"] != second["run_id"]
+    # Seeding resets the random module MLflow draws run names from; ours are unique and say what was set.
+    names = [client.get_run(s["run_id"]).info.run_name for s in (first, second)]
+    assert names[0] != names[1] and all(name.startswith("lstm ") and "seed=3" in name for name in names)
+    assert not any("tracking." in name or "hydra." in name for name in names)
     assert metrics[0] == metrics[1] and "test_mase" in metrics[0] and "val_loss" in metrics[0]
     losses = [[m.value for m in client.get_metric_history(s["run_id"], "train_loss")] for s in (first, second)]
     assert losses[0] == losses[1] and len(losses[0]) >= 5

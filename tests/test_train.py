@@ -78,8 +78,7 @@ def test_bad_data_path_exits_non_zero_with_one_line_and_leaves_no_run(tmp_path, 
 @pytest.mark.slow
 @pytest.mark.parametrize("override, message", [
     ("++trainer.max_epoch=3", "trainer.max_epoch is not a Lightning Trainer argument"),
-    ("trainer.val_check_interval=50", "ends before the first validation"),
-], ids=["unknown_trainer_argument", "budget_that_never_validates"])
+], ids=["unknown_trainer_argument"])
 def test_unusable_trainer_config_is_refused_before_any_run_starts(tmp_path, vic_elec_slice, tracking_uri,
                                                                   override, message):
     done = run_stage("pipeline.train", f"data.path={vic_elec_slice}", f"tracking.uri={tracking_uri}",
@@ -99,6 +98,19 @@ def test_early_stopping_ends_training_when_the_validation_loss_stops_improving(t
                      "trainer.val_check_interval=2", "tracking.log_model=false")
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout)["fit_steps"] == 4  # of trainer.max_steps=12
+
+
+@pytest.mark.slow
+def test_a_run_shorter_than_the_validation_interval_validates_at_its_end(tmp_path, vic_elec_slice, tracking_uri):
+    done = run_stage("pipeline.train", f"data.path={vic_elec_slice}", f"tracking.uri={tracking_uri}",
+                     f"hydra.run.dir={tmp_path / 'run'}", *SMALL, "trainer.val_check_interval=50",
+                     "tracking.log_model=false")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["fit_steps"] == 12 and np.isfinite(summary["val_loss"])
+    steps = [m.step for m in MlflowClient(tracking_uri).get_metric_history(summary["run_id"], "val_loss")]
+    assert steps == [11]  # one validation, after the last of the 12 steps (Lightning counts from 0)
+    assert "validating at step 12" in done.stderr
 
 
 def messy_long_file(path: Path) -> None:
