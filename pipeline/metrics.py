@@ -161,10 +161,10 @@ def exclusions(result: Backtest, block: str) -> dict[str, int]:
     """What a backtest left out of its scores, as tags (`val.points_excluded`, ...), each series named in a
     warning: filled actuals, series with too few observed actuals, series without a MASE scale."""
     thin, unscaled = result.thin_series(), result.unscaled_series()
-    for series, why in ((thin, f"under {MIN_OBSERVED_SHARE:.0%} of their actuals observed (the rest filled by "
-                                f"data.gaps/data.missing): left out of the {block} scores"),
-                        (unscaled, f"no in-sample seasonal change to scale by (constant or exactly periodic): no "
-                                   f"{block} MASE")):
+    too_filled = (f"under {MIN_OBSERVED_SHARE:.0%} of their actuals observed (the rest filled by "
+                  f"data.gaps/data.missing): left out of the {block} scores")
+    flat = f"no in-sample seasonal change to scale by (constant or exactly periodic): no {block} MASE"
+    for series, why in ((thin, too_filled), (unscaled, flat)):
         if series:
             log.warning("%d series with %s: %s", len(series), why,
                         ", ".join(map(repr, series[:10])) + (" ..." if len(series) > 10 else ""))

@@ -17,7 +17,7 @@ from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import Config, TrackingConfig
+from pipeline.config import Config, TrackingConfig, to_config
 from pipeline.distributed import is_rank_zero
 from pipeline.errors import ConfigError, first_line
 from pipeline.run_lifetime import holder_alive
@@ -27,8 +27,8 @@ from pipeline.tracking import file_sha256, reachable
 # Tags a training run carries so it can be found and resumed.
 STAGE, OUTPUT_DIR = "stage", "output_dir"
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
-# Overrides a resume may carry: where the run is recorded. Anything else would make it a different training.
-RESUME_OVERRIDES = ("resume=", "tracking.", "+tracking.", "++tracking.")
+# What a resume may change: where the run is recorded. Anything else would make it a different training.
+RESUME_MAY_CHANGE = ("tracking", "resume")
 
 
 @dataclass
@@ -73,12 +73,30 @@ class ExactResume(L.Callback):
             self.sampler.replay(state["epoch_rng"], state["batches_done"])
 
 
-def refuse_other_overrides(overrides: list[str]) -> None:
-    """A resume continues the run's own config; only where it is tracked may be given."""
-    other = [o for o in overrides if not o.startswith(RESUME_OVERRIDES)]
-    if other:
-        raise ConfigError(f"resume continues a run with the config it started with; drop {other[0]} (to train "
-                          f"with a different config, start a new run without resume=)")
+def refuse_changes(command: DictConfig, overrides: list[str], recorded: DictConfig, which: str) -> None:
+    """A resume continues the run's own config: the interrupted command may be repeated with resume= added, but
+    a value it sets (a key it overrides, or one its groups change from the schema's default) that differs from
+    the run's is refused, naming it. Where the run is tracked may change."""
+    now, then, default = (flatten(OmegaConf.to_container(c, resolve=True, enum_to_str=True))
+                          for c in (command, recorded, OmegaConf.structured(Config)))
+    said = {override.lstrip("+").partition("=")[0] for override in overrides}
+    for key in sorted(now):
+        set_here = key in said or now[key] != default.get(key)
+        if set_here and not key.startswith(RESUME_MAY_CHANGE) and now[key] != then.get(key):
+            raise ConfigError(f"resume={which}: {key}={now[key]} differs from the run's {key}={then.get(key)}; a "
+                              f"resume continues a run with the config it started with (to train with a different "
+                              f"config, start a new run without resume=)")
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    """{"model": {"cell": "gru"}} -> {"model.cell": "gru"}; lists stay values."""
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat |= flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def find_run(cfg: TrackingConfig, which: str) -> Run:
@@ -127,9 +145,11 @@ def check_checkpoint(checkpoint: Path, which: str) -> None:
                           f"or start a new run")
 
 
-def plan(cfg: TrackingConfig, which: str) -> tuple[DictConfig, Resume]:
-    """The config `which` was started with (its tracking settings replaced by `cfg`) and what to resume it from;
-    a ConfigError when the run cannot be resumed."""
+def plan(command: DictConfig, which: str, overrides: list[str] = ()) -> tuple[DictConfig, Resume]:
+    """The config `which` was started with (its tracking settings replaced by the command's) and what to resume it
+    from; a ConfigError when the run cannot be resumed, or when the command (with its `overrides`) sets a value
+    the run did not have."""
+    cfg = to_config(command).tracking
     run = find_run(cfg, which)
     run_id = run.info.run_id
     output_dir = Path(run.data.tags.get(OUTPUT_DIR, ""))
@@ -140,6 +160,7 @@ def plan(cfg: TrackingConfig, which: str) -> tuple[DictConfig, Resume]:
     logged = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config.yaml")
     config = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(logged),
                              {"tracking": OmegaConf.structured(cfg), "resume": which})
+    refuse_changes(command, list(overrides), config, which)
     # The resumed steps must train on the data the run started on.
     recorded, path = run.data.tags.get("data.sha256"), Path(config.data.path)
     if recorded and path.is_file() and file_sha256(path) != recorded:

@@ -26,7 +26,7 @@ from pipeline.errors import TrainingDiverged
 from pipeline.evaluate import backtest_and_log, calibrate_intervals
 from pipeline.lit_module import TrainingModule
 from pipeline.load import Series
-from pipeline.resume import OUTPUT_DIR, STAGE, Resume, refuse_other_overrides
+from pipeline.resume import OUTPUT_DIR, STAGE, Resume
 from pipeline.resume import plan as plan_resume
 from pipeline.saved_model import SavedModel, input_example, log_model, model_spec, write_model
 from pipeline.search import search
@@ -163,8 +163,7 @@ def run_training(cfg: DictConfig, overrides: list[str], output_dir: Path, run_ta
     hparams_search= run a search whose trials each train (pipeline/search.py)."""
     resume = None
     if cfg.resume:
-        refuse_other_overrides(overrides)
-        cfg, resume = plan_resume(to_config(cfg).tracking, cfg.resume)
+        cfg, resume = plan_resume(cfg, cfg.resume, overrides)
         output_dir = resume.output_dir
     elif cfg.hparams_search is not None:
         return search(cfg, to_config(cfg).hparams_search, output_dir, run_tags,

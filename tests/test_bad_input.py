@@ -93,12 +93,12 @@ def write_truncated_gzip(path, frame: pd.DataFrame) -> None:
 
 
 def test_unreadable_files_are_refused_in_one_line_naming_the_file_and_what_to_do(tmp_path, vic_elec):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from pipeline.config import DataConfig
     from pipeline.errors import DataError
     from pipeline.load import load_series
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     truncated = tmp_path / "cut.csv.gz"
     write_truncated_gzip(truncated, vic_elec.iloc[:2000])

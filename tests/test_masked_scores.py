@@ -89,7 +89,7 @@ def test_a_series_mostly_filled_in_a_block_is_reported_and_left_out(daily: pd.Da
     two = pd.concat([daily.assign(site="a"), daily.assign(site="b")], ignore_index=True)
     # b loses 100 of its 112 validation days.
     b_val = two.index[two.site.eq("b")][-VAL - TEST:-TEST]
-    series, windows = windows_of(two.drop(index=b_val[:100]), id_column="site")
+    _, windows = windows_of(two.drop(index=b_val[:100]), id_column="site")
     torch.manual_seed(0)
     network = network_for(windows, "window.lookback=28", "window.horizon=7", "model.hidden_size=8", season=7)
     result = backtest(network, windows, 7, block="val")

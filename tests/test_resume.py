@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from pipeline import resume, tracking
 from pipeline.config import TrackingConfig
 from pipeline.errors import ConfigError
-from tests.helpers import ROOT, SMALL, run_stage
+from tests.helpers import ROOT, SMALL, compose_config, run_stage
 
 # 22 batches an epoch (stride 1), validation (and last.ckpt) every 5 steps, so every checkpoint is mid-epoch;
 # dropout, so the random state matters too.
@@ -109,9 +109,6 @@ def test_resume_refuses_a_finished_run_a_live_one_and_any_config_change(client, 
         # This process holds it.
         with pytest.raises(ConfigError, match="still being trained by process"):
             resume.find_run(cfg, "last")
-    with pytest.raises(ConfigError, match="drop model=gru"):
-        resume.refuse_other_overrides(["resume=last", "tracking.uri=sqlite:///x.db", "model=gru"])
-    resume.refuse_other_overrides(["resume=last", "tracking.uri=sqlite:///x.db", "tracking.experiment=e"])
 
 
 def test_resume_refuses_when_the_data_file_changed_since_the_run_started(client, tmp_path, vic_elec_slice):
@@ -121,7 +118,7 @@ def test_resume_refuses_when_the_data_file_changed_since_the_run_started(client,
     client.log_text(run_id, f"data:\n  path: {vic_elec_slice}\n", "config.yaml")
     client.set_tag(run_id, "data.sha256", "0" * 64)
     with pytest.raises(ConfigError, match=f"{vic_elec_slice} changed since run {run_id} started"):
-        resume.plan(TrackingConfig(uri=client.tracking_uri), run_id)
+        resume.plan(compose_config(f"tracking.uri={client.tracking_uri}"), run_id)
 
 
 def test_a_damaged_checkpoint_is_refused_before_the_run_is_reopened(client, tmp_path, vic_elec_slice):
@@ -136,8 +133,34 @@ def test_a_damaged_checkpoint_is_refused_before_the_run_is_reopened(client, tmp_
     damaged[len(damaged) // 2:len(damaged) // 2 + 16] = b"\xff" * 16
     checkpoint.write_bytes(bytes(damaged))
     with pytest.raises(ConfigError, match=f"checkpoint {checkpoint} is damaged"):
-        resume.plan(TrackingConfig(uri=client.tracking_uri), run_id)
+        resume.plan(compose_config(f"tracking.uri={client.tracking_uri}"), run_id)
     checkpoint.write_bytes(bytes(damaged[:100]))  # truncated
     with pytest.raises(ConfigError, match="is damaged \\(File is not a zip file\\)"):
-        resume.plan(TrackingConfig(uri=client.tracking_uri), run_id)
+        resume.plan(compose_config(f"tracking.uri={client.tracking_uri}"), run_id)
     assert client.get_run(run_id).info.status == "KILLED"
+
+
+def test_resume_takes_the_interrupted_command_again_and_refuses_only_a_changed_value(client, tmp_path):
+    import torch
+    from omegaconf import OmegaConf
+
+    run_id = training_run(client, tmp_path / "run")
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    torch.save({"state_dict": {}}, checkpoint)
+    command = ["model=gru", "window.lookback=96", "seed=3"]
+    started = compose_config(*command, f"tracking.uri={client.tracking_uri}")
+    client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.to_container(started, resolve=True, enum_to_str=True)),
+                    "config.yaml")
+
+    def plan(*overrides):
+        overrides = [*overrides, f"resume={run_id}", f"tracking.uri={client.tracking_uri}"]
+        return resume.plan(compose_config(*overrides), run_id, overrides)
+
+    for repeated in ([], command, command[:1], ["tracking.experiment=pipeline"]):  # resume alone, or the same
+        config, _ = plan(*repeated)
+        assert (config.model.cell.value, config.window.lookback, config.seed) == ("gru", 96, 3)
+    for changed, key in (["model=rnn"], "model.cell"), (["window.lookback=48"], "window.lookback"), (
+            ["seed=0"], "seed"):
+        with pytest.raises(ConfigError, match=f"{key}=.* differs from the run's {key}="):
+            plan(*changed)
