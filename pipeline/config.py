@@ -222,7 +222,9 @@ class TrainerConfig:
     val_check_interval: Any = bounded(100, low=1, share=True)
     check_val_every_n_epoch: Optional[int] = bounded(None, low=1)
     limit_train_batches: Any = bounded(None, low=1, share=True)
-    enable_progress_bar: bool = False
+    # null: Lightning's progress bar (with the training loss) when stderr is a terminal, else one log line per
+    # validation (what a cron log wants).
+    enable_progress_bar: Optional[bool] = None
     enable_model_summary: bool = False
     deterministic: Any = False
 

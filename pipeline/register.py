@@ -47,7 +47,10 @@ def register(cfg: RegisterConfig) -> dict:
         raise ConfigError(f"run {cfg.run_id} has no model this pipeline can load (no {DIGESTS_TAG} tag: trained "
                           f"with tracking.log_model=false, or by an older version); train it again")
     champion = _champion(client, cfg.name)
-    version = mlflow.register_model(f"runs:/{cfg.run_id}/model", cfg.name)
+    # MLflow 3 keeps a run's model as a logged model (models:/m-...): registering that is what runs:/ resolves to,
+    # without MLflow's warning about it on every registration.
+    logged = [output.model_id for output in (run.outputs.model_outputs if run.outputs else [])]
+    version = mlflow.register_model(f"models:/{logged[-1]}" if logged else f"runs:/{cfg.run_id}/model", cfg.name)
     validation = {k: v for k, v in run.data.metrics.items() if k.startswith("val_")}
     for key, value in validation.items():
         client.set_model_version_tag(cfg.name, version.version, key, str(value))

@@ -11,10 +11,12 @@ download the folder, check every file against those digests, and build the netwo
 writable only by people the forecasts trust.
 """
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -182,9 +184,10 @@ def log_model(artifacts: dict[str, str], example: pd.DataFrame, model: SavedMode
     stored as the run's `model.sha256` tag. Returns the model's URI."""
     output = as_text_times(model.forecast(example, "the input example"), model.data.time_column)
     signature = mlflow.models.infer_signature(example, output)
-    info = mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_CODE), artifacts=artifacts,
-                                   code_paths=[str(PACKAGE)], input_example=example, signature=signature,
-                                   pip_requirements=requirements())
+    with no_progress_bars():  # MLflow downloads the model back to check the input example against it
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_CODE), artifacts=artifacts,
+                                       code_paths=[str(PACKAGE)], input_example=example, signature=signature,
+                                       pip_requirements=requirements())
     # The digests of what the store now holds, taken from the store itself.
     with tempfile.TemporaryDirectory() as folder:
         local = download(info.model_uri, folder)
@@ -219,11 +222,19 @@ def load_model(uri: str, cfg: TrackingConfig | str) -> SavedModel:
 
 
 def download(uri: str, folder: str) -> Path:
-    """The model's files into `folder`, without MLflow's progress bars (one per file, in every cron log)."""
+    """The model's files into `folder`."""
+    with no_progress_bars():
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder))
+
+
+@contextlib.contextmanager
+def no_progress_bars() -> Iterator[None]:
+    """Without MLflow's artifact progress bars (one per file, in every cron log), which it reads from the
+    environment at each transfer."""
     previous = os.environ.get(PROGRESS_BAR)
     os.environ[PROGRESS_BAR] = "false"
     try:
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder))
+        yield
     finally:
         if previous is None:
             del os.environ[PROGRESS_BAR]

@@ -3,6 +3,7 @@ callbacks (best and last checkpoints, exact resume, sharding, learning-rate moni
 
 import inspect
 import logging
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -47,6 +48,9 @@ def prepare(trainer_args: dict[str, Any], windows: Windows, cell: str, *, batch_
     """The Trainer for `trainer_args` (a misspelled one fails first, in one line)."""
     check_trainer_args(trainer_args)
     trainer_args = validate_by_the_end(trainer_args) | {"precision": resolve_precision(trainer_args, cell)}
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(LIGHTNING_NOISE)  # once: the same filter
+    if trainer_args.get("enable_progress_bar") is None:
+        trainer_args["enable_progress_bar"] = sys.stderr.isatty()
     train_batches = batches(windows.train, batch_size, shuffle=True, seed=seed)
     val_batches = batches(windows.val, batch_size, shuffle=False)
     best = ModelCheckpoint(dirpath=output_dir / "checkpoints", monitor="val_loss", mode="min", save_top_k=1,
@@ -55,6 +59,8 @@ def prepare(trainer_args: dict[str, Any], windows: Windows, cell: str, *, batch_
                  *extra_callbacks]
     if is_rank_zero():  # the only process with a logger
         callbacks.append(LearningRateMonitor("step"))
+        if not trainer_args["enable_progress_bar"]:
+            callbacks.append(ValidationLines(best))
     if patience is not None:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=patience))
     # Our window samplers shard batches among processes themselves (pipeline.distributed): Lightning must not
@@ -67,6 +73,36 @@ def prepare(trainer_args: dict[str, Any], windows: Windows, cell: str, *, batch_
     return Fitting(trainer, train_batches, val_batches, best, trainer_args["precision"], shares)
 
 
+class ValidationLines(L.Callback):
+    """One log line per validation, where no progress bar shows how training goes (a cron log)."""
+
+    def __init__(self, best: ModelCheckpoint):
+        self.best = best
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        loss = float(metrics["val_loss"])
+        # Checkpoint callbacks run after this one: the best so far may be this validation.
+        best = loss if self.best.best_model_score is None else min(loss, float(self.best.best_model_score))
+        log.info("step %d of %s: val_loss %.5f (best %.5f), train_loss %.5f", trainer.global_step,
+                 trainer.max_steps if trainer.max_steps > 0 else "?", loss, best,
+                 float(metrics.get("train_loss", float("nan"))))
+
+
+class LightningNoise(logging.Filter):
+    """Lightning's lines that say nothing to our users: its tip to install another product, and which
+    accelerators exist (the run's `precision` tag and trainer.accelerator say what was used)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("💡 Tip") or " available: " in message)
+
+
+LIGHTNING_NOISE = LightningNoise()
+
+
 def fit(fitting: Fitting, module: TrainingModule, resume: Resume | None, logger: Logger | None = None) -> float:
     """Train `module` (from the resumed run's last checkpoint, if any); returns the seconds it took."""
     if logger is not None:
@@ -76,6 +112,8 @@ def fit(fitting: Fitting, module: TrainingModule, resume: Resume | None, logger:
         # ExactResume replays the interrupted epoch's batch order, which Lightning cannot see: its warning that
         # a mid-epoch resume may give other results does not apply.
         warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before the epoch")
+        # Lightning's own use of a torch API it has not caught up with.
+        warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)` is deprecated")
         # weights_only: a checkpoint is data; loading it runs no pickled code.
         fitting.trainer.fit(module, fitting.train_batches, fitting.val_batches,
                             ckpt_path=resume.checkpoint if resume else None, weights_only=True)

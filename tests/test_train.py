@@ -1,6 +1,7 @@
 """The training stage run as users run it: `python -m pipeline.train` in a subprocess, a real MLflow store."""
 
 import json
+import re
 from pathlib import Path
 
 import mlflow
@@ -23,6 +24,9 @@ def test_train_command_leaves_a_finished_run_with_params_metrics_artifacts_and_a
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)  # stdout is the one JSON line; logs go to stderr
     assert summary["test"]["mase"] > 0 and summary["seasonal_naive"]["mase"] > 0
+    # Not a terminal: one line per validation (every 6 of 12 steps), and none of the libraries' noise.
+    assert len(re.findall(r"step (6|12) of 12: val_loss [0-9.]+ \(best [0-9.]+\), train_loss", done.stderr)) == 2
+    assert not re.search(r"Tip|Downloading artifacts|LeafSpec|GPU available", done.stderr), done.stderr[-3000:]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == summary
 
     client = MlflowClient(tracking_uri)
