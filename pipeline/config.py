@@ -3,6 +3,7 @@
 import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -10,6 +11,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.bounds import bounded, check_values, checked, frequency_check, time_format_check
 from pipeline.errors import ConfigError
+
+
+# conf/, beside the package: found the same way whether a stage runs as `python -m pipeline.train` or as the
+# `pipeline-train` command (Hydra would look for a Python package `conf` there).
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 class Missing(str, Enum):

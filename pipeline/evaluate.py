@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from pipeline import tracking
 from pipeline.cli import finish
-from pipeline.config import EvaluateConfig, to_config
+from pipeline.config import CONF_DIR, EvaluateConfig, to_config
 from pipeline.errors import ConfigError
 from pipeline.features import build_inputs
 from pipeline.forecasting import check_time_zone, embedding_rows, predict
@@ -254,7 +254,7 @@ def by_series(result: Backtest) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("mase", kind="stable").reset_index(drop=True)
 
 
-@hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
+@hydra.main(config_path=CONF_DIR, config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     finish(lambda: evaluate(to_config(cfg)), cfg.tracking.uri)
 

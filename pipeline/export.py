@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from pipeline.cli import finish
-from pipeline.config import ExportConfig, ExportFormat, to_config
+from pipeline.config import CONF_DIR, ExportConfig, ExportFormat, to_config
 from pipeline.errors import ConfigError
 from pipeline.network import RecurrentNetwork
 from pipeline.saved_model import SPEC_FILE, load_model
@@ -121,7 +121,7 @@ def export(cfg: ExportConfig, output_dir: Path) -> dict:
     return {"run_id": run_id, "format": cfg.format.value, "path": str(path)} | checks
 
 
-@hydra.main(config_path="../conf", config_name="export", version_base="1.3")
+@hydra.main(config_path=CONF_DIR, config_name="export", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     finish(lambda: export(to_config(cfg), Path(HydraConfig.get().runtime.output_dir)), cfg.tracking.uri)
 

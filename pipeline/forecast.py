@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from pipeline import tracking
 from pipeline.cli import finish
-from pipeline.config import ForecastConfig, to_config
+from pipeline.config import CONF_DIR, ForecastConfig, to_config
 from pipeline.errors import ConfigError
 from pipeline.forecasting import forecast_series
 from pipeline.load import TIME, load_series
@@ -113,7 +113,7 @@ def run_forecast(cfg: ForecastConfig) -> dict:
     return summary | {"run_id": run.info.run_id}
 
 
-@hydra.main(config_path="../conf", config_name="forecast", version_base="1.3")
+@hydra.main(config_path=CONF_DIR, config_name="forecast", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     finish(lambda: run_forecast(to_config(cfg)), cfg.tracking.uri)
 

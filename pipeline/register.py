@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from pipeline import tracking
 from pipeline.cli import finish
-from pipeline.config import RegisterConfig, to_config
+from pipeline.config import CONF_DIR, RegisterConfig, to_config
 from pipeline.errors import ConfigError
 from pipeline.saved_model import DIGESTS_TAG
 
@@ -93,7 +93,7 @@ def _champion(client: MlflowClient, name: str):
         return None  # no such model or no alias yet
 
 
-@hydra.main(config_path="../conf", config_name="register", version_base="1.3")
+@hydra.main(config_path=CONF_DIR, config_name="register", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     finish(lambda: register(to_config(cfg)), cfg.tracking.uri)
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking
 from pipeline.cli import finish
-from pipeline.config import Config, ModelConfig, WindowConfig, plain, to_config, trainer_kwargs
+from pipeline.config import CONF_DIR, Config, ModelConfig, WindowConfig, plain, to_config, trainer_kwargs
 from pipeline.distributed import is_rank_zero
 from pipeline.errors import TrainingDiverged
 from pipeline.evaluate import backtest_and_log, calibrate_intervals
@@ -140,7 +140,7 @@ def network_args(model: ModelConfig, window: WindowConfig, *, n_features: int, n
                 quantiles=list(model.quantiles), window_norm=model.window_norm)
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     tags = sweep_tags(hydra_cfg)
