@@ -12,7 +12,6 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.bounds import bounded, check_values, checked, frequency_check, time_format_check
 from pipeline.errors import ConfigError
 
-
 # conf/, beside the package: found the same way whether a stage runs as `python -m pipeline.train` or as the
 # `pipeline-train` command (Hydra would look for a Python package `conf` there).
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -264,6 +263,10 @@ class SearchConfig:
     # Config key -> range, in Hydra's sweep syntax: choice(32, 64), range(1, 4), interval(0.0, 0.3),
     # tag(log, interval(1e-4, 1e-2)).
     params: dict[str, str] = field(default_factory=dict)
+    # The Optuna storage the study lives in (e.g. sqlite:///outputs/search.db); null: optuna.db in the run
+    # folder. Run the command again with the same storage and the search resumes where it stopped.
+    storage: Optional[str] = None
+    study_name: str = "search"
 
 
 @dataclass

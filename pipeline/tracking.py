@@ -42,14 +42,14 @@ def start_run(cfg: TrackingConfig, resume_run_id: str | None = None) -> Iterator
     # A resumed run lives in that store: no offline fallback.
     cfg = reachable(cfg, may_fall_back=resume_run_id is None)
     mlflow.set_tracking_uri(cfg.uri)
-    experiment_id = _experiment_id(cfg)
-    for run_id in mark_abandoned_runs(MlflowClient(cfg.uri), experiment_id):
+    experiment = experiment_id(cfg)
+    for run_id in mark_abandoned_runs(MlflowClient(cfg.uri), experiment):
         log.warning("MLflow run %s was left RUNNING by a killed process; marked KILLED", run_id)
     # From here on a server that goes away is waited for (training pauses), not given up on after `retries`.
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries_to_outlast(cfg.outage_seconds))
     run_id = resume_run_id
     try:
-        with run_until_end(experiment_id, resume_run_id) as run:
+        with run_until_end(experiment, resume_run_id) as run:
             run_id = run.info.run_id
             log.info("MLflow run %s in experiment %r at %s", run_id, cfg.experiment, cfg.uri)
             # With MLflow's own mlflow.source.git.commit, what any run needs to be traced back and rerun.
@@ -190,7 +190,7 @@ def create_sqlite_store(path: Path) -> None:
         MlflowClient(f"sqlite:///{path}").search_experiments(max_results=1)
 
 
-def _experiment_id(cfg: TrackingConfig) -> str:
+def experiment_id(cfg: TrackingConfig) -> str:
     """cfg.experiment's id, creating it if needed; a job starting alongside may create it first."""
     experiment = mlflow.get_experiment_by_name(cfg.experiment)
     if experiment:

@@ -67,6 +67,11 @@ def test_an_optuna_search_trains_each_trial_as_a_run_and_tags_the_best(store, tm
     client = MlflowClient(store.uri)
     runs = client.search_runs([client.get_experiment_by_name("pipeline").experiment_id],
                               f"tags.sweep = '{(tmp_path / 'search').resolve()}'")
+    # One parent run of the search, its three trials nested under it.
+    parents = [r for r in runs if r.data.tags.get("stage") == "search"]
+    runs = [r for r in runs if r.data.tags.get("stage") != "search"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED" and summary["search_run_id"] == parents[0].info.run_id
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parents[0].info.run_id}
     assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
     assert sorted(r.data.tags["sweep.trial"] for r in runs) == ["0", "1", "2"]
     # Trials differ in what the search varies, within its ranges; the rest is the command's.
@@ -79,3 +84,31 @@ def test_an_optuna_search_trains_each_trial_as_a_run_and_tags_the_best(store, tm
     assert summary["run_id"] == min(best_val, key=best_val.get)
     assert summary["val_loss"] == pytest.approx(min(best_val.values()))
     assert [r.info.run_id for r in runs if r.data.tags.get(BEST) == "true"] == [summary["run_id"]]
+
+
+def test_a_search_stopped_during_its_second_trial_resumes_there_from_its_storage(tracking_uri, tmp_path):
+    cfg = compose_config("hparams_search=optuna", f"tracking.uri={tracking_uri}")
+    space = SearchConfig(n_trials=3, params={"optim.lr": "interval(0.0, 1.0)"}, storage=f"sqlite:///{tmp_path}/s.db")
+    trained = []
+
+    def train(trial_cfg, folder: Path, tags: dict) -> dict:
+        trained.append(trial_cfg.optim.lr)
+        if len(trained) == 2:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the second trial
+        with mlflow.start_run(tags=tags) as run:
+            mlflow.log_metric("val_loss", trial_cfg.optim.lr)
+        return {"run_id": run.info.run_id, "tracking_uri": tracking_uri, "val_loss": trial_cfg.optim.lr}
+
+    with pytest.raises(KeyboardInterrupt):
+        search(cfg, space, tmp_path / "first", {}, train)
+    result = search(cfg, space, tmp_path / "again", {}, train)
+    # The first trial is not trained again; the cut-short one is, with the same values; then the third.
+    assert len(trained) == 4 and trained[2] == trained[1]
+    assert result["trials"] == 3 and result["failed_trials"] == 0  # the cut-short trial does not count
+    assert result["val_loss"] == min(trained[0], *trained[2:])
+    client = MlflowClient(tracking_uri)
+    parent = client.get_run(result["search_run_id"])
+    assert parent.info.status == "FINISHED"
+    trials = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(trials) == 3
