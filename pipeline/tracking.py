@@ -190,17 +190,29 @@ def create_sqlite_store(path: Path) -> None:
         MlflowClient(f"sqlite:///{path}").search_experiments(max_results=1)
 
 
+# MLflow 3's UI opens an experiment of this kind on its training runs, not on the GenAI overview (traces).
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development",
+                   "mlflow.note.content": "Recurrent forecasters trained by pipeline (python -m pipeline.train): "
+                                          "each training run's test scores sit beside seasonal naive; evaluate, "
+                                          "forecast and search runs carry a `stage` tag."}
+
+
 def experiment_id(cfg: TrackingConfig) -> str:
-    """cfg.experiment's id, creating it if needed; a job starting alongside may create it first."""
+    """cfg.experiment's id, creating it if needed (a job starting alongside may create it first), with
+    EXPERIMENT_TAGS: an experiment made elsewhere gains those it lacks."""
     experiment = mlflow.get_experiment_by_name(cfg.experiment)
-    if experiment:
-        return experiment.experiment_id
-    try:
-        return mlflow.create_experiment(cfg.experiment, artifact_location=_artifact_location(cfg))
-    except mlflow.exceptions.MlflowException as error:
-        if error.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-        return mlflow.get_experiment_by_name(cfg.experiment).experiment_id
+    if experiment is None:
+        try:
+            return mlflow.create_experiment(cfg.experiment, artifact_location=_artifact_location(cfg),
+                                            tags=EXPERIMENT_TAGS)
+        except mlflow.exceptions.MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = mlflow.get_experiment_by_name(cfg.experiment)
+    for key, value in EXPERIMENT_TAGS.items():
+        if key not in experiment.tags:
+            MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment.experiment_id
 
 
 def _artifact_location(cfg: TrackingConfig) -> str | None:

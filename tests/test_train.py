@@ -32,6 +32,10 @@ def test_train_command_leaves_a_finished_run_with_params_metrics_artifacts_and_a
     client = MlflowClient(tracking_uri)
     run = client.get_run(summary["run_id"])
     assert run.info.status == "FINISHED"
+    # MLflow's UI opens the experiment on its training runs, with a description.
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert experiment.tags["mlflow.note.content"].startswith("Recurrent forecasters")
     assert run.data.params["model.cell"] == "lstm" and run.data.params["window.lookback"] == "96"
     assert run.data.params["trainer.gradient_clip_algorithm"] == "norm"
     assert run.data.params["data.missing"] == "error" and run.data.params["data.covariates"] == "[]"
