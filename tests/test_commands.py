@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import ROOT
 
 BIN = Path(sys.executable).parent
@@ -31,3 +33,13 @@ def test_the_console_scripts_compose_each_stage_config_from_any_folder(tmp_path)
     forecast = run(str(BIN / "pipeline"), "forecast", "--cfg", "job", "output=f.csv", cwd=tmp_path)
     assert forecast.returncode == 0, forecast.stderr[-2000:]
     assert "output: f.csv" in forecast.stdout and "horizon" not in forecast.stdout
+
+
+@pytest.mark.parametrize("stage, key", [("train", "lookback:"), ("evaluate", "origins:"), ("forecast", "output:"),
+                                        ("register", "force:"), ("export", "format:")])
+def test_each_stages_help_shows_its_own_keys_and_only_training_lists_the_training_groups(stage, key):
+    done = run(str(BIN / f"pipeline-{stage}"), "--help")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert key in done.stdout
+    lists_groups = "model: gru, lstm, rnn" in done.stdout and "trainer: " in done.stdout
+    assert lists_groups == (stage == "train")
