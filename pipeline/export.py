@@ -4,7 +4,8 @@
 
 The exported graph maps scaled inputs to scaled forecasts: x (B, lookback, F) rows of scaled target, scaled past
 covariates and calendar features, and future (B, horizon, K) calendar features of the steps to forecast, to
-(B, horizon) or (B, horizon, Q) quantiles. model_spec.json beside it holds the scaler and the feature layout.
+(B, horizon) or (B, horizon, Q) quantiles. inputs.json beside it names the features of x and future in order;
+model_spec.json holds the scaler.
 """
 
 import json
@@ -31,6 +32,7 @@ from pipeline.saved_model import SPEC_FILE, load_model
 
 log = logging.getLogger(__name__)
 FILES = {ExportFormat.onnx: "model.onnx", ExportFormat.torchscript: "model.pt"}
+INPUTS_FILE = "inputs.json"
 
 
 class ExportedGraph(nn.Module):
@@ -110,12 +112,18 @@ def export(cfg: ExportConfig, output_dir: Path) -> dict:
     export_network(network, spec.lookback, cfg.format, path)
     spec_path = output_dir / SPEC_FILE
     spec_path.write_text(json.dumps(asdict(spec), indent=1))
+    # What a caller without the pipeline needs to build the inputs: names in order, shapes, units.
+    inputs_path = output_dir / INPUTS_FILE
+    inputs_path.write_text(json.dumps(model.features | {
+        "lookback": spec.lookback, "horizon": spec.horizon, "quantiles": network.quantiles,
+        "scaling": f"scaled columns are (value - center) / scale, per series: {SPEC_FILE}'s scaler (columns "
+                   f"{model.spec.scaler['columns']}); the forecast is scaled like the target"}, indent=1))
     checks = check_export(network, spec.lookback, cfg.format, path)
     if checks["max_abs_diff"] > 1e-4:
         raise RuntimeError(f"the {cfg.format.value} export differs from PyTorch by {checks['max_abs_diff']:.2e}; "
                            f"not logged")
     with mlflow.start_run(run_id=run_id):
-        for artifact in (path, spec_path):
+        for artifact in (path, spec_path, inputs_path):
             mlflow.log_artifact(str(artifact), f"export/{cfg.format.value}")
         mlflow.log_metrics({f"export_{cfg.format.value}_{k}": v for k, v in checks.items()})
     return {"run_id": run_id, "format": cfg.format.value, "path": str(path)} | checks

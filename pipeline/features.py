@@ -10,21 +10,33 @@ from pipeline.load import TIME
 from pipeline.scaling import Scaler
 
 
-def calendar_features(times: pd.Series, freq: str) -> np.ndarray:
-    """Cyclic (sin, cos) encodings of time of day, day of week and day of year, as fit the step."""
+# Each cycle: its name, the steps it is read for (shorter than its period), and a time's phase in [0, 1).
+CYCLES = [("time_of_day", pd.Timedelta("1D"),
+           lambda t: (t.hour * 3600 + t.minute * 60 + t.second) / 86400),
+          ("day_of_week", pd.Timedelta("7D"), lambda t: t.dayofweek / 7),
+          ("day_of_year", pd.Timedelta("365D"), lambda t: (t.dayofyear - 1) / 365.25)]
+
+
+def calendar_cycles(freq: str) -> list[tuple]:
+    """The cycles longer than the step: all three for sub-daily data, a week and a year for daily, ..."""
     anchor = pd.Timestamp("2000-01-01")
     step = (anchor + pd.tseries.frequencies.to_offset(freq)) - anchor
-    times = pd.DatetimeIndex(times)
-    phases = []
-    if step < pd.Timedelta("1D"):
-        phases.append((times.hour * 3600 + times.minute * 60 + times.second) / 86400)
-    if step < pd.Timedelta("7D"):
-        phases.append(times.dayofweek / 7)
-    if step < pd.Timedelta("365D"):
-        phases.append((times.dayofyear - 1) / 365.25)
-    if not phases:
+    return [cycle for cycle in CYCLES if step < cycle[1]]
+
+
+def calendar_names(freq: str) -> list[str]:
+    """The calendar feature columns in order: every cycle's sine, then every cycle's cosine."""
+    names = [name for name, _, _ in calendar_cycles(freq)]
+    return [f"sin_{name}" for name in names] + [f"cos_{name}" for name in names]
+
+
+def calendar_features(times: pd.Series, freq: str) -> np.ndarray:
+    """Cyclic (sin, cos) encodings of time of day, day of week and day of year, as fit the step (calendar_names:
+    their order)."""
+    times, cycles = pd.DatetimeIndex(times), calendar_cycles(freq)
+    if not cycles:
         return np.zeros((len(times), 0))
-    angle = 2 * np.pi * np.stack([np.asarray(p, dtype=np.float64) for p in phases], axis=1)
+    angle = 2 * np.pi * np.stack([np.asarray(phase(times), dtype=np.float64) for _, _, phase in cycles], axis=1)
     return np.concatenate([np.sin(angle), np.cos(angle)], axis=1)
 
 

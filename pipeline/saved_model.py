@@ -31,6 +31,7 @@ from mlflow.tracking import MlflowClient
 from pipeline import forecasting
 from pipeline.config import DataConfig, TrackingConfig, WindowConfig, plain
 from pipeline.errors import ConfigError, DataError, first_line
+from pipeline.features import calendar_names
 from pipeline.ids import SERIES_ID, id_columns_of
 from pipeline.load import OBSERVED, TARGET, TIME, Series
 from pipeline.network import RecurrentNetwork
@@ -110,6 +111,22 @@ class SavedModel:
                      ) -> pd.DataFrame:
         """The future rows to fill in and append to `history`: see pipeline.forecasting.future_frame."""
         return forecasting.future_frame(self, history, source, time_zone)
+
+    def stream(self, series_id: str | list[str]):
+        """A SeriesStream of one series: update it with each new observation, forecast in O(1) (streaming.py)."""
+        from pipeline.streaming import SeriesStream  # it builds on this module
+
+        return SeriesStream(self, series_id)
+
+    @property
+    def features(self) -> dict[str, list[str]]:
+        """The network's input columns in order: `x` over the lookback (the scaled target, then the scaled
+        covariates, then the calendar features) and `future` over the horizon (known-future covariates, calendar).
+        Scaled columns are (value - center) / scale with the series' numbers in the spec's scaler."""
+        data = self.data
+        calendar = calendar_names(data.freq) if data.calendar else []
+        return {"x": [data.target_column, *data.covariates, *data.future_covariates, *calendar],
+                "future": [*data.future_covariates, *calendar]}
 
 
 def model_spec(data: DataConfig, window: WindowConfig, series: Series, windows: Windows, network: dict) -> ModelSpec:

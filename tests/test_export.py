@@ -5,11 +5,13 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import TrackingConfig
+from pipeline.errors import ConfigError
 from pipeline.saved_model import load_model
 from tests.helpers import artifact_paths, run_stage
 
@@ -69,7 +71,7 @@ def test_export_runs_without_the_pipeline_and_matches_pytorch(quantile_run, tmp_
     assert np.abs(np.load(tmp_path / "out.npy") - expected).max() < 1e-4
 
     client = MlflowClient(uri)
-    assert {f"export/{fmt}/{file}", f"export/{fmt}/model_spec.json"} == {
+    assert {f"export/{fmt}/{file}", f"export/{fmt}/model_spec.json", f"export/{fmt}/inputs.json"} == {
         p for p in artifact_paths(client, run_id) if p.startswith(f"export/{fmt}/")}
     assert f"export_{fmt}_latency_ms" in client.get_run(run_id).data.metrics
 
@@ -77,3 +79,52 @@ def test_export_runs_without_the_pipeline_and_matches_pytorch(quantile_run, tmp_
 def test_export_without_a_model_is_refused_in_one_line(tmp_path, tracking_uri):
     done = run_stage("pipeline.export", f"tracking.uri={tracking_uri}", f"hydra.run.dir={tmp_path}")
     assert done.returncode == 2 and "give run_id=" in done.stderr
+
+
+def cyclic(times: pd.DatetimeIndex, name: str) -> np.ndarray:
+    """A calendar feature from its name in inputs.json (sin_time_of_day, cos_day_of_year, ...): README's recipe."""
+    function, cycle = name.split("_", 1)
+    phase = {"time_of_day": (times.hour * 3600 + times.minute * 60 + times.second) / 86400,
+             "day_of_week": times.dayofweek / 7, "day_of_year": (times.dayofyear - 1) / 365.25}[cycle]
+    return getattr(np, function)(2 * np.pi * np.asarray(phase, dtype=np.float64))
+
+
+@pytest.mark.slow
+def test_the_onnx_file_and_its_inputs_json_reproduce_the_models_forecast_without_the_pipeline(
+        quantile_run, tmp_path, vic_elec):
+    import onnxruntime
+
+    run_id, uri = quantile_run
+    done = run_stage("pipeline.export", f"run_id={run_id}", "format=onnx", f"tracking.uri={uri}",
+                     f"hydra.run.dir={tmp_path / 'export'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    inputs = json.loads((tmp_path / "export" / "inputs.json").read_text())
+    scaler = json.loads((tmp_path / "export" / "model_spec.json").read_text())["scaler"]
+    assert inputs["x"][0] == "demand" and inputs["x"][1:] == inputs["future"]
+    assert inputs["future"] == ["sin_time_of_day", "sin_day_of_week", "sin_day_of_year", "cos_time_of_day",
+                                "cos_day_of_week", "cos_day_of_year"]
+    history = vic_elec.iloc[:300][["time", "demand"]].tail(inputs["lookback"])
+    times = pd.DatetimeIndex(history["time"])
+    ahead = pd.date_range(times[-1], periods=inputs["horizon"] + 1, freq="30min")[1:]
+    center, scale = scaler["center"]["demand"][0], scaler["scale"]["demand"][0]
+    x = np.stack([(history["demand"].to_numpy() - center) / scale if name == "demand" else cyclic(times, name)
+                  for name in inputs["x"]], axis=-1)[None].astype(np.float32)
+    future = np.stack([cyclic(ahead, name) for name in inputs["future"]], axis=-1)[None].astype(np.float32)
+    session = onnxruntime.InferenceSession(str(tmp_path / "export" / "model.onnx"))
+    got = session.run(None, {"x": x, "future": future})[0][0] * scale + center  # (H, Q) in MW
+    model = load_model(f"runs:/{run_id}/model", TrackingConfig(uri=uri))
+    expected = model.forecast(history)[["q10", "q50", "q90"]].to_numpy()
+    assert np.abs(got - expected).max() < 1e-2  # MW, float32 against the pipeline's float64 scaling
+
+
+@pytest.mark.slow
+def test_the_model_api_names_its_features_and_streams_a_series(quantile_run, vic_elec):
+    import pipeline
+
+    run_id, uri = quantile_run
+    model = pipeline.load_model(f"runs:/{run_id}/model", tracking_uri=uri)
+    assert model.features["x"][0] == "demand" and len(model.features["x"]) == model.network.n_features
+    assert len(model.features["future"]) == model.network.n_future
+    # A stream of one series; this model normalises each window, which a stream cannot (it says so).
+    with pytest.raises(ConfigError, match="model.window_norm cannot stream"):
+        model.stream("demand")
