@@ -33,7 +33,7 @@ from pipeline.metrics import (
     seasonal_naive,
 )
 from pipeline.network import RecurrentNetwork
-from pipeline.plots import plot_best_and_worst, plot_error_by_step, plot_forecasts
+from pipeline.plots import plot_best_and_worst, plot_error_by_step, plot_forecasts, plot_residuals, plot_scores
 from pipeline.saved_model import SavedModel, load_model
 from pipeline.scaling import Scaler
 from pipeline.vintages import load_vintages, values_as_of
@@ -127,21 +127,32 @@ def backtest_frame(result: Backtest, times: np.ndarray, id_column: str | list[st
     return pd.concat([ids, pd.DataFrame(columns)], axis=1)
 
 
-def backtest_and_log(network: RecurrentNetwork, windows: Windows, season: int, id_column: str | list[str] | None
-                     ) -> dict[str, dict]:
-    """Rolling-origin backtests on the validation and test blocks, beside naive and seasonal naive; metrics, every
-    forecast (backtest/val.parquet, backtest/test.parquet) and the test block's forecast plot go to the open
-    MLflow run."""
-    scores = {}
+def backtest_and_log(network: RecurrentNetwork, windows: Windows, season: int, id_column: str | list[str] | None,
+                     unit: str = "target") -> dict[str, dict]:
+    """Rolling-origin backtests on the validation and test blocks, beside naive and seasonal naive, into the open
+    MLflow run: metrics, every forecast (backtest/val.parquet, backtest/test.parquet), the scores table and
+    figure, and the test block's forecasts, MASE by horizon step (also as the `test_mase_by_step` history) and
+    residuals. `unit` labels the figures' values (the target column's name)."""
+    scores, results = {}, {}
     for block in ("val", "test"):
-        result = backtest(network, windows, season, block=block)
+        result = results[block] = backtest(network, windows, season, block=block)
         scores[block] = backtest_metrics(result)
         mlflow.set_tags(exclusions(result, block))
         tracking.log_frame(backtest_frame(result, windows.times, id_column), f"backtest/{block}.parquet")
         mlflow.log_metrics({f"{block}_{k}": v for k, v in scores[block]["model"].items()})
         for baseline in ("naive", "seasonal_naive"):
             mlflow.log_metrics({f"{block}_{k}_{baseline}": v for k, v in scores[block][baseline].items()})
-    mlflow.log_figure(plot_forecasts(result, windows.target, windows.times), "forecasts.png")
+    table = pd.DataFrame({name: {block: scores[block][name]["mase"] for block in scores}
+                          for name in ("model", "seasonal_naive", "naive")})
+    mlflow.log_text(table.rename_axis("block (MASE)").to_csv(), "scores.csv")
+    mlflow.log_figure(plot_scores(table), "scores.png")
+    test = results["test"]
+    per_step = by_step(test)
+    for row in per_step.itertuples():
+        mlflow.log_metrics({"test_mase_by_step": row.mase}, step=int(row.step))
+    mlflow.log_figure(plot_error_by_step(per_step), "error_by_step.png")
+    mlflow.log_figure(plot_residuals(test, windows.times, test.scored(), unit), "residuals.png")
+    mlflow.log_figure(plot_forecasts(test, windows.target, windows.times, unit=unit), "forecasts.png")
     return scores
 
 
@@ -210,12 +221,12 @@ def log_evaluation(experiment_name: str, model: SavedModel, model_uri: str, summ
         tags["mlflow.parentRunId"] = model.run_id  # shown nested under the training run in the MLflow UI
     mlflow.set_tags(tags | exclusions(result, "evaluate"))
     mlflow.log_params({k: v for k, v in summary.items() if k not in ("model_uri", "model_run_id")})
-    for name, metrics in scores.items():
-        prefix = "" if name == "model" else f"{name}_"
-        mlflow.log_metrics({f"{prefix}{k}": v for k, v in metrics.items()})
+    for name, metrics in scores.items():  # named as the training run names them: the baseline a suffix
+        suffix = "" if name == "model" else f"_{name}"
+        mlflow.log_metrics({f"{k}{suffix}": v for k, v in metrics.items()})
     per_step, per_series = by_step(result), by_series(result)
     for row in per_step.itertuples():
-        mlflow.log_metrics({"mase_by_step": row.mase, "seasonal_naive_mase_by_step": row.seasonal_naive_mase},
+        mlflow.log_metrics({"mase_by_step": row.mase, "mase_seasonal_naive_by_step": row.mase_seasonal_naive},
                            step=int(row.step))
     id_column, target, times = model.data.id_column, series.frame[TARGET].to_numpy(), series.frame[TIME].to_numpy()
     table = pd.concat([series_columns(per_series[SERIES_ID], id_column), per_series.drop(columns=[SERIES_ID])], axis=1)
@@ -223,7 +234,8 @@ def log_evaluation(experiment_name: str, model: SavedModel, model_uri: str, summ
     mlflow.log_text(per_step.to_csv(index=False), "evaluation/per_step.csv")
     tracking.log_frame(backtest_frame(result, times, id_column), "evaluation/forecasts.parquet")
     mlflow.log_figure(plot_error_by_step(per_step), "evaluation/error_by_step.png")
-    mlflow.log_figure(plot_best_and_worst(result, target, times, per_series), "evaluation/best_and_worst.png")
+    mlflow.log_figure(plot_best_and_worst(result, target, times, per_series, unit=model.data.target_column),
+                      "evaluation/best_and_worst.png")
 
 
 BASELINES = ("naive", "seasonal_naive")
@@ -234,7 +246,7 @@ def _columns(result: Backtest, scored: np.ndarray, rows: np.ndarray | slice, ste
     scale, scored = result.mase_scale[rows], scored[rows, steps]
     metrics = point_metrics(result.actual[rows, steps], result.forecast[rows, steps], scale, scored)
     for name in BASELINES:
-        metrics[f"{name}_mase"] = point_metrics(result.actual[rows, steps], getattr(result, name)[rows, steps],
+        metrics[f"mase_{name}"] = point_metrics(result.actual[rows, steps], getattr(result, name)[rows, steps],
                                                 scale, scored)["mase"]
     return metrics
 

@@ -52,6 +52,8 @@ def register(cfg: RegisterConfig) -> dict:
     logged = [output.model_id for output in (run.outputs.model_outputs if run.outputs else [])]
     version = mlflow.register_model(f"models:/{logged[-1]}" if logged else f"runs:/{cfg.run_id}/model", cfg.name)
     validation = {k: v for k, v in run.data.metrics.items() if k.startswith("val_")}
+    if "best_val_loss" in run.data.metrics:  # the checkpoint's, not the last validation's
+        validation["val_loss"] = run.data.metrics["best_val_loss"]
     for key, value in validation.items():
         client.set_model_version_tag(cfg.name, version.version, key, str(value))
     # The digests every load checks the model's files against (pipeline/saved_model.py), kept with the version.

@@ -22,7 +22,8 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.config import TrackingConfig
 from pipeline.errors import ConfigError, first_line
-from pipeline.load import Series
+from pipeline.ids import SERIES_ID
+from pipeline.load import OBSERVED, TARGET, TIME, Series
 from pipeline.run_lifetime import lost_connection, mark_abandoned_runs, run_until_end
 from pipeline.window import Windows
 
@@ -138,13 +139,20 @@ class TrackingUnavailable(ConfigError):
     """The tracking server did not answer; the message names it and what to do."""
 
 
+# Keys that say how a run is recorded or shown, not what it trains: in config.yaml, not among the params.
+PLUMBING_PARAMS = ("tracking.", "resume", "hparams_search", "trainer.enable_progress_bar",
+                   "trainer.enable_model_summary", "trainer.log_every_n_steps")
+
+
 def log_config(config: dict[str, Any], yaml_text: str) -> None:
-    """The resolved config as flattened params ({"model": {"cell": ..}} -> "model.cell") and as config.yaml."""
-    mlflow.log_params(pd.json_normalize(config, sep=".").iloc[0].to_dict())
+    """The resolved config as flattened params ({"model": {"cell": ..}} -> "model.cell"), those that change the
+    model only, and whole as config.yaml."""
+    params = pd.json_normalize(config, sep=".").iloc[0].to_dict()
+    mlflow.log_params({key: value for key, value in params.items() if not key.startswith(PLUMBING_PARAMS)})
     mlflow.log_text(yaml_text, "config.yaml")
 
 
-def log_data_report(series: Series, windows: Windows) -> None:
+def log_data_report(series: Series, windows: Windows, time_column: str, target_column: str) -> None:
     """What was trained on, and what the data.* policies did, as tags (`data.gap_rows_filled`, ...)."""
     tags = {"data.series_trained": len(windows.splits), "data.rows": series.rows or len(series.frame),
             "data.freq": series.freq, "data.season": series.season,
@@ -159,6 +167,13 @@ def log_data_report(series: Series, windows: Windows) -> None:
     if Path(series.source).is_file():
         tags["data.sha256"] = file_sha256(Path(series.source))
     mlflow.set_tags(tags)
+    # The training data as an MLflow dataset (name, digest, source, schema) in the run's Datasets panel.
+    frame = series.frame.drop(columns=OBSERVED, errors="ignore").rename(
+        columns={TIME: time_column, TARGET: target_column})
+    dataset = mlflow.data.from_pandas(frame.assign(**{SERIES_ID: frame[SERIES_ID].astype(str)}),
+                                      source=str(Path(series.source).resolve()), name=Path(series.source).name,
+                                      targets=target_column)
+    mlflow.log_input(dataset, context="training")
 
 
 def file_sha256(path: Path) -> str:

@@ -25,6 +25,7 @@ from pipeline.distributed import is_rank_zero
 from pipeline.errors import TrainingDiverged
 from pipeline.evaluate import backtest_and_log, calibrate_intervals
 from pipeline.lit_module import TrainingModule
+from pipeline.plots import plot_learning_curves
 from pipeline.load import Series
 from pipeline.resume import OUTPUT_DIR, STAGE, Resume
 from pipeline.resume import plan as plan_resume
@@ -66,7 +67,9 @@ def train(cfg: DictConfig, output_dir: Path, *, resume: Resume | None = None, ru
         if module.network.interval_offsets is not None and config.model.conformal:
             offsets = calibrate_intervals(module.network, windows)
             mlflow.log_metrics({f"conformal_offset_{name}": value for name, value in offsets.items()})
-        scores = backtest_and_log(module.network, windows, series.season, config.data.id_column)
+        log_learning_curves(run.info.run_id)
+        scores = backtest_and_log(module.network, windows, series.season, config.data.id_column,
+                                  config.data.target_column)
         mlflow.log_artifact(fitting.best.best_model_path, "checkpoints")
         if config.tracking.log_model:
             save_and_log_model(config, series, windows, module, output_dir)
@@ -92,7 +95,7 @@ def record_start(cfg: DictConfig, run: Run, fitting: Fitting, series: Series, wi
     mlflow.log_params(fitting.shares)
     mlflow.set_tags({"precision": fitting.precision, STAGE: "train", OUTPUT_DIR: str(output_dir.resolve())}
                     | run_tags)
-    tracking.log_data_report(series, windows)
+    tracking.log_data_report(series, windows, cfg.data.time_column, cfg.data.target_column)
 
 
 def fit_and_log(fitting: Fitting, module: TrainingModule, resume: Resume | None, logger: Logger) -> float:
@@ -106,6 +109,17 @@ def fit_and_log(fitting: Fitting, module: TrainingModule, resume: Resume | None,
         raise
     mlflow.log_metrics({"fit_seconds": seconds, "fit_steps": fitting.trainer.global_step})
     return seconds
+
+
+def log_learning_curves(run_id: str) -> None:
+    """Training and validation loss on one figure (MLflow's UI draws each metric on a chart of its own), and the
+    best validation loss as `best_val_loss` (the run list shows a metric's last value)."""
+    client = mlflow.tracking.MlflowClient()
+    history = {name: sorted((m.step, m.value) for m in client.get_metric_history(run_id, name))
+               for name in ("train_loss", "val_loss")}
+    if history["val_loss"]:
+        mlflow.log_metric("best_val_loss", min(value for _, value in history["val_loss"]))
+    mlflow.log_figure(plot_learning_curves(history), "learning_curves.png")
 
 
 def save_and_log_model(config: Config, series: Series, windows: Windows, module: TrainingModule,

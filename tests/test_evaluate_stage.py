@@ -59,7 +59,8 @@ def test_evaluate_scores_the_model_beside_both_baselines_per_step_and_per_series
     assert run.data.tags["model_run_id"] == trained["run_id"]
     assert run.data.tags["mlflow.parentRunId"] == trained["run_id"]  # nested under it in the UI
     metrics = run.data.metrics
-    assert {"mase", "smape", "rmse", "mae", "naive_mase", "seasonal_naive_mase", "quantile_loss",
+    # Named as in the training run: the baseline a suffix.
+    assert {"mase", "smape", "rmse", "mae", "mase_naive", "mase_seasonal_naive", "quantile_loss",
             "coverage_10_90"} <= set(metrics)
     assert metrics["mase"] == pytest.approx(summary["model"]["mase"])
     history = client.get_metric_history(summary["run_id"], "mase_by_step")

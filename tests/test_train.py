@@ -50,6 +50,18 @@ def test_train_command_leaves_a_finished_run_with_params_metrics_artifacts_and_a
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 5
     artifacts = artifact_paths(client, run.info.run_id)
     assert {"config.yaml", "forecasts.png", "backtest/val.parquet", "backtest/test.parquet"} <= artifacts
+    # The run page a forecaster wants: curves together, scores beside both baselines, error by step, residuals;
+    # params that change the model (plumbing only in config.yaml); the data as an MLflow dataset.
+    assert {"learning_curves.png", "scores.png", "scores.csv", "error_by_step.png", "residuals.png"} <= artifacts
+    scores = pd.read_csv(client.download_artifacts(run.info.run_id, "scores.csv", str(tmp_path)), index_col=0)
+    assert scores.loc["test", "model"] == pytest.approx(summary["test"]["mase"])
+    assert scores.loc["val", "seasonal_naive"] == pytest.approx(summary["val_seasonal_naive"]["mase"])
+    assert len(client.get_metric_history(run.info.run_id, "test_mase_by_step")) == 48
+    val_losses = [m.value for m in client.get_metric_history(run.info.run_id, "val_loss")]
+    assert run.data.metrics["best_val_loss"] == min(val_losses) == pytest.approx(summary["val_loss"])
+    assert not [key for key in run.data.params if key.startswith("tracking.") or "progress_bar" in key]
+    (dataset,) = [d.dataset for d in run.inputs.dataset_inputs]
+    assert dataset.name == vic_elec_slice.name and '"name": "demand"' in dataset.schema and dataset.digest
     # Every test forecast is kept, and reproduces the reported MASE.
     rows = pd.read_parquet(client.download_artifacts(run.info.run_id, "backtest/test.parquet", str(tmp_path)))
     assert len(rows) == 2 * 48  # two daily origins in the 96-step test block
