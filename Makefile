@@ -37,7 +37,9 @@ $(BENCH_BIN)/pipeline-installed: pyproject.toml
 bench-accuracy: $(BENCH_BIN)/pipeline-installed
 	$(BENCH_BIN)/python bench/accuracy.py $(ARGS)
 
+# MLflow 3's UI opens in its GenAI mode until "Model training" is picked; this link picks it.
 ui: $(BIN)/pipeline-installed
+	@echo "open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db
 
 clean:

@@ -153,6 +153,11 @@ def backtest_and_log(network: RecurrentNetwork, windows: Windows, season: int, i
     mlflow.log_figure(plot_error_by_step(per_step), "error_by_step.png")
     mlflow.log_figure(plot_residuals(test, windows.times, test.scored(), unit), "residuals.png")
     mlflow.log_figure(plot_forecasts(test, windows.target, windows.times, unit=unit), "forecasts.png")
+    # The run page's description, the first thing it shows: the scores beside seasonal naive.
+    mase = {block: (scores[block]["model"]["mase"], scores[block]["seasonal_naive"]["mase"]) for block in scores}
+    mlflow.set_tag("mlflow.note.content", "MASE {:.3f} on the test block against seasonal naive's {:.3f} (validation: "
+                   "{:.3f} against {:.3f}); scores.png and learning_curves.png under Artifacts".format(
+                       *mase["test"], *mase["val"]))
     return scores
 
 

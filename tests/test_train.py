@@ -36,6 +36,10 @@ def test_train_command_leaves_a_finished_run_with_params_metrics_artifacts_and_a
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert experiment.tags["mlflow.note.content"].startswith("Recurrent forecasters")
+    # The run's description: its test score beside seasonal naive's.
+    assert run.data.tags["mlflow.note.content"].startswith(
+        f"MASE {summary['test']['mase']:.3f} on the test block against seasonal naive's "
+        f"{summary['seasonal_naive']['mase']:.3f}")
     assert run.data.params["model.cell"] == "lstm" and run.data.params["window.lookback"] == "96"
     assert run.data.params["trainer.gradient_clip_algorithm"] == "norm"
     assert run.data.params["data.missing"] == "error" and run.data.params["data.covariates"] == "[]"
