@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import SearchConfig, TrackingConfig, to_config
 from pipeline.errors import ConfigError, DataError, TrainingDiverged, first_line
+from pipeline.run_lifetime import ending
 from pipeline.tracking import experiment_id
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,8 @@ def search(cfg: DictConfig, search_cfg: SearchConfig, output_dir: Path, run_tags
     try:
         while len(finished(study)) < search_cfg.n_trials:
             run_trial(study, space, cfg, output_dir, tags, train)
-    except BaseException:
-        client.set_terminated(parent, "KILLED")  # resumable: run the command again with the same storage
+    except BaseException as error:  # resumable: run the command again with the same storage
+        client.set_terminated(parent, ending(error)[0])
         raise
     if not study.best_trials:
         client.set_terminated(parent, "FAILED")

@@ -53,8 +53,9 @@ def test_a_training_killed_mid_epoch_resumes_in_the_same_run_to_the_same_weights
     saved = torch.load(last, weights_only=True)
     assert 0 < saved["exact_resume"]["batches_done"] < 22 and saved["global_step"] < 45  # mid-epoch, mid-run
 
-    done = run_stage("pipeline.train", "resume=last", f"tracking.uri={store.uri}", "tracking.experiment=killed",
-                     f"hydra.run.dir={tmp_path / 'resume'}")
+    # The interrupted command again, with resume=last added (its overrides equal the run's own).
+    done = run_stage("pipeline.train", data, f"tracking.uri={store.uri}", "tracking.experiment=killed",
+                     f"hydra.run.dir={tmp_path / 'resume'}", *EXACT, "resume=last")
     assert done.returncode == 0, done.stderr[-3000:]
     resumed = json.loads(done.stdout)
 

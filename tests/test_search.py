@@ -101,6 +101,9 @@ def test_a_search_stopped_during_its_second_trial_resumes_there_from_its_storage
 
     with pytest.raises(KeyboardInterrupt):
         search(cfg, space, tmp_path / "first", {}, train)
+    stopped = MlflowClient(tracking_uri).search_runs(
+        [e.experiment_id for e in MlflowClient(tracking_uri).search_experiments()], "tags.stage = 'search'")
+    assert [r.info.status for r in stopped] == ["KILLED"]
     result = search(cfg, space, tmp_path / "again", {}, train)
     # The first trial is not trained again; the cut-short one is, with the same values; then the third.
     assert len(trained) == 4 and trained[2] == trained[1]
