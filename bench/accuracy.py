@@ -279,7 +279,7 @@ def fit_classical(name: str, windows, series, block: str, history: int | None) -
     origins = (starts + windows.lookback).numpy()
     horizon, season = windows.horizon, series.season
     ids = [windows.splits[i].series_id for i in rows.tolist()]
-    scales = mase_scales(windows.target, windows.splits, season)
+    scales = mase_scales(windows.target, windows.splits, season, block=block)
     actual = windows.target[origins[:, None] + np.arange(horizon)]
     # One statsforecast "series" per (series, origin): its history before the origin.
     firsts = np.array([windows.splits[i].first for i in rows.tolist()])

@@ -77,6 +77,14 @@ def check_values(config: Any, path: str = "") -> None:
             raise ConfigError(f"{name}={value} is not allowed: it {wrong}")
 
 
+def season_check(value: Any) -> str | None:
+    """data.season: a period in steps, or a list of them."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if values and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+        return None
+    return "must be a period in steps >= 1, or a list of them ([48,336])"
+
+
 def frequency_check(value: str) -> str | None:
     try:
         pd.tseries.frequencies.to_offset(value)

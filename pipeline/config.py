@@ -9,7 +9,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.bounds import bounded, check_values, checked, frequency_check, time_format_check
+from pipeline.bounds import bounded, check_values, checked, frequency_check, season_check, time_format_check
 from pipeline.errors import ConfigError
 
 # conf/, beside the package: found the same way whether a stage runs as `python -m pipeline.train` or as the
@@ -111,8 +111,10 @@ class DataConfig:
     calendar: bool = True
     # Pandas offset alias ("30min", "h", "D", "MS"); null infers it from the timestamps.
     freq: Optional[str] = checked(None, frequency_check)
-    # Seasonal period in steps, for seasonal naive and MASE; null derives it from the frequency.
-    season: Optional[int] = bounded(None, low=1)
+    # Seasonal periods in steps (an int or a list): seasonal naive is reported for each, and the strongest on each
+    # block stands beside the model; MASE and model.seasonal_skip use the shortest. null derives them from the
+    # frequency: a day and a week for sub-daily data, else one cycle (7 daily, 12 monthly, 4 quarterly).
+    season: Any = checked(None, season_check)
     # Missing values (empty cells, or rows added by gaps=fill): error | interpolate | ffill | zero.
     missing: Missing = Missing.error
     # Steps absent from a series' regular grid: error | fill (with NaN rows, then the missing policy).
@@ -175,6 +177,9 @@ class ModelConfig:
     nonlinearity: Nonlinearity = Nonlinearity.tanh
     # Predict a correction to the seasonal-naive forecast read from the input window.
     seasonal_skip: bool = True
+    # The period it reads; null: the shortest of data.season (reading the period whose seasonal naive won on
+    # validation lost: bench/ACCURACY.md, "Several seasonal periods").
+    skip_season: Optional[int] = bounded(None, low=1)
     # Per-window normalisation (RevIN): each window's target is centred and scaled by its own mean and
     # standard deviation before the network reads it, and the forecast is mapped back. Chosen on the validation
     # block of the default data (val MASE 0.506, 0.500 over seeds 0, 1 against 0.498, 0.553 without). Such a

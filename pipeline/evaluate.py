@@ -36,6 +36,7 @@ from pipeline.network import RecurrentNetwork
 from pipeline.plots import plot_best_and_worst, plot_error_by_step, plot_forecasts, plot_residuals, plot_scores
 from pipeline.saved_model import SavedModel, load_model
 from pipeline.scaling import Scaler
+from pipeline.times import season_list
 from pipeline.vintages import load_vintages, values_as_of
 from pipeline.window import WindowBatches, Windows, rolling_origins, series_starts
 
@@ -69,23 +70,25 @@ def calibrate_intervals(network: RecurrentNetwork, windows: Windows, batch_size:
     return named
 
 
-def backtest(network: RecurrentNetwork, windows: Windows, season: int, block: str = "test",
+def backtest(network: RecurrentNetwork, windows: Windows, seasons: list[int], block: str = "test",
              batch_size: int = 1024) -> Backtest:
-    """Forecast every origin of the "test" (or "val") block of every series, each from data before its origin."""
+    """Forecast every origin of the "test" (or "val") block of every series, each from data before its origin,
+    beside seasonal naive of every period in `seasons`."""
     dataset = windows.test if block == "test" else windows.val_origins
     series_ids = [s.series_id for s in windows.splits]
-    return score_windows(network, dataset, windows.target, windows.scaler, series_ids, season,
-                         mase_scales(windows.target, windows.splits, season, windows.observed), batch_size,
-                         windows.observed)
+    return score_windows(network, dataset, windows.target, windows.scaler, series_ids, seasons,
+                         mase_scales(windows.target, windows.splits, min(seasons), windows.observed, block),
+                         batch_size, windows.observed)
 
 
 def score_windows(network: RecurrentNetwork, dataset: WindowBatches, target: np.ndarray, scaler: Scaler,
-                  series_ids: list[str], season: int, scales: dict[str, float], batch_size: int = 1024,
+                  series_ids: list[str], seasons: list[int], scales: dict[str, float], batch_size: int = 1024,
                   observed: np.ndarray | None = None) -> Backtest:
-    """Forecasts of every window of `dataset` in original units, beside its actuals and the baselines.
+    """Forecasts of every window of `dataset` in original units, beside its actuals and the baselines: naive,
+    and seasonal naive of each period in `seasons` (`seasonal_naive`: the strongest of them on these points).
 
     `target` is the original-unit target of the rows `dataset` indexes (`observed`: whether each was observed,
-    None when all were); `series_ids` names its series numbers.
+    None when all were); `series_ids` names its series numbers; MASE scales by `scales[series]`.
     """
     starts, series = dataset.windows.locate(torch.arange(len(dataset)))
     origins = (starts + dataset.lookback).numpy()
@@ -94,18 +97,21 @@ def score_windows(network: RecurrentNetwork, dataset: WindowBatches, target: np.
     forecast = scaler.inverse_target(predict(network, dataset, batch_size), row_ids)
     quantiles = forecast if forecast.ndim == 3 else None
     targets = origins[:, None] + np.arange(horizon)
+    each = {period: seasonal_naive(target, origins, horizon, period) for period in seasons}
     return Backtest(
         series_ids=row_ids,
         origins=origins,
         actual=target[targets],
         forecast=forecast[..., network.median] if quantiles is not None else forecast,
-        seasonal_naive=seasonal_naive(target, origins, horizon, season),
+        seasonal_naive=each[seasons[0]],
         naive=naive(target, origins, horizon),
         mase_scale=np.array([scales[s] for s in row_ids]),
         levels=network.quantiles,
         quantiles=quantiles,
         observed=None if observed is None else observed[targets],
-    )
+        season=seasons[0],
+        seasonal_naives=each if len(seasons) > 1 else {},
+    ).strongest_seasonal_naive()
 
 
 def backtest_frame(result: Backtest, times: np.ndarray, id_column: str | list[str] | None) -> pd.DataFrame:
@@ -127,23 +133,27 @@ def backtest_frame(result: Backtest, times: np.ndarray, id_column: str | list[st
     return pd.concat([ids, pd.DataFrame(columns)], axis=1)
 
 
-def backtest_and_log(network: RecurrentNetwork, windows: Windows, season: int, id_column: str | list[str] | None,
-                     unit: str = "target") -> dict[str, dict]:
-    """Rolling-origin backtests on the validation and test blocks, beside naive and seasonal naive, into the open
-    MLflow run: metrics, every forecast (backtest/val.parquet, backtest/test.parquet), the scores table and
+def backtest_and_log(network: RecurrentNetwork, windows: Windows, seasons: list[int],
+                     id_column: str | list[str] | None, unit: str = "target") -> dict[str, dict]:
+    """Rolling-origin backtests on the validation and test blocks, beside naive and seasonal naive (the strongest
+    of `seasons` on each block, with every metric; each period's MASE as `*_mase_seasonal_naive_PERIOD`), into the
+    open MLflow run: metrics, every forecast (backtest/val.parquet, backtest/test.parquet), the scores table and
     figure, and the test block's forecasts, MASE by horizon step (also as the `test_mase_by_step` history) and
     residuals. `unit` labels the figures' values (the target column's name)."""
     scores, results = {}, {}
     for block in ("val", "test"):
-        result = results[block] = backtest(network, windows, season, block=block)
+        result = results[block] = backtest(network, windows, seasons, block=block)
         scores[block] = backtest_metrics(result)
         mlflow.set_tags(exclusions(result, block))
         tracking.log_frame(backtest_frame(result, windows.times, id_column), f"backtest/{block}.parquet")
         mlflow.log_metrics({f"{block}_{k}": v for k, v in scores[block]["model"].items()})
         for baseline in ("naive", "seasonal_naive"):
             mlflow.log_metrics({f"{block}_{k}_{baseline}": v for k, v in scores[block][baseline].items()})
-    table = pd.DataFrame({name: {block: scores[block][name]["mase"] for block in scores}
-                          for name in ("model", "seasonal_naive", "naive")})
+        mlflow.log_metrics({f"{block}_mase_{name}": scores[block][name]["mase"] for name in scores[block]
+                            if name.startswith("seasonal_naive_")})
+    mlflow.set_tags({f"{block}.seasonal_naive_season": results[block].season for block in results})
+    names = ["model", "seasonal_naive", "naive", *(n for n in scores["test"] if n.startswith("seasonal_naive_"))]
+    table = pd.DataFrame({name: {block: scores[block][name]["mase"] for block in scores} for name in names})
     mlflow.log_text(table.rename_axis("block (MASE)").to_csv(), "scores.csv")
     mlflow.log_figure(plot_scores(table), "scores.png")
     test = results["test"]
@@ -156,8 +166,8 @@ def backtest_and_log(network: RecurrentNetwork, windows: Windows, season: int, i
     # The run page's description, the first thing it shows: the scores beside seasonal naive.
     mase = {block: (scores[block]["model"]["mase"], scores[block]["seasonal_naive"]["mase"]) for block in scores}
     mlflow.set_tag("mlflow.note.content", "MASE {:.3f} on the test block against seasonal naive's {:.3f} (validation: "
-                   "{:.3f} against {:.3f}); scores.png and learning_curves.png under Artifacts".format(
-                       *mase["test"], *mase["val"]))
+                   "{:.3f} against {:.3f}; seasonal naive of the strongest period on each block); scores.png and "
+                   "learning_curves.png under Artifacts".format(*mase["test"], *mase["val"]))
     return scores
 
 
@@ -207,11 +217,12 @@ def backtest_file(model: SavedModel, series: Series, origins: int, step: int) ->
                                    frame[TIME].to_numpy(), series_ids, scaler)
     dataset = WindowBatches(inputs.values, windows, spec.lookback, spec.horizon, inputs.future_columns, None,
                             embedding_rows(spec, series_ids, series.source), known_ahead)
-    target, season, observed = frame[TARGET].to_numpy(np.float64), int(data.season), observed_targets(frame)
+    target, observed = frame[TARGET].to_numpy(np.float64), observed_targets(frame)
+    seasons = season_list(data.season)
     firsts = windows.first.numpy() + spec.lookback
-    scales = {s: mase_scale(target[a:b], season, None if observed is None else observed[a:b])
+    scales = {s: mase_scale(target[a:b], min(seasons), None if observed is None else observed[a:b])
               for s, a, b in zip(series_ids, series_starts(sizes), firsts)}
-    return score_windows(model.network, dataset, target, scaler, series_ids, season, scales, observed=observed)
+    return score_windows(model.network, dataset, target, scaler, series_ids, seasons, scales, observed=observed)
 
 
 def log_evaluation(experiment_name: str, model: SavedModel, model_uri: str, summary: dict, scores: dict,
@@ -228,7 +239,8 @@ def log_evaluation(experiment_name: str, model: SavedModel, model_uri: str, summ
     mlflow.log_params({k: v for k, v in summary.items() if k not in ("model_uri", "model_run_id")})
     for name, metrics in scores.items():  # named as the training run names them: the baseline a suffix
         suffix = "" if name == "model" else f"_{name}"
-        mlflow.log_metrics({f"{k}{suffix}": v for k, v in metrics.items()})
+        each_period = name.startswith("seasonal_naive_")  # MASE only, as in training
+        mlflow.log_metrics({f"{k}{suffix}": v for k, v in metrics.items() if k == "mase" or not each_period})
     per_step, per_series = by_step(result), by_series(result)
     for row in per_step.itertuples():
         mlflow.log_metrics({"mase_by_step": row.mase, "mase_seasonal_naive_by_step": row.mase_seasonal_naive},

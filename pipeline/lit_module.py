@@ -64,7 +64,8 @@ class TrainingModule(L.LightningModule):
         loss = self.loss(self(batch), batch.y, batch.observed)
         # Per step only: training is counted in steps, and an epoch's mean would be partial after a resume.
         # sync_dist: under DDP the mean over every process's share, the global batch's loss.
-        self.log("train_loss", loss, on_step=True, on_epoch=False, batch_size=len(batch.y), sync_dist=True)
+        self.log("train_loss", loss, on_step=True, on_epoch=False, batch_size=len(batch.y), sync_dist=True,
+                 prog_bar=True)
         self.last_loss = loss.detach()
         return loss
 
@@ -81,7 +82,7 @@ class TrainingModule(L.LightningModule):
         # sums are added across processes first (Lightning's sync_dist mean would divide by this process's
         # count; torchmetrics' MeanMetric drops either the weights or the NaNs). Identical on every process.
         loss_sum, targets = self.trainer.strategy.reduce(self.val_totals, reduce_op="sum")
-        self.log("val_loss", loss_sum / targets, sync_dist=True)
+        self.log("val_loss", loss_sum / targets, sync_dist=True, prog_bar=True)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Lightning calls this before it clips, so the logged norm shows gradients as they exploded.

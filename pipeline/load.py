@@ -17,7 +17,7 @@ from pandas._libs.parsers import STR_NA_VALUES  # the cells read_csv takes as mi
 from pipeline.config import DataConfig
 from pipeline.errors import DataError
 from pipeline.ids import SERIES_ID, id_column_list, series_keys
-from pipeline.times import parse_times, season_of
+from pipeline.times import parse_times, season_list, seasons_of
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class Series:
 
     frame: pd.DataFrame
     freq: str
-    season: int
+    seasons: list[int]  # seasonal periods in steps (data.season, or derived from freq)
     covariates: list[str]
     source: str
     future_covariates: list[str] = field(default_factory=list)
@@ -51,6 +51,11 @@ class Series:
     @property
     def series_ids(self) -> list[str]:
         return list(self.frame[SERIES_ID].unique())
+
+    @property
+    def season(self) -> int:
+        """The period MASE scales by: the shortest (M4's choice for data with several, e.g. 24 for hourly)."""
+        return min(self.seasons)
 
 
 def read_table(path: Path, columns: list[str] | None = None, text_columns: list[str] = ()) -> pd.DataFrame:
@@ -101,8 +106,8 @@ def load_series(cfg: DataConfig, future_steps: int = 0) -> Series:
     path = Path(cfg.path)
     series = validate_frame(read_table(path, data_columns(cfg), id_column_list(cfg.id_column)), cfg,
                             source=str(path), future_steps=future_steps)
-    log.info("loaded %s: %d rows, %d series, freq %s, season %d; %s", path, len(series.frame),
-             len(series.series_ids), series.freq, series.season, series.report or "no fixes needed")
+    log.info("loaded %s: %d rows, %d series, freq %s, seasons %s; %s", path, len(series.frame),
+             len(series.series_ids), series.freq, series.seasons, series.report or "no fixes needed")
     return series
 
 
@@ -144,7 +149,7 @@ def validate_frame(raw: pd.DataFrame, cfg: DataConfig, source: str, future_steps
     constant = int((extremes["min"] == extremes["max"]).sum())
     if constant:
         report["constant_series"] = constant
-    return Series(frame=frame, freq=freq, season=cfg.season or season_of(freq),
+    return Series(frame=frame, freq=freq, seasons=season_list(cfg.season) or seasons_of(freq),
                   covariates=list(cfg.covariates), source=source, report=report,
                   future_covariates=list(cfg.future_covariates), time_zone=time_zone, future=future)
 

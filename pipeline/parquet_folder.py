@@ -85,7 +85,7 @@ def stack_files(data: DataConfig, window: WindowConfig, split: SplitConfig, fold
     target = np.memmap(folder / "target", np.float64, "c", shape=(rows,))
     times = np.memmap(folder / "times", "datetime64[ns]", "c", shape=(rows,))
     observed = np.memmap(folder / "observed", bool, "c", shape=(rows,)) if filled else None
-    stacked = Series(frame=first.frame, freq=first.freq, season=first.season, covariates=first.covariates,
+    stacked = Series(frame=first.frame, freq=first.freq, seasons=first.seasons, covariates=first.covariates,
                      source=str(data.path), future_covariates=first.future_covariates, report=report, rows=read,
                      time_zone=first.time_zone)
     return stacked, Windows(splits, Scaler(columns, center, scale), values, target, times, future_columns,

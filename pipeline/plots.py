@@ -27,7 +27,8 @@ def plot_forecasts(result: Backtest, target: np.ndarray, times: np.ndarray, n_pl
             axis.fill_between(ahead, result.quantiles[i, :, 0], result.quantiles[i, :, -1], color="tab:blue",
                               alpha=0.2, label=f"{100 * result.levels[0]:g}-{100 * result.levels[-1]:g}% band")
         axis.plot(ahead, result.forecast[i], color="tab:blue", label="forecast")
-        axis.plot(ahead, result.seasonal_naive[i], color="tab:orange", ls="--", label="seasonal naive")
+        axis.plot(ahead, result.seasonal_naive[i], color="tab:orange", ls="--",
+                  label=f"seasonal naive ({result.season} steps)" if result.season else "seasonal naive")
         axis.set_title(f"{result.series_ids[i]}: forecast from {pd.Timestamp(times[origin])}", fontsize=9)
         axis.set_ylabel(unit)
     axes[0, 0].legend(loc="upper left", fontsize=8, ncol=5)
@@ -37,13 +38,15 @@ def plot_forecasts(result: Backtest, target: np.ndarray, times: np.ndarray, n_pl
 
 
 def plot_learning_curves(history: dict[str, list[tuple[int, float]]]) -> plt.Figure:
-    """Training and validation loss against the optimizer step, on one axis (the loss is on the scaled target)."""
+    """Training loss, each validation's loss and the best so far (the kept checkpoint's) against the optimizer
+    step, on one axis (the loss is on the scaled target)."""
     figure, axis = plt.subplots(figsize=(8, 3.5))
-    for name, style in (("train_loss", dict(color="tab:blue", alpha=0.6)), ("val_loss", dict(color="black",
-                                                                                             marker="o"))):
+    for name, label, style in (("train_loss", "train_loss", dict(color="tab:blue", alpha=0.6)),
+                               ("val_loss_raw", "val_loss_raw (each validation)", dict(color="black", marker="o")),
+                               ("val_loss", "val_loss (best so far)", dict(color="tab:red", drawstyle="steps-post"))):
         if history.get(name):
             steps, values = zip(*history[name])
-            axis.plot(steps, values, label=name, **style)
+            axis.plot(steps, values, label=label, **style)
     axis.set_xlabel("optimizer step")
     axis.set_ylabel("loss (scaled target)")
     axis.legend(fontsize=8)
@@ -52,13 +55,14 @@ def plot_learning_curves(history: dict[str, list[tuple[int, float]]]) -> plt.Fig
 
 
 def plot_scores(scores: pd.DataFrame) -> plt.Figure:
-    """MASE of the model beside naive and seasonal naive, on the validation and test blocks (rows: block)."""
-    figure, axis = plt.subplots(figsize=(7, 3.5))
-    width, blocks = 0.27, np.arange(len(scores))
-    for offset, (column, color) in enumerate((("model", "tab:blue"), ("seasonal_naive", "tab:orange"),
-                                              ("naive", "0.6"))):
-        bars = axis.bar(blocks + (offset - 1) * width, scores[column], width, label=column.replace("_", " "),
-                        color=color)
+    """MASE of the model beside the baselines (naive, the strongest seasonal naive, then each period's), on the
+    validation and test blocks (rows: block; columns: model, then the baselines)."""
+    figure, axis = plt.subplots(figsize=(8, 3.5))
+    width, blocks = 0.8 / len(scores.columns), np.arange(len(scores))
+    colors = {"model": "tab:blue", "seasonal_naive": "tab:orange", "naive": "0.6"}
+    for offset, column in enumerate(scores.columns):
+        bars = axis.bar(blocks + (offset - (len(scores.columns) - 1) / 2) * width, scores[column], width,
+                        label=column.replace("_", " "), color=colors.get(column))
         axis.bar_label(bars, fmt="%.3f", fontsize=7)
     axis.set_xticks(blocks, scores.index)
     axis.set_ylabel("MASE (lower is better)")

@@ -131,7 +131,7 @@ class SavedModel:
 
 def model_spec(data: DataConfig, window: WindowConfig, series: Series, windows: Windows, network: dict) -> ModelSpec:
     """What a training run saves besides the weights: `network` is RecurrentNetwork's keyword arguments."""
-    return ModelSpec(format=FORMAT, data=plain(data) | {"freq": series.freq, "season": series.season},
+    return ModelSpec(format=FORMAT, data=plain(data) | {"freq": series.freq, "season": series.seasons},
                      lookback=window.lookback, horizon=window.horizon, network=network,
                      scaler=asdict(windows.scaler), series_ids=[s.series_id for s in windows.splits],
                      time_zone=series.time_zone)

@@ -82,6 +82,23 @@ def _localize(times: pd.Series, time_zone: str | None, source: str, name: str) -
                         f"offsets instead") from error
 
 
+def season_list(season: int | list[int] | None) -> list[int]:
+    """data.season (or a model spec's) as a list of periods: [] when null."""
+    return [] if season is None else [int(p) for p in (season if isinstance(season, (list, tuple)) else [season])]
+
+
+def seasons_of(freq: str) -> list[int]:
+    """The seasonal periods a frequency has: a day and a week for sub-daily data (hourly demand repeats both),
+    one natural cycle otherwise (season_of)."""
+    offset = pd.tseries.frequencies.to_offset(freq)
+    try:
+        step = pd.Timedelta(offset)
+    except ValueError:
+        return [season_of(freq)]
+    day = pd.Timedelta("1D")
+    return [max(1, day // step), max(1, 7 * day // step)] if step < day else [season_of(freq)]
+
+
 def season_of(freq: str) -> int:
     """Steps per natural cycle: a day for sub-daily data, a week for daily, a year for monthly and up."""
     offset = pd.tseries.frequencies.to_offset(freq)

@@ -9,6 +9,7 @@ import os
 import platform
 import secrets
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -170,9 +171,13 @@ def log_data_report(series: Series, windows: Windows, time_column: str, target_c
     # The training data as an MLflow dataset (name, digest, source, schema) in the run's Datasets panel.
     frame = series.frame.drop(columns=OBSERVED, errors="ignore").rename(
         columns={TIME: time_column, TARGET: target_column})
-    dataset = mlflow.data.from_pandas(frame.assign(**{SERIES_ID: frame[SERIES_ID].astype(str)}),
-                                      source=str(Path(series.source).resolve()), name=Path(series.source).name,
-                                      targets=target_column)
+    with warnings.catch_warnings():
+        # MLflow registers its local-file source under two schemes (none and file://), then warns on every path
+        # that both match: the same class either way.
+        warnings.filterwarnings("ignore", "The specified dataset source can be interpreted in multiple ways")
+        dataset = mlflow.data.from_pandas(frame.assign(**{SERIES_ID: frame[SERIES_ID].astype(str)}),
+                                          source=str(Path(series.source).resolve()), name=Path(series.source).name,
+                                          targets=target_column)
     mlflow.log_input(dataset, context="training")
 
 

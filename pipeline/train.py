@@ -6,6 +6,7 @@
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import hydra
@@ -22,7 +23,7 @@ from pipeline import tracking
 from pipeline.cli import finish
 from pipeline.config import CONF_DIR, Config, ModelConfig, WindowConfig, plain, to_config, trainer_kwargs
 from pipeline.distributed import is_rank_zero
-from pipeline.errors import TrainingDiverged
+from pipeline.errors import ConfigError, TrainingDiverged
 from pipeline.evaluate import backtest_and_log, calibrate_intervals
 from pipeline.lit_module import TrainingModule
 from pipeline.plots import plot_learning_curves
@@ -50,7 +51,8 @@ def train(cfg: DictConfig, output_dir: Path, *, resume: Resume | None = None, ru
     # Tiny gradients through long recurrences turn denormal and slow CPU kernels several-fold.
     torch.set_flush_denormal(True)
     series, windows = load_windows(config.data, config.window, config.split, output_dir)
-    module = build_module(config, windows, series.season)
+    series = replace(series, seasons=usable_seasons(series.seasons, config.data.season, config.window.lookback))
+    module = build_module(config, windows, config.model.skip_season or series.season)
     fitting = prepare(trainer_kwargs(cfg), windows, config.model.cell.value, batch_size=config.window.batch_size,
                       seed=config.seed, patience=config.optim.patience, output_dir=output_dir, run_tags=run_tags,
                       extra_callbacks=extra_callbacks)
@@ -68,7 +70,7 @@ def train(cfg: DictConfig, output_dir: Path, *, resume: Resume | None = None, ru
             offsets = calibrate_intervals(module.network, windows)
             mlflow.log_metrics({f"conformal_offset_{name}": value for name, value in offsets.items()})
         log_learning_curves(run.info.run_id)
-        scores = backtest_and_log(module.network, windows, series.season, config.data.id_column,
+        scores = backtest_and_log(module.network, windows, series.seasons, config.data.id_column,
                                   config.data.target_column)
         mlflow.log_artifact(fitting.best.best_model_path, "checkpoints")
         if config.tracking.log_model:
@@ -78,6 +80,9 @@ def train(cfg: DictConfig, output_dir: Path, *, resume: Resume | None = None, ru
                    "fit_steps": fitting.trainer.global_step, "val": scores["val"]["model"],
                    "val_seasonal_naive": scores["val"]["seasonal_naive"], "test": scores["test"]["model"],
                    "seasonal_naive": scores["test"]["seasonal_naive"]}
+        if len(series.seasons) > 1:  # each period's seasonal naive, test MASE
+            summary["seasonal_naive_by_period"] = {period: scores["test"][f"seasonal_naive_{period}"]["mase"]
+                                                   for period in series.seasons}
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -112,11 +117,11 @@ def fit_and_log(fitting: Fitting, module: TrainingModule, resume: Resume | None,
 
 
 def log_learning_curves(run_id: str) -> None:
-    """Training and validation loss on one figure (MLflow's UI draws each metric on a chart of its own), and the
-    best validation loss as `best_val_loss` (the run list shows a metric's last value)."""
+    """Training loss, each validation's loss and the best so far on one figure (MLflow's UI draws each metric on a
+    chart of its own), and the best validation loss also as `best_val_loss`, the name earlier runs used."""
     client = mlflow.tracking.MlflowClient()
     history = {name: sorted((m.step, m.value) for m in client.get_metric_history(run_id, name))
-               for name in ("train_loss", "val_loss")}
+               for name in ("train_loss", "val_loss_raw", "val_loss")}
     if history["val_loss"]:
         mlflow.log_metric("best_val_loss", min(value for _, value in history["val_loss"]))
     mlflow.log_figure(plot_learning_curves(history), "learning_curves.png")
@@ -129,6 +134,18 @@ def save_and_log_model(config: Config, series: Series, windows: Windows, module:
     artifacts = write_model(output_dir / "model", spec, module.network)
     example = input_example(series, windows.splits[0], config.data, config.window.lookback, config.window.horizon)
     log_model(artifacts, example, SavedModel(spec, module.network))
+
+
+def usable_seasons(seasons: list[int], given: int | list[int] | None, lookback: int) -> list[int]:
+    """The periods that fit the input window (seasonal naive and the seasonal skip read them from it): a derived
+    one that does not is left out, in a log line; a given one is refused."""
+    longer = [period for period in seasons if period > lookback]
+    if longer and given is not None:
+        raise ConfigError(f"data.season={given}: a period of {longer[0]} steps is longer than window.lookback "
+                          f"({lookback}), which must hold it; lengthen window.lookback or leave the period out")
+    if longer:
+        log.info("seasonal periods %s are longer than window.lookback=%d: not used", longer, lookback)
+    return [period for period in seasons if period <= lookback] or [min(seasons)]
 
 
 def build_module(cfg: Config, windows: Windows, season: int) -> TrainingModule:

@@ -7,6 +7,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.loggers import Logger
 from torch.utils.data import DataLoader
 
@@ -59,8 +61,7 @@ def prepare(trainer_args: dict[str, Any], windows: Windows, cell: str, *, batch_
                  *extra_callbacks]
     if is_rank_zero():  # the only process with a logger
         callbacks.append(LearningRateMonitor("step"))
-        if not trainer_args["enable_progress_bar"]:
-            callbacks.append(ValidationLines(best))
+        callbacks.append(StderrProgressBar() if trainer_args["enable_progress_bar"] else ValidationLines(best))
     if patience is not None:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=patience))
     # Our window samplers shard batches among processes themselves (pipeline.distributed): Lightning must not
@@ -71,6 +72,28 @@ def prepare(trainer_args: dict[str, Any], windows: Windows, cell: str, *, batch_
     trainer.callbacks += resume_checkpoints(output_dir / "checkpoints", trainer_args,
                                             train_batches.sampler.batches_per_epoch(trainer.world_size))
     return Fitting(trainer, train_batches, val_batches, best, trainer_args["precision"], shares)
+
+
+class StderrProgressBar(TQDMProgressBar):
+    """Lightning's progress bar (with train_loss and val_loss), on stderr where our logs go: Lightning writes it
+    to stdout, which carries the stage's one JSON line (`pipeline-train ... | jq` in a terminal)."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, int | str | float]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)  # the logger's version: a run id fragment, nothing to read while training
+        return metrics
+
+    def init_sanity_tqdm(self) -> Tqdm:
+        with redirect_stdout(sys.stderr):
+            return super().init_sanity_tqdm()
+
+    def init_train_tqdm(self) -> Tqdm:
+        with redirect_stdout(sys.stderr):
+            return super().init_train_tqdm()
+
+    def init_validation_tqdm(self) -> Tqdm:
+        with redirect_stdout(sys.stderr):
+            return super().init_validation_tqdm()
 
 
 class ValidationLines(L.Callback):

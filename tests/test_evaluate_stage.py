@@ -9,6 +9,10 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from pipeline.errors import DataError
+from pipeline.evaluate import backtest_file
+from pipeline.load import load_series
+from pipeline.metrics import backtest_metrics
+from pipeline.saved_model import load_model
 from pipeline.window import rolling_origins
 from tests.helpers import run_stage
 
@@ -33,7 +37,7 @@ def evaluate(store, tmp_path, *overrides):
 @pytest.mark.slow
 def test_evaluate_scores_the_model_beside_both_baselines_per_step_and_per_series_linked_to_its_run(
         store, tmp_path, vic_elec):
-    trained = store.train("model.quantiles=[0.1,0.5,0.9]")
+    trained = store.train("model.quantiles=[0.1,0.5,0.9]", "data.season=[48,96]")
     done = evaluate(store, tmp_path, f"run_id={trained['run_id']}", f"data.path={store.folder / 'new.parquet'}",
                     "evaluate.origins=5", "evaluate.step=24")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -45,11 +49,13 @@ def test_evaluate_scores_the_model_beside_both_baselines_per_step_and_per_series
     origins = 1200 - 48 - 24 * np.arange(5)[::-1]
     steps = np.arange(48)
     actual = demand[origins[:, None] + steps]
-    naive_day = demand[origins[:, None] + steps - 48]
-    # MASE scale: the in-sample seasonal-naive error of the history before the first origin.
+    # MASE scale: the in-sample seasonal-naive error of the history before the first origin, by the shortest period.
     scale = np.mean(np.abs(demand[48:origins[0]] - demand[:origins[0] - 48]))
-    expected = np.mean(np.abs(naive_day - actual)) / scale
-    assert summary["seasonal_naive"]["mase"] == pytest.approx(expected, rel=1e-9)
+    expected = {period: np.mean(np.abs(demand[origins[:, None] + steps - period * (steps // period + 1)] - actual))
+                / scale for period in (48, 96)}
+    for period in (48, 96):  # every period of data.season, and the stronger beside the model
+        assert summary[f"seasonal_naive_{period}"]["mase"] == pytest.approx(expected[period], rel=1e-9)
+    assert summary["seasonal_naive"]["mase"] == pytest.approx(min(expected.values()), rel=1e-9)
     assert summary["naive"]["mase"] == pytest.approx(
         np.mean(np.abs(demand[origins - 1][:, None] - actual)) / scale, rel=1e-9)
 
@@ -61,7 +67,7 @@ def test_evaluate_scores_the_model_beside_both_baselines_per_step_and_per_series
     metrics = run.data.metrics
     # Named as in the training run: the baseline a suffix.
     assert {"mase", "smape", "rmse", "mae", "mase_naive", "mase_seasonal_naive", "quantile_loss",
-            "coverage_10_90"} <= set(metrics)
+            "coverage_10_90", "mase_seasonal_naive_48", "mase_seasonal_naive_96"} <= set(metrics)
     assert metrics["mase"] == pytest.approx(summary["model"]["mase"])
     history = client.get_metric_history(summary["run_id"], "mase_by_step")
     assert sorted(m.step for m in history) == list(range(1, 49))
@@ -75,6 +81,22 @@ def test_evaluate_scores_the_model_beside_both_baselines_per_step_and_per_series
     assert per_series[["series_id", "origins"]].values.tolist() == [["demand", 5]]  # named after its target
     names = {a.path for a in client.list_artifacts(summary["run_id"], "evaluation")}
     assert {"evaluation/error_by_step.png", "evaluation/best_and_worst.png"} <= names
+
+    # One MASE definition: on the training file, the evaluate stage's origins are the test block's, and the
+    # same forecasts score the training run's test MASE (both scale by the history before the first origin).
+    model = load_model(f"runs:/{trained['run_id']}/model", store.uri)
+    on_training_file = backtest_metrics(backtest_file(model, load_series(model.data), origins=2, step=48))
+    assert on_training_file["model"]["mase"] == pytest.approx(trained["test"]["mase"], rel=1e-9)
+    assert on_training_file["seasonal_naive"]["mase"] == pytest.approx(trained["seasonal_naive"]["mase"], rel=1e-9)
+    # The training run reports each period on both blocks and which was stronger where; the skip reads the shortest.
+    training = client.get_run(trained["run_id"])
+    for block in ("val", "test"):
+        each = {p: training.data.metrics[f"{block}_mase_seasonal_naive_{p}"] for p in (48, 96)}
+        stronger = int(training.data.tags[f"{block}.seasonal_naive_season"])
+        assert training.data.metrics[f"{block}_mase_seasonal_naive"] == each[stronger] == min(each.values())
+    assert trained["seasonal_naive_by_period"] == {str(p): on_training_file[f"seasonal_naive_{p}"]["mase"]
+                                                   for p in (48, 96)}
+    assert model.spec.network["season"] == 48 and model.spec.data["season"] == [48, 96]
 
 
 @pytest.mark.slow

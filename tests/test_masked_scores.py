@@ -51,7 +51,7 @@ def test_filled_rows_are_marked_from_load_to_windows(gap):
 
 def test_a_filled_gap_in_the_validation_block_scores_like_the_rows_deleted(gap):
     _, windows, network = gap
-    result = backtest(network, windows, 7, block="val")
+    result = backtest(network, windows, [7], block="val")
     scores = backtest_metrics(result)
     # The same forecasts with the filled rows deleted, read back from the backtest artifact.
     frame = backtest_frame(result, windows.times, None)
@@ -92,7 +92,7 @@ def test_a_series_mostly_filled_in_a_block_is_reported_and_left_out(daily: pd.Da
     _, windows = windows_of(two.drop(index=b_val[:100]), id_column="site")
     torch.manual_seed(0)
     network = network_for(windows, "window.lookback=28", "window.horizon=7", "model.hidden_size=8", season=7)
-    result = backtest(network, windows, 7, block="val")
+    result = backtest(network, windows, [7], block="val")
     assert result.thin_series() == ["b"]
     a_only = result.rows(result.rows_by_series()["a"])
     assert backtest_metrics(result) == backtest_metrics(a_only)

@@ -149,9 +149,9 @@ def test_conformal_calibration_makes_validation_intervals_cover_their_nominal_sh
     net = network(windows, quantiles=[0.1, 0.5, 0.9], season=SEASON).eval()
     with torch.no_grad():
         net.decoder.head[-1].bias[1::3] = -4.0  # squeeze the 10-90 interval far too narrow
-    before = backtest_metrics(backtest(net, windows, SEASON, block="val"))["model"]["coverage_10_90"]
+    before = backtest_metrics(backtest(net, windows, [SEASON], block="val"))["model"]["coverage_10_90"]
     offsets = calibrate_intervals(net, windows)
-    after = backtest_metrics(backtest(net, windows, SEASON, block="val"))["model"]["coverage_10_90"]
+    after = backtest_metrics(backtest(net, windows, [SEASON], block="val"))["model"]["coverage_10_90"]
     assert before < 0.5 and offsets["10_90"] > 0
     assert 0.8 <= after <= 0.85
     expected = torch.tensor([-offsets["10_90"], 0.0, offsets["10_90"]], dtype=torch.float32)

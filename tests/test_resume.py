@@ -21,7 +21,7 @@ from tests.helpers import ROOT, SMALL, compose_config, run_stage
 # dropout, so the random state matters too.
 EXACT = [*SMALL, "window.stride=1", "trainer.val_check_interval=5", "trainer.max_steps=45", "model.num_layers=2",
          "model.dropout=0.2", "trainer.log_every_n_steps=1"]
-CURVES = ["train_loss", "val_loss", "lr-AdamW", "grad_norm"]
+CURVES = ["train_loss", "val_loss", "val_loss_raw", "lr-AdamW", "grad_norm"]
 
 
 def history(client: MlflowClient, run_id: str, name: str) -> list[tuple[int, float]]:

@@ -1,7 +1,14 @@
 """The training stage run as users run it: `python -m pipeline.train` in a subprocess, a real MLflow store."""
 
+import fcntl
 import json
+import os
+import pty
 import re
+import struct
+import subprocess
+import sys
+import termios
 from pathlib import Path
 
 import mlflow
@@ -13,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from pipeline.config import TrackingConfig
 from pipeline.saved_model import load_model
 from pipeline.trainer import auto_precision, native_bf16_cpu
-from tests.helpers import SMALL, artifact_paths, run_stage
+from tests.helpers import ROOT, SMALL, artifact_paths, run_stage
 
 
 @pytest.mark.slow
@@ -26,7 +33,7 @@ def test_train_command_leaves_a_finished_run_with_params_metrics_artifacts_and_a
     assert summary["test"]["mase"] > 0 and summary["seasonal_naive"]["mase"] > 0
     # Not a terminal: one line per validation (every 6 of 12 steps), and none of the libraries' noise.
     assert len(re.findall(r"step (6|12) of 12: val_loss [0-9.]+ \(best [0-9.]+\), train_loss", done.stderr)) == 2
-    assert not re.search(r"Tip|Downloading artifacts|LeafSpec|GPU available", done.stderr), done.stderr[-3000:]
+    assert not re.search(r"Tip|Downloading artifacts|LeafSpec|GPU available|Warning", done.stderr), done.stderr[-3000:]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == summary
 
     client = MlflowClient(tracking_uri)
@@ -61,8 +68,13 @@ def test_train_command_leaves_a_finished_run_with_params_metrics_artifacts_and_a
     assert scores.loc["test", "model"] == pytest.approx(summary["test"]["mase"])
     assert scores.loc["val", "seasonal_naive"] == pytest.approx(summary["val_seasonal_naive"]["mase"])
     assert len(client.get_metric_history(run.info.run_id, "test_mase_by_step")) == 48
-    val_losses = [m.value for m in client.get_metric_history(run.info.run_id, "val_loss")]
-    assert run.data.metrics["best_val_loss"] == min(val_losses) == pytest.approx(summary["val_loss"])
+    # val_loss is the kept checkpoint's (the best so far), so the run list shows the number the summary, the
+    # registry and the sweepers use; each validation's own loss is val_loss_raw.
+    raw = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "val_loss_raw"), key=lambda m: m.step)]
+    best = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "val_loss"), key=lambda m: m.step)]
+    assert best == list(np.minimum.accumulate(raw)) and len(raw) >= 2
+    assert run.data.metrics["val_loss"] == run.data.metrics["best_val_loss"] == min(raw)
+    assert min(raw) == pytest.approx(summary["val_loss"])
     assert not [key for key in run.data.params if key.startswith("tracking.") or "progress_bar" in key]
     (dataset,) = [d.dataset for d in run.inputs.dataset_inputs]
     assert dataset.name == vic_elec_slice.name and '"name": "demand"' in dataset.schema and dataset.digest
@@ -85,6 +97,37 @@ def test_train_command_leaves_a_finished_run_with_params_metrics_artifacts_and_a
     assert forecast["time"].tolist() == list(
         pd.date_range(history["time"].iloc[-1] + pd.Timedelta("30min"), periods=48, freq="30min"))
     assert forecast["forecast"].between(1000, 15000).all()
+
+
+def in_a_terminal(*command: str) -> tuple[str, str]:
+    """Run `command` with stderr on a pseudo-terminal, as a user at a shell sees it; its stdout and stderr."""
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # a terminal has a size
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=secondary)
+    os.close(secondary)
+    seen = []
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # EIO: the process has closed the terminal
+            break
+        if not chunk:
+            break
+        seen.append(chunk)
+    os.close(primary)
+    stdout = process.stdout.read().decode()
+    assert process.wait(timeout=300) == 0, b"".join(seen)[-3000:]
+    return stdout, b"".join(seen).decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_in_a_terminal_training_shows_lightnings_progress_bar_with_its_losses_on_stderr(
+        tmp_path, vic_elec_slice, tracking_uri):
+    stdout, terminal = in_a_terminal(sys.executable, "-m", "pipeline.train", f"data.path={vic_elec_slice}",
+                                     f"tracking.uri={tracking_uri}", f"hydra.run.dir={tmp_path / 'run'}", *SMALL)
+    assert json.loads(stdout)["run_id"]  # stdout stays the one JSON line
+    assert re.search(r"Epoch \d+: .*train_loss=[0-9.]+.*val_loss=[0-9.]+", terminal), terminal[-3000:]
+    assert "step 12 of 12: val_loss" not in terminal and "v_num" not in terminal  # the bar replaces those lines
 
 
 @pytest.mark.slow
