@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: train test ui clean bench bench-accuracy
+.PHONY: train test test-fast ui clean bench bench-accuracy
 
 # torch first, pinned: it is a local CPU wheel here; an unpinned torch pulls gigabytes of CUDA packages.
 $(BIN)/pipeline-installed: pyproject.toml
@@ -16,8 +16,13 @@ $(BIN)/pipeline-installed: pyproject.toml
 train: $(BIN)/pipeline-installed
 	$(BIN)/python -m pipeline.train $(ARGS)
 
+# One pytest-xdist worker per core, each computing on one thread (tests/conftest.py).
 test: $(BIN)/pipeline-installed
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n auto $(ARGS)
+
+# The inner loop: everything but the end-to-end stage processes (the `slow` marker).
+test-fast: $(BIN)/pipeline-installed
+	$(BIN)/python -m pytest -n auto -m "not slow" $(ARGS)
 
 # Speed and memory (bench/RESULTS.md): steps against a raw PyTorch loop in both precisions, then scaling.
 bench: $(BIN)/pipeline-installed

@@ -6,7 +6,6 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
-from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 
 from pipeline.errors import DataError
 from pipeline.ids import SERIES_ID
@@ -20,7 +19,12 @@ class SeriesRows(Protocol):
     train_length: int
 
 
-SCALERS = {"standard": StandardScaler, "robust": RobustScaler, "minmax": MinMaxScaler}
+def scaler_class(kind: str) -> type:
+    """scikit-learn's scaler for data.scaler (imported here: forecasting with stored scales never needs it, and
+    it costs every stage process most of a second)."""
+    from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
+
+    return {"standard": StandardScaler, "robust": RobustScaler, "minmax": MinMaxScaler}[kind]
 
 
 @dataclass
@@ -63,7 +67,7 @@ def fit_scaler(frame: pd.DataFrame, columns: list[str], splits: Sequence[SeriesR
             center[split.series_id], scale[split.series_id] = [0.0] * len(columns), [1.0] * len(columns)
             continue
         # scikit-learn gives a constant series scale 1, so nothing divides by zero.
-        fitted = SCALERS[kind]().fit(values[row:row + split.train_length])
+        fitted = scaler_class(kind)().fit(values[row:row + split.train_length])
         # Every scaler here is affine per column: read its intercept and slope back as center and scale.
         intercept = fitted.transform(0 * ones)[0]
         slope = fitted.transform(ones)[0] - intercept

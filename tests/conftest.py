@@ -1,6 +1,7 @@
 """Shared fixtures: slices of the shipped data, real MLflow sqlite stores and a real `mlflow server`. What tests
 import lives in tests/helpers.py."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.helpers import SHIPPED_DATA, Store, free_port, start_mlflow_server
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one worker per core (pytest-xdist): each worker, and each stage process it starts, computes
+    # on one thread, so workers do not fight over the cores (two threads each ran the suite slower than one worker).
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
