@@ -42,6 +42,11 @@ class Scaling(str, Enum):
     none = "none"
 
 
+class Transform(str, Enum):
+    none = "none"
+    log1p = "log1p"
+
+
 class Cell(str, Enum):
     rnn = "rnn"
     lstm = "lstm"
@@ -123,6 +128,9 @@ class DataConfig:
     short_series: ShortSeries = ShortSeries.error
     # Per-series scaling fitted on training rows: standard | robust | minmax | none.
     scaler: Scaling = Scaling.standard
+    # The target before scaling: none | log1p (log(1 + y), for series >= 0 whose swings grow with their level;
+    # forecasts come back through exp(.) - 1).
+    transform: Transform = Transform.none
 
 
 @dataclass

@@ -8,23 +8,27 @@ share it, and `optim.lr` needs no scaling.
 """
 
 import os
-from typing import Any
-
-import lightning as L
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError
-from pipeline.sampler import WindowSampler
+
+if TYPE_CHECKING:
+    import lightning as L
+
+# Where launchers put a process's rank, in the order Lightning reads them (lightning.fabric's rank_zero._get_rank).
+RANK_KEYS = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
 
 
 def is_rank_zero() -> bool:
     """Whether this process is the distributed training's first (or the only one): read, as Lightning reads
     it, from the launcher's environment (RANK from torchrun, SLURM_PROCID, LOCAL_RANK from Lightning's own
-    launcher, with NODE_RANK on the other nodes)."""
-    return rank_zero_only.rank == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+    launcher, with NODE_RANK on the other nodes). Read here rather than from Lightning's rank_zero_only, so a
+    command that stops before training never imports Lightning."""
+    rank = next((int(os.environ[key]) for key in RANK_KEYS if key in os.environ), 0)
+    return rank == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
 
 
-def check_distributed(trainer: L.Trainer, batch_size: int, in_sweep: bool = False,
+def check_distributed(trainer: "L.Trainer", batch_size: int, in_sweep: bool = False,
                       in_search: bool = False) -> dict[str, Any]:
     """The batch split across the trainer's processes, as params to log; a one-line error where it cannot be."""
     world = trainer.world_size
@@ -41,18 +45,3 @@ def check_distributed(trainer: L.Trainer, batch_size: int, in_sweep: bool = Fals
         raise ConfigError(f"window.batch_size={batch_size} is the global batch and must divide evenly among "
                           f"{world} processes; use a multiple of {world}")
     return {"world_size": world, "global_batch_size": batch_size, "batch_size_per_process": batch_size // world}
-
-
-class ShardWindows(L.Callback):
-    """Tells the window samplers which share of each batch this process takes, once the processes exist."""
-
-    def __init__(self, *samplers: WindowSampler):
-        self.samplers = samplers
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        for sampler in self.samplers:
-            sampler.shard = (trainer.global_rank, trainer.world_size)
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        for sampler in self.samplers:
-            sampler.shard = (0, 1)

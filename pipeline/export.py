@@ -117,7 +117,9 @@ def export(cfg: ExportConfig, output_dir: Path) -> dict:
     inputs_path.write_text(json.dumps(model.features | {
         "lookback": spec.lookback, "horizon": spec.horizon, "quantiles": network.quantiles,
         "scaling": f"scaled columns are (value - center) / scale, per series: {SPEC_FILE}'s scaler (columns "
-                   f"{model.spec.scaler['columns']}); the forecast is scaled like the target"}, indent=1))
+                   f"{model.spec.scaler['columns']}); the forecast is scaled like the target" + (
+                       "; the target is log(1 + value) before scaling, and a forecast y comes back as exp(y) - 1"
+                       if model.spec.scaler.get("target_transform") == "log1p" else "")}, indent=1))
     checks = check_export(network, spec.lookback, cfg.format, path)
     if checks["max_abs_diff"] > 1e-4:
         raise RuntimeError(f"the {cfg.format.value} export differs from PyTorch by {checks['max_abs_diff']:.2e}; "

@@ -53,7 +53,8 @@ def stack_files(data: DataConfig, window: WindowConfig, split: SplitConfig, fold
         # Every file on the first file's grid: a file on another fails with load.py's message naming it.
         series = load_series(replace(data, path=str(path), freq=data.freq or (first and first.freq)))
         part = make_windows(series, window.lookback, window.horizon, window.stride, split.val_steps,
-                            split.test_steps, data.calendar, data.short_series, data.scaler.value)
+                            split.test_steps, data.calendar, data.short_series, data.scaler.value,
+                            transform=data.transform.value)
         for s in part.splits:
             if s.series_id in seen:
                 raise DataError(f"{path}: series {s.series_id!r} is also in {seen[s.series_id]}; each series must "
@@ -88,7 +89,8 @@ def stack_files(data: DataConfig, window: WindowConfig, split: SplitConfig, fold
     stacked = Series(frame=first.frame, freq=first.freq, seasons=first.seasons, covariates=first.covariates,
                      source=str(data.path), future_covariates=first.future_covariates, report=report, rows=read,
                      time_zone=first.time_zone)
-    return stacked, Windows(splits, Scaler(columns, center, scale), values, target, times, future_columns,
+    scaler = Scaler(columns, center, scale, data.transform.value)
+    return stacked, Windows(splits, scaler, values, target, times, future_columns,
                             window.lookback, window.horizon, first_real_rows(splits),
                             train_windows(splits, window.lookback, window.horizon, window.stride),
                             observed=observed)

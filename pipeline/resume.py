@@ -1,7 +1,7 @@
 """Resuming a training run: `python -m pipeline.train resume=<run id | last>` continues the same MLflow run from
 its last checkpoint, with its own config, as if it had never stopped.
 
-Lightning's checkpoints hold the weights, optimizer, scheduler, loop counters and callbacks; ExactResume adds
+Lightning's checkpoints hold the weights, optimizer, scheduler, loop counters and callbacks; ExactResume (pipeline/trainer.py) adds
 what they lack (the random state, and where the epoch's batch order stood), so the resumed training takes the
 very steps the interrupted one would have.
 """
@@ -10,9 +10,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
 import mlflow
-import torch
 from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
@@ -21,7 +19,6 @@ from pipeline.config import Config, TrackingConfig, to_config
 from pipeline.distributed import is_rank_zero
 from pipeline.errors import ConfigError, first_line
 from pipeline.run_lifetime import holder_alive
-from pipeline.sampler import WindowSampler
 from pipeline.tracking import file_sha256, reachable
 
 # Tags a training run carries so it can be found and resumed.
@@ -41,36 +38,6 @@ class Resume:
     output_dir: Path
     checkpoint: Path
     logged_until: dict[str, int]
-
-
-class ExactResume(L.Callback):
-    """Saves into every checkpoint the random state and how many batches of the epoch's order were done, and
-    restores both on resume (before Lightning builds the training iterator)."""
-
-    def __init__(self, sampler: WindowSampler):
-        self.sampler = sampler
-
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        checkpoint["exact_resume"] = {
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-            "epoch_rng": self.sampler.epoch_rng,
-            "sampler_rng": self.sampler.generator.get_state(),
-            "batches_done": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
-
-    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        state = checkpoint.get("exact_resume")
-        if state is None or "sampler_rng" not in state:
-            raise ConfigError("the checkpoint holds no random state (written by an older pipeline); it cannot be "
-                              "resumed exactly: start a new run")
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] and torch.cuda.is_available() and len(state["cuda_rng"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        # At an epoch's end the next epoch draws a new order from the restored state; mid-epoch the epoch's
-        # order is drawn again.
-        self.sampler.generator.set_state(state["sampler_rng"])
-        if state["epoch_rng"] is not None and 0 < state["batches_done"] < len(self.sampler):
-            self.sampler.replay(state["epoch_rng"], state["batches_done"])
 
 
 def refuse_changes(command: DictConfig, overrides: list[str], recorded: DictConfig, which: str) -> None:

@@ -84,6 +84,7 @@ class SeriesStream:
         if series_id not in center:
             raise ConfigError(f"series {series_id!r} was not in training; the model has no scaling for it")
         self.center, self.scale = np.array(center[series_id]), np.array(scale[series_id])
+        self.log1p = spec.scaler.get("target_transform", "none") == "log1p"
         self.known_ahead = list(spec.data["future_covariates"])
         row = spec.series_ids.index(series_id) if spec.network["series_embedding"] else 0
         self.stream = NetworkStream(model.network, series=row)
@@ -109,7 +110,11 @@ class SeriesStream:
             self.zone, time = time.tzinfo, time.tz_convert("UTC")
         if self.last is not None and time != self.last + self.offset:
             raise ValueError(f"series {self.series_id!r}: expected the step after {self.last}, got {time}")
-        scaled = (np.array([value, *covariates], dtype=np.float64) - self.center) / self.scale
+        if self.log1p and not value >= 0:
+            raise ValueError(f"series {self.series_id!r}: {value} at {time}: the model reads log(1 + value) "
+                             f"(data.transform=log1p), which needs values >= 0")
+        scaled = (np.array([np.log1p(value) if self.log1p else value, *covariates], dtype=np.float64)
+                  - self.center) / self.scale
         row = np.concatenate([scaled, self._calendar(pd.DatetimeIndex([time]))[0]])
         self.stream.update(torch.from_numpy(row))
         self.last = time
@@ -132,5 +137,6 @@ class SeriesStream:
         features = np.concatenate([ahead, self._calendar(times)], axis=1)
         scaled = self.stream.forecast(torch.from_numpy(features)).numpy().astype(np.float64)
         values = scaled * self.scale[0] + self.center[0]
+        values = np.expm1(values) if self.log1p else values
         return pd.DataFrame({"time": times if self.zone is None else times.tz_convert(self.zone)}
                             | forecast_columns(self.stream.network, values))

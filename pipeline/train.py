@@ -1,4 +1,4 @@
-"""The training stage: seed -> data -> network -> trainer -> fit -> calibrate -> backtest -> log the model.
+"""The training stage: data -> seed -> network -> trainer -> fit -> calibrate -> backtest -> log the model.
 
     python -m pipeline.train model=gru trainer.max_steps=200
 """
@@ -8,14 +8,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
-import lightning as L
 import mlflow
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.loggers import Logger
 from mlflow.entities import Run
 from omegaconf import DictConfig, OmegaConf
 
@@ -25,33 +24,44 @@ from pipeline.config import CONF_DIR, Config, ModelConfig, WindowConfig, plain, 
 from pipeline.distributed import is_rank_zero
 from pipeline.errors import ConfigError, TrainingDiverged
 from pipeline.evaluate import backtest_and_log, calibrate_intervals
-from pipeline.lit_module import TrainingModule
-from pipeline.plots import plot_learning_curves
 from pipeline.load import Series
+from pipeline.plots import plot_learning_curves
 from pipeline.resume import OUTPUT_DIR, STAGE, Resume
 from pipeline.resume import plan as plan_resume
 from pipeline.saved_model import SavedModel, input_example, log_model, model_spec, write_model
 from pipeline.search import search
-from pipeline.trainer import Fitting, fit, load_best, prepare
-from pipeline.training_logger import lightning_logger
 from pipeline.window import Windows, load_windows
+
+if TYPE_CHECKING:  # Lightning is imported once the data has loaded (see train)
+    import lightning as L
+    from lightning.pytorch.loggers import Logger
+
+    from pipeline.lit_module import TrainingModule
+    from pipeline.trainer import Fitting
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig, output_dir: Path, *, resume: Resume | None = None, run_tags: dict[str, str] | None = None,
-          extra_callbacks: Sequence[L.Callback] = ()) -> dict:
+          extra_callbacks: Sequence["L.Callback"] = ()) -> dict:
     """Train, keep the best checkpoint by validation loss, backtest it, log the model; returns the run's summary.
 
     `resume` continues an interrupted run from its last checkpoint, in its MLflow run and output folder
     (pipeline/resume.py). `run_tags` go on a new run (a sweep's, from sweep_tags). `extra_callbacks` join the
     stage's own (the speed benchmark times steps with one)."""
     config, run_tags = to_config(cfg), run_tags or {}
-    L.seed_everything(config.seed, workers=True)
-    # Tiny gradients through long recurrences turn denormal and slow CPU kernels several-fold.
-    torch.set_flush_denormal(True)
     series, windows = load_windows(config.data, config.window, config.split, output_dir)
     series = replace(series, seasons=usable_seasons(series.seasons, config.data.season, config.window.lookback))
+    # Lightning only now: its import costs a stage process ~4 s, which a command refused for its data or config
+    # (or --help) need not pay.
+    import lightning as L
+
+    from pipeline.trainer import fit, load_best, prepare
+    from pipeline.training_logger import lightning_logger
+
+    L.seed_everything(config.seed, workers=True)  # nothing above draws random numbers
+    # Tiny gradients through long recurrences turn denormal and slow CPU kernels several-fold.
+    torch.set_flush_denormal(True)
     module = build_module(config, windows, config.model.skip_season or series.season)
     fitting = prepare(trainer_kwargs(cfg), windows, config.model.cell.value, batch_size=config.window.batch_size,
                       seed=config.seed, patience=config.optim.patience, output_dir=output_dir, run_tags=run_tags,
@@ -87,7 +97,7 @@ def train(cfg: DictConfig, output_dir: Path, *, resume: Resume | None = None, ru
     return summary
 
 
-def record_start(cfg: DictConfig, run: Run, fitting: Fitting, series: Series, windows: Windows, output_dir: Path,
+def record_start(cfg: DictConfig, run: Run, fitting: "Fitting", series: Series, windows: Windows, output_dir: Path,
                  resume: Resume | None, run_tags: dict[str, str]) -> None:
     """What a new run records before training: the resolved config, how batches are shared, the precision
     trainer.precision=auto chose, where resume finds the checkpoints, what the data.* policies did."""
@@ -103,9 +113,11 @@ def record_start(cfg: DictConfig, run: Run, fitting: Fitting, series: Series, wi
     tracking.log_data_report(series, windows, cfg.data.time_column, cfg.data.target_column)
 
 
-def fit_and_log(fitting: Fitting, module: TrainingModule, resume: Resume | None, logger: Logger) -> float:
+def fit_and_log(fitting: "Fitting", module: "TrainingModule", resume: Resume | None, logger: "Logger") -> float:
     """fit, logging its time and steps; after a divergence the best checkpoint so far is kept on the run (which
     ends FAILED with the reason)."""
+    from pipeline.trainer import fit
+
     try:
         seconds = fit(fitting, module, resume, logger)
     except TrainingDiverged:
@@ -127,7 +139,7 @@ def log_learning_curves(run_id: str) -> None:
     mlflow.log_figure(plot_learning_curves(history), "learning_curves.png")
 
 
-def save_and_log_model(config: Config, series: Series, windows: Windows, module: TrainingModule,
+def save_and_log_model(config: Config, series: Series, windows: Windows, module: "TrainingModule",
                        output_dir: Path) -> None:
     """The trained network as a saved model in the run folder, logged with an input example of its data."""
     spec = model_spec(config.data, config.window, series, windows, dict(module.hparams.network))
@@ -148,7 +160,9 @@ def usable_seasons(seasons: list[int], given: int | list[int] | None, lookback: 
     return [period for period in seasons if period <= lookback] or [min(seasons)]
 
 
-def build_module(cfg: Config, windows: Windows, season: int) -> TrainingModule:
+def build_module(cfg: Config, windows: Windows, season: int) -> "TrainingModule":
+    from pipeline.lit_module import TrainingModule
+
     return TrainingModule(network=network_args(cfg.model, cfg.window, n_features=windows.n_features,
                                                n_future=len(windows.future_columns), n_series=len(windows.splits),
                                                season=season),

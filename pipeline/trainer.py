@@ -20,11 +20,11 @@ from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.loggers import Logger
 from torch.utils.data import DataLoader
 
-from pipeline.distributed import ShardWindows, check_distributed, is_rank_zero
+from pipeline.distributed import check_distributed, is_rank_zero
 from pipeline.errors import ConfigError
 from pipeline.lit_module import TrainingModule
-from pipeline.resume import ExactResume, Resume
-from pipeline.sampler import batches
+from pipeline.resume import Resume
+from pipeline.sampler import WindowSampler, batches
 from pipeline.signals import signals_between_steps
 from pipeline.window import Windows
 
@@ -72,6 +72,51 @@ def prepare(trainer_args: dict[str, Any], windows: Windows, cell: str, *, batch_
     trainer.callbacks += resume_checkpoints(output_dir / "checkpoints", trainer_args,
                                             train_batches.sampler.batches_per_epoch(trainer.world_size))
     return Fitting(trainer, train_batches, val_batches, best, trainer_args["precision"], shares)
+
+
+class ExactResume(L.Callback):
+    """Saves into every checkpoint the random state and how many batches of the epoch's order were done, and
+    restores both on resume (before Lightning builds the training iterator)."""
+
+    def __init__(self, sampler: WindowSampler):
+        self.sampler = sampler
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint["exact_resume"] = {
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            "epoch_rng": self.sampler.epoch_rng,
+            "sampler_rng": self.sampler.generator.get_state(),
+            "batches_done": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        state = checkpoint.get("exact_resume")
+        if state is None or "sampler_rng" not in state:
+            raise ConfigError("the checkpoint holds no random state (written by an older pipeline); it cannot be "
+                              "resumed exactly: start a new run")
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available() and len(state["cuda_rng"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        # At an epoch's end the next epoch draws a new order from the restored state; mid-epoch the epoch's
+        # order is drawn again.
+        self.sampler.generator.set_state(state["sampler_rng"])
+        if state["epoch_rng"] is not None and 0 < state["batches_done"] < len(self.sampler):
+            self.sampler.replay(state["epoch_rng"], state["batches_done"])
+
+
+class ShardWindows(L.Callback):
+    """Tells the window samplers which share of each batch this process takes, once the processes exist."""
+
+    def __init__(self, *samplers: WindowSampler):
+        self.samplers = samplers
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for sampler in self.samplers:
+            sampler.shard = (trainer.global_rank, trainer.world_size)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for sampler in self.samplers:
+            sampler.shard = (0, 1)
 
 
 class StderrProgressBar(TQDMProgressBar):

@@ -275,13 +275,13 @@ class Windows:
 
 def make_windows(series: Series, lookback: int, horizon: int, stride: int, val_steps: int, test_steps: int,
                  calendar: bool, short_series: ShortSeries = ShortSeries.error,
-                 scaler: str = "standard", vintages: Vintages | None = None) -> Windows:
+                 scaler: str = "standard", vintages: Vintages | None = None, transform: str = "none") -> Windows:
     """Split every series by time, scale it with training statistics, and index its windows."""
     splits = plan_splits(series.frame, lookback, horizon, val_steps, test_steps, short_series, series.source)
     kept = series.frame
     if len(splits) < series.frame[SERIES_ID].nunique():
         kept = kept[kept[SERIES_ID].isin({s.series_id for s in splits})]
-    fitted = fit_scaler(kept, [TARGET, *series.covariates, *series.future_covariates], splits, scaler)
+    fitted = fit_scaler(kept, [TARGET, *series.covariates, *series.future_covariates], splits, scaler, transform)
     values, future_columns = build_inputs(kept, fitted, series.freq, calendar, len(series.covariates))
     target, times, observed = kept[TARGET].to_numpy(), kept[TIME].to_numpy(), observed_targets(kept)
     first_real = None
@@ -315,7 +315,7 @@ def load_windows(data: DataConfig, window: WindowConfig, split: SplitConfig, scr
     series = load_series(data)
     return series, make_windows(series, window.lookback, window.horizon, window.stride, split.val_steps,
                                 split.test_steps, data.calendar, data.short_series, data.scaler.value,
-                                load_vintages(data))
+                                load_vintages(data), data.transform.value)
 
 
 def first_real_rows(splits: list[Split]) -> torch.Tensor | None:

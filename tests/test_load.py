@@ -197,3 +197,19 @@ def test_every_scaler_is_fitted_on_training_rows_and_inverts_exactly(kind):
                        series.frame["target"].to_numpy(), rtol=1e-5, atol=1e-4)
     restored = windows.scaler.inverse_target(windows.values[None, :, 0].double().numpy(), ["a"])
     assert np.allclose(restored[0], series.frame["target"].to_numpy(), rtol=1e-5)
+
+
+def test_log1p_scales_the_log_of_the_target_inverts_exactly_and_refuses_a_negative_value():
+    from sklearn.preprocessing import StandardScaler
+
+    series = validate_frame(hourly(40).assign(load=lambda f: f["load"] ** 1.5), config(), source="test")
+    windows = make_windows(series, 8, 4, 1, 4, 4, calendar=False, transform="log1p")
+    target = series.frame["target"].to_numpy()
+    expected = StandardScaler().fit(np.log1p(target[:32, None])).transform(np.log1p(target[:, None]))[:, 0]
+    assert np.allclose(windows.values[:, 0].numpy(), expected, rtol=1e-5, atol=1e-4)
+    assert windows.scaler.target_transform == "log1p"
+    restored = windows.scaler.inverse_target(windows.values[None, :, 0].double().numpy(), ["a"])
+    assert np.allclose(restored[0], target, rtol=1e-5)
+    negative = validate_frame(hourly(40).assign(load=lambda f: f["load"] - 1e6), config(), source="test")
+    with pytest.raises(DataError, match="series 'a' has a negative target .*data.transform=log1p needs values >= 0"):
+        make_windows(negative, 8, 4, 1, 4, 4, calendar=False, transform="log1p")

@@ -92,6 +92,22 @@ def test_a_series_stream_in_original_units_matches_the_forecast_stage(windows, v
         stream.update(history["time"].iloc[-1].tz_localize(None), 1.0)
 
 
+def test_a_log1p_model_streams_what_the_forecast_stage_forecasts_and_refuses_a_negative_value(vic_elec):
+    series = validate_frame(vic_elec.iloc[:1200], DataConfig(), source="vic_elec slice")
+    logged = make_windows(series, LOOKBACK, HORIZON, 8, 96, 96, calendar=True, transform="log1p")
+    model = saved(logged, {"quantiles": [0.1, 0.5, 0.9]}, transform="log1p")
+    history = vic_elec.iloc[:LOOKBACK]
+    stream = SeriesStream(model, "demand")
+    for row in history.itertuples():
+        stream.update(row.time, row.demand)
+    streamed, batch = stream.forecast(), model.forecast(history)
+    for column in ["forecast", "q10", "q90"]:
+        pd.testing.assert_series_equal(streamed[column], batch[column], rtol=1e-5)
+    assert batch["forecast"].between(1000, 20000).all()  # back in MW, through exp(.) - 1
+    with pytest.raises(ValueError, match=r"log\(1 \+ value\) \(data.transform=log1p\), which needs values >= 0"):
+        stream.update(history["time"].iloc[-1] + pd.Timedelta("30min"), -5.0)
+
+
 def test_a_model_that_cannot_stream_says_why_and_one_that_reads_the_future_asks_for_it(windows, vic_elec):
     with pytest.raises(ConfigError, match="model.window_norm cannot stream"):
         NetworkStream(network_of(windows, window_norm=True))
