@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "outputs" / "bench" / "ui"
-SMALL = ["window.lookback=96", "window.horizon=48", "window.stride=4", "split.val_steps=336", "split.test_steps=336",
+SMALL = ["window.lookback=336", "window.horizon=48", "window.stride=4", "split.val_steps=336", "split.test_steps=336",
          "trainer.max_steps=200", "trainer.val_check_interval=25"]
 # MLflow 3.17's UI opens in its GenAI mode until a user picks "Model training" (kept in the browser); the link
 # carries the choice, as README's does.

@@ -59,10 +59,15 @@ def plot_scores(scores: pd.DataFrame) -> plt.Figure:
     validation and test blocks (rows: block; columns: model, then the baselines)."""
     figure, axis = plt.subplots(figsize=(8, 3.5))
     width, blocks = 0.8 / len(scores.columns), np.arange(len(scores))
+    # Each period's own seasonal naive in colours of its own: never the model's blue or the strongest's orange.
+    periods = iter(["tab:brown", "tab:olive", "tab:purple", "tab:cyan", "tab:pink"] * 4)
     colors = {"model": "tab:blue", "seasonal_naive": "tab:orange", "naive": "0.6"}
     for offset, column in enumerate(scores.columns):
+        label = column.replace("seasonal_naive_", "seasonal naive, period ").replace("_", " ")
+        if column == "seasonal_naive" and len(scores.columns) > 3:
+            label = "seasonal naive (the strongest period)"
         bars = axis.bar(blocks + (offset - (len(scores.columns) - 1) / 2) * width, scores[column], width,
-                        label=column.replace("_", " "), color=colors.get(column))
+                        label=label, color=colors.get(column) or next(periods))
         axis.bar_label(bars, fmt="%.3f", fontsize=7)
     axis.set_xticks(blocks, scores.index)
     axis.set_ylabel("MASE (lower is better)")

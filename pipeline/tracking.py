@@ -156,7 +156,7 @@ def log_config(config: dict[str, Any], yaml_text: str) -> None:
 def log_data_report(series: Series, windows: Windows, time_column: str, target_column: str) -> None:
     """What was trained on, and what the data.* policies did, as tags (`data.gap_rows_filled`, ...)."""
     tags = {"data.series_trained": len(windows.splits), "data.rows": series.rows or len(series.frame),
-            "data.freq": series.freq, "data.season": series.season,
+            "data.freq": series.freq, "data.season": ",".join(map(str, series.seasons)),
             "data.train_windows": len(windows.train), "data.val_windows": len(windows.val)}
     tags |= {f"data.{name}": count for name, count in series.report.items()}
     if windows.observed is not None:  # filled targets each block's loss and scores skip
