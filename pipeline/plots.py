@@ -41,9 +41,9 @@ def plot_learning_curves(history: dict[str, list[tuple[int, float]]]) -> plt.Fig
     """Training loss, each validation's loss and the best so far (the kept checkpoint's) against the optimizer
     step, on one axis (the loss is on the scaled target)."""
     figure, axis = plt.subplots(figsize=(8, 3.5))
-    for name, label, style in (("train_loss", "train_loss", dict(color="tab:blue", alpha=0.6)),
-                               ("val_loss_raw", "val_loss_raw (each validation)", dict(color="black", marker="o")),
-                               ("val_loss", "val_loss (best so far)", dict(color="tab:red", drawstyle="steps-post"))):
+    for name, label, style in (("train_loss", "train_loss", {"color": "tab:blue", "alpha": 0.6}),
+                               ("val_loss_raw", "val_loss_raw (each validation)", {"color": "black", "marker": "o"}),
+                               ("val_loss", "val_loss (best so far)", {"color": "tab:red", "drawstyle": "steps-post"})):
         if history.get(name):
             steps, values = zip(*history[name])
             axis.plot(steps, values, label=label, **style)

@@ -66,7 +66,7 @@ def test_each_block_reports_every_periods_seasonal_naive_and_stands_the_stronges
     expected = {block: {period: seasonal_naive_mase(demand, start, period) for period in (48, 336)}
                 for block, start in starts.items()}
     strongest = {"val": 336, "test": 48}
-    for block, start in starts.items():
+    for block in starts:
         result = backtest(network, windows, series.seasons, block=block)
         scores = backtest_metrics(result)
         for period in (48, 336):
