@@ -20,7 +20,7 @@ train: $(BIN)/pipeline-installed
 test: $(BIN)/pipeline-installed
 	$(BIN)/python -m pytest -n auto $(ARGS)
 
-# The inner loop: everything but the end-to-end stage processes (the `slow` marker).
+# The inner loop (under a minute): every test that starts no process (the `slow` marker marks those).
 test-fast: $(BIN)/pipeline-installed
 	$(BIN)/python -m pytest -n auto -m "not slow" $(ARGS)
 

@@ -12,6 +12,17 @@ from mlflow.tracking import MlflowClient
 
 from tests.helpers import SHIPPED_DATA, Store, free_port, start_mlflow_server
 
+# Fixtures that train with the real command or start an `mlflow server`: every test using one is `slow` (an
+# end-to-end run of a stage in a subprocess), so `make test-fast` starts no process.
+PROCESS_FIXTURES = {"trained", "quantile_run", "logged", "two_runs", "same_seed", "server_store", "auth_store"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs one worker per core (pytest-xdist): each worker, and each stage process it starts, computes
     # on one thread, so workers do not fight over the cores (two threads each ran the suite slower than one worker).

@@ -9,6 +9,8 @@ import pytest
 
 from tests.helpers import ROOT
 
+pytestmark = pytest.mark.slow  # every test here starts the commands
+
 BIN = Path(sys.executable).parent
 
 

@@ -3,6 +3,7 @@
 import multiprocessing
 
 import mlflow
+import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
@@ -15,6 +16,7 @@ def open_a_run(uri: str) -> str:
     return run.info.run_id
 
 
+@pytest.mark.slow
 def test_jobs_starting_together_on_a_fresh_sqlite_store_all_get_their_run(tmp_path):
     # Without a lock around creating the schema, most of these fail inside MLflow's migration.
     uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"

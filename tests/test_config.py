@@ -50,6 +50,7 @@ def test_extra_trainer_arguments_pass_through_to_lightning():
     assert trainer_kwargs(cfg)["limit_val_batches"] == 2
 
 
+@pytest.mark.slow
 def test_misspelled_key_on_the_command_line_exits_with_a_clear_message():
     done = subprocess.run([sys.executable, "-m", "pipeline.train", "model.hiden_size=8"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
@@ -143,6 +144,7 @@ def test_a_value_out_of_range_fails_in_one_line_naming_key_value_and_range(stage
     assert value.strip("[]") in message and ("must be" in message)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override", ["data.time_format=%s", "window.lookback=0"])
 def test_a_bad_value_on_the_command_line_exits_2_before_any_run(override, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -76,6 +76,7 @@ def test_export_runs_without_the_pipeline_and_matches_pytorch(quantile_run, tmp_
     assert f"export_{fmt}_latency_ms" in client.get_run(run_id).data.metrics
 
 
+@pytest.mark.slow
 def test_export_without_a_model_is_refused_in_one_line(tmp_path, tracking_uri):
     done = run_stage("pipeline.export", f"tracking.uri={tracking_uri}", f"hydra.run.dir={tmp_path}")
     assert done.returncode == 2 and "give run_id=" in done.stderr

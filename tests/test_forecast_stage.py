@@ -95,11 +95,13 @@ def test_bad_forecast_input_is_refused_naming_the_problem_before_anything_is_wri
     assert output.read_text() == "yesterday's forecast\n"
 
 
-def test_the_stages_that_use_a_saved_model_start_without_importing_lightning():
-    # Lightning is training code; importing it would add ~2 s to every scheduled forecast.
+@pytest.mark.slow
+def test_no_stage_imports_lightning_before_it_trains():
+    # Lightning is training code; importing it would add ~2 s to every scheduled forecast, and ~4 s to a training
+    # command refused for its config or data (or asked for --help).
     code = ("import sys, pipeline.forecast, pipeline.evaluate, pipeline.register, pipeline.export, "
-            "pipeline.streaming; print(sorted({m.split('.')[0] for m in sys.modules} & {'lightning', "
-            "'pytorch_lightning'}))")
+            "pipeline.streaming, pipeline.train; print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'lightning', 'pytorch_lightning'}))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"

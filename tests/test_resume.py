@@ -92,6 +92,7 @@ def training_run(client: MlflowClient, output_dir: Path, status: str = "KILLED")
     return run.info.run_id
 
 
+@pytest.mark.slow
 def test_resuming_a_run_that_never_saved_a_checkpoint_is_refused_in_one_line(client, tmp_path):
     # Lightning's ckpt_path="last" would silently start from scratch instead.
     run_id = training_run(client, tmp_path / "run")

@@ -90,6 +90,7 @@ def test_a_run_left_running_by_a_killed_process_is_marked_killed_by_the_next_sta
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
 
 
+@pytest.mark.slow
 def test_a_finished_training_run_is_finished_only_after_its_model_is_logged(store):
     # Lightning's logger ends the run when fit ends; the stage must end it, after everything is logged.
     run = MlflowClient(store.uri).get_run(store.train()["run_id"])
