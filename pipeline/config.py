@@ -186,7 +186,7 @@ class ModelConfig:
     # Predict a correction to the seasonal-naive forecast read from the input window.
     seasonal_skip: bool = True
     # The period it reads; null: the shortest of data.season (reading the period whose seasonal naive won on
-    # validation lost: bench/ACCURACY.md, "Several seasonal periods").
+    # validation lost there: bench/ACCURACY.md, "Round two").
     skip_season: Optional[int] = bounded(None, low=1)
     # Per-window normalisation (RevIN): each window's target is centred and scaled by its own mean and
     # standard deviation before the network reads it, and the forecast is mapped back. Chosen on the validation

@@ -1,9 +1,9 @@
 """Resuming a training run: `python -m pipeline.train resume=<run id | last>` continues the same MLflow run from
 its last checkpoint, with its own config, as if it had never stopped.
 
-Lightning's checkpoints hold the weights, optimizer, scheduler, loop counters and callbacks; ExactResume (pipeline/trainer.py) adds
-what they lack (the random state, and where the epoch's batch order stood), so the resumed training takes the
-very steps the interrupted one would have.
+Lightning's checkpoints hold the weights, optimizer, scheduler, loop counters and callbacks; ExactResume
+(pipeline/trainer.py) adds what they lack (the random state, and where the epoch's batch order stood), so the
+resumed training takes the very steps the interrupted one would have.
 """
 
 import zipfile
