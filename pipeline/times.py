@@ -88,25 +88,14 @@ def season_list(season: int | list[int] | None) -> list[int]:
 
 
 def seasons_of(freq: str) -> list[int]:
-    """The seasonal periods a frequency has: a day and a week for sub-daily data (hourly demand repeats both),
-    one natural cycle otherwise (season_of)."""
+    """The seasonal periods a frequency has, in steps: a day and a week for sub-daily data (hourly demand repeats
+    both), else one natural cycle: a week for daily data, a year for weekly, monthly and up."""
     offset = pd.tseries.frequencies.to_offset(freq)
     try:
         step = pd.Timedelta(offset)
     except ValueError:
-        return [season_of(freq)]
-    day = pd.Timedelta("1D")
-    return [max(1, day // step), max(1, 7 * day // step)] if step < day else [season_of(freq)]
-
-
-def season_of(freq: str) -> int:
-    """Steps per natural cycle: a day for sub-daily data, a week for daily, a year for monthly and up."""
-    offset = pd.tseries.frequencies.to_offset(freq)
-    try:
-        step = pd.Timedelta(offset)
-    except ValueError:
-        return _SEASON_OF_CALENDAR_UNIT.get(offset.name[0], 1)
+        return [_SEASON_OF_CALENDAR_UNIT.get(offset.name[0], 1)]
     day = pd.Timedelta("1D")
     if step < day:
-        return max(1, day // step)
-    return {day: 7, 7 * day: 52}.get(step, 1)
+        return [max(1, day // step), max(1, 7 * day // step)]
+    return [{day: 7, 7 * day: 52}.get(step, 1)]
