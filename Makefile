@@ -16,9 +16,12 @@ $(BIN)/pipeline-installed: pyproject.toml
 train: $(BIN)/pipeline-installed
 	$(BIN)/python -m pipeline.train $(ARGS)
 
-# One pytest-xdist worker per core, each computing on one thread (tests/conftest.py).
+# pytest-xdist workers, each computing on one thread (tests/conftest.py): one per core and one more, since many
+# tests wait on a server or a retry rather than compute.
+WORKERS = $(shell $(PYTHON) -c "import os; print(os.cpu_count() + 1)")
+
 test: $(BIN)/pipeline-installed
-	$(BIN)/python -m pytest -n auto $(ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) $(ARGS)
 
 # The inner loop (under a minute): every test that starts no process (the `slow` marker marks those).
 test-fast: $(BIN)/pipeline-installed

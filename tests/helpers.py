@@ -2,8 +2,11 @@
 MLflow server, and models built from the composed config exactly as `python -m pipeline.train` builds them (so no
 test trains a model the command never trains)."""
 
+import atexit
 import json
 import os
+import selectors
+import signal
 import socket
 import subprocess
 import sys
@@ -38,11 +41,144 @@ SMALL = ["window.lookback=96", "window.horizon=48", "window.stride=4", "window.b
          "trainer.val_check_interval=6", "trainer=cpu", "trainer.log_every_n_steps=2"]
 
 
-def run_stage(module: str, *overrides: str, cwd: Path = ROOT, env: dict[str, str] | None = None
-              ) -> subprocess.CompletedProcess:
-    """`python -m MODULE overrides...` as users run it, in its own process (with `env` added to its environment)."""
-    return subprocess.run([sys.executable, "-m", module, *overrides], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env=os.environ | (env or {}))
+def run_stage(module: str, *overrides: str, cwd: Path = ROOT, env: dict[str, str] | None = None,
+              fresh: bool = False) -> subprocess.CompletedProcess:
+    """`python -m MODULE overrides...` as users run it, in its own process (with `env` added to its environment):
+    forked by tests/stage_server.py, or with `fresh` a new interpreter (for what depends on a fresh one)."""
+    if fresh:
+        return subprocess.run([sys.executable, "-m", module, *overrides], cwd=cwd, capture_output=True, text=True,
+                              timeout=300, env=os.environ | (env or {}))
+    process = start_stage(module, *overrides, cwd=cwd, env=env)
+    try:
+        out, err = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    return subprocess.CompletedProcess([module, *overrides], process.returncode, out, err)
+
+
+def start_stage(module: str, *overrides: str, cwd: Path = ROOT, env: dict[str, str] | None = None,
+                stdout: int = subprocess.PIPE, stderr: int = subprocess.PIPE) -> "StageProcess":
+    """Start `python -m MODULE overrides...` (forked by tests/stage_server.py) and return at once, as
+    subprocess.Popen(..., text=True) would; stdout and stderr: PIPE, DEVNULL or a file descriptor."""
+    return StageProcess(module, list(overrides), cwd, os.environ | (env or {}), stdout, stderr)
+
+
+class StageServer:
+    """tests/stage_server.py for this test process, started on first use, stopped when the process exits."""
+
+    started: "StageServer | None" = None
+
+    def __init__(self) -> None:
+        self.folder = tempfile.mkdtemp(prefix="stages-")
+        self.path = os.path.join(self.folder, "socket")
+        self.process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "stage_server.py"), self.path],
+                                        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+        ready = self.process.stdout.readline()
+        assert ready == "ready\n", f"tests/stage_server.py did not start (exit {self.process.poll()})"
+        atexit.register(self.stop)
+
+    @classmethod
+    def get(cls) -> "StageServer":
+        if cls.started is None or cls.started.process.poll() is not None:
+            cls.started = cls()
+        return cls.started
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        Path(self.path).unlink(missing_ok=True)
+        os.rmdir(self.folder)
+
+
+class StageProcess:
+    """A stage command forked by tests/stage_server.py: the part of subprocess.Popen (text mode) tests use."""
+
+    def __init__(self, module: str, args: list[str], cwd: Path, env: dict[str, str], stdout: int, stderr: int):
+        self.args, self.returncode, self.stdout, self.stderr = [module, *args], None, None, None
+        fds = [os.open(os.devnull, os.O_RDONLY)]
+        for name, kind in (("stdout", stdout), ("stderr", stderr)):
+            if kind == subprocess.PIPE:
+                read, write = os.pipe()
+                setattr(self, name, open(read, encoding="utf-8", errors="replace"))
+                fds.append(write)
+            elif kind == subprocess.DEVNULL:
+                fds.append(os.open(os.devnull, os.O_WRONLY))
+            else:
+                fds.append(os.dup(kind))
+        self.connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.connection.connect(StageServer.get().path)
+            request = {"module": module, "args": args, "cwd": str(cwd), "env": dict(env)}
+            socket.send_fds(self.connection, [json.dumps(request).encode()], fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        self.replies = b""
+        self.pid = int(self.reply(None))
+
+    def reply(self, timeout: float | None) -> str | None:
+        """The server's next line, or None if none came within `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.replies:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self.connection.settimeout(left)
+            try:
+                chunk = self.connection.recv(64)
+            except (TimeoutError, BlockingIOError):  # BlockingIOError: a timeout of 0 makes the socket non-blocking
+                return None
+            assert chunk, "tests/stage_server.py closed the connection"
+            self.replies += chunk
+        line, _, self.replies = self.replies.partition(b"\n")
+        return line.decode()
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            code = self.reply(0)
+            self.returncode = None if code is None else int(code)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            code = self.reply(timeout)
+            if code is None:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            self.returncode = int(code)
+            self.connection.close()
+        return self.returncode
+
+    def communicate(self, timeout: float | None = None) -> tuple[str | None, str | None]:
+        """Read stdout and stderr to their end, then wait for the exit, as Popen.communicate does."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        streams = {stream: [] for stream in (self.stdout, self.stderr) if stream is not None}
+        with selectors.DefaultSelector() as selector:
+            for stream in streams:
+                selector.register(stream.fileno(), selectors.EVENT_READ, stream)
+            while selector.get_map():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise subprocess.TimeoutExpired(self.args, timeout)
+                for key, _ in selector.select(left):
+                    chunk = os.read(key.fd, 1 << 16)
+                    if chunk:
+                        streams[key.data].append(chunk)
+                    else:
+                        selector.unregister(key.fd)
+        self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        text = {stream: b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
+                for stream, chunks in streams.items()}
+        for stream in streams:
+            stream.close()
+        return text.get(self.stdout), text.get(self.stderr)
+
+    def send_signal(self, sent: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sent)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
 
 @dataclass
@@ -53,11 +189,11 @@ class Store:
     folder: Path
     uri: str
 
-    def train(self, *overrides: str) -> dict:
-        """Train a SMALL model with the real command; its one-line JSON summary."""
+    def train(self, *overrides: str, fresh: bool = False) -> dict:
+        """Train a SMALL model with the real command (`fresh`: in a new interpreter); its one-line JSON summary."""
         run_dir = tempfile.mkdtemp(prefix="run-", dir=self.folder)
         done = run_stage("pipeline.train", f"data.path={self.folder / 'train.parquet'}", f"tracking.uri={self.uri}",
-                         f"hydra.run.dir={run_dir}", *SMALL, *overrides)
+                         f"hydra.run.dir={run_dir}", *SMALL, *overrides, fresh=fresh)
         assert done.returncode == 0, done.stderr[-3000:]
         return json.loads(done.stdout)
 

@@ -1,14 +1,12 @@
 """Each bad file stops `python -m pipeline.train` before training: exit 2, one clear line, nothing left behind."""
 
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import ROOT
+from tests.helpers import run_stage
 
 SMALL = ["window.lookback=8", "window.horizon=4", "split.val_steps=4", "split.test_steps=4", "model.segment_len=null",
          "model.hidden_size=4", "trainer.max_steps=2", "trainer.val_check_interval=1"]
@@ -62,11 +60,9 @@ def test_bad_file_exits_non_zero_with_one_line_and_leaves_nothing_behind(case, t
     path = tmp_path / f"{case}.csv"
     frame.to_csv(path, index=False)
     run_dir = tmp_path / "run"
-    done = subprocess.run(
-        [sys.executable, "-m", "pipeline.train", f"data.path={path}", "data.time_column=when",
-         "data.target_column=load", "data.id_column=id", f"tracking.uri={tracking_uri}",
-         f"hydra.run.dir={run_dir}", *SMALL, *overrides],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = run_stage("pipeline.train", f"data.path={path}", "data.time_column=when", "data.target_column=load",
+                     "data.id_column=id", f"tracking.uri={tracking_uri}", f"hydra.run.dir={run_dir}", *SMALL,
+                     *overrides)
     assert done.returncode == 2, done.stderr[-2000:]
     errors = [line for line in done.stderr.splitlines() if "[ERROR]" in line]
     assert len(errors) == 1 and message in errors[0] and str(path) in errors[0], done.stderr[-2000:]

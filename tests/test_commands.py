@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run_stage
 
 pytestmark = pytest.mark.slow  # every test here starts the commands
 
@@ -40,7 +40,7 @@ def test_the_console_scripts_compose_each_stage_config_from_any_folder(tmp_path)
 @pytest.mark.parametrize("stage, key", [("train", "lookback:"), ("evaluate", "origins:"), ("forecast", "output:"),
                                         ("register", "force:"), ("export", "format:")])
 def test_each_stages_help_shows_its_own_keys_and_only_training_lists_the_training_groups(stage, key):
-    done = run(str(BIN / f"pipeline-{stage}"), "--help")
+    done = run_stage(f"pipeline.{stage}", "--help")  # the console scripts' way in is the test above's
     assert done.returncode == 0, done.stderr[-2000:]
     assert key in done.stdout
     lists_groups = "model: gru, lstm, rnn" in done.stdout and "trainer: " in done.stdout

@@ -1,11 +1,9 @@
-import subprocess
-import sys
 
 import pytest
 from hydra.errors import ConfigCompositionException
 
 from pipeline.config import Config, to_config, trainer_kwargs
-from tests.helpers import CONF_DIR, ROOT, compose_config
+from tests.helpers import CONF_DIR, compose_config, run_stage
 
 
 def test_defaults_are_the_documented_protocol():
@@ -52,8 +50,7 @@ def test_extra_trainer_arguments_pass_through_to_lightning():
 
 @pytest.mark.slow
 def test_misspelled_key_on_the_command_line_exits_with_a_clear_message():
-    done = subprocess.run([sys.executable, "-m", "pipeline.train", "model.hiden_size=8"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = run_stage("pipeline.train", "model.hiden_size=8")
     assert done.returncode != 0
     assert "Could not override 'model.hiden_size'" in done.stderr
 
@@ -148,9 +145,7 @@ def test_a_value_out_of_range_fails_in_one_line_naming_key_value_and_range(stage
 @pytest.mark.parametrize("override", ["data.time_format=%s", "window.lookback=0"])
 def test_a_bad_value_on_the_command_line_exits_2_before_any_run(override, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    done = subprocess.run([sys.executable, "-m", "pipeline.train", override, f"tracking.uri={uri}",
-                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = run_stage("pipeline.train", override, f"tracking.uri={uri}", f"hydra.run.dir={tmp_path / 'run'}")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if "[ERROR]" in line]
     assert len(errors) == 1 and override.split("=")[0] in errors[0], done.stderr[-2000:]

@@ -3,7 +3,6 @@
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from pipeline import resume, tracking
 from pipeline.config import TrackingConfig
 from pipeline.errors import ConfigError
-from tests.helpers import ROOT, SMALL, compose_config, run_stage
+from tests.helpers import SMALL, compose_config, run_stage, start_stage
 
 # 22 batches an epoch (stride 1), validation (and last.ckpt) every 5 steps, so every checkpoint is mid-epoch;
 # dropout, so the random state matters too.
@@ -38,9 +37,8 @@ def test_a_training_killed_mid_epoch_resumes_in_the_same_run_to_the_same_weights
     reference = store.train(*EXACT, "tracking.experiment=uninterrupted", f"hydra.run.dir={tmp_path / 'reference'}")
 
     killed_dir = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "pipeline.train", data, f"tracking.uri={store.uri}",
-                                "tracking.experiment=killed", f"hydra.run.dir={killed_dir}", *EXACT],
-                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = start_stage("pipeline.train", data, f"tracking.uri={store.uri}", "tracking.experiment=killed",
+                          f"hydra.run.dir={killed_dir}", *EXACT, stdout=subprocess.DEVNULL)
     last = killed_dir / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 120
     while not last.exists():

@@ -1,8 +1,6 @@
 """MLflow run statuses tell the truth: FAILED or KILLED with the reason, never FINISHED early or RUNNING forever."""
 
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
 from pipeline.config import TrackingConfig
-from tests.helpers import ROOT, SMALL, run_stage
+from tests.helpers import SMALL, StageProcess, run_stage, start_stage
 
 # Long enough that the signal lands mid-training; validation (and last.ckpt) every 6 steps.
 ENDLESS = [*SMALL, "trainer.max_steps=100000"]
@@ -25,13 +23,12 @@ def latest_run(uri: str):
                               max_results=1)[0]
 
 
-def start_training(store, run_dir: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline.train", f"data.path={store.folder / 'train.parquet'}",
-                             f"tracking.uri={store.uri}", f"hydra.run.dir={run_dir}", *ENDLESS], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def start_training(store, run_dir: Path) -> StageProcess:
+    return start_stage("pipeline.train", f"data.path={store.folder / 'train.parquet'}", f"tracking.uri={store.uri}",
+                       f"hydra.run.dir={run_dir}", *ENDLESS)
 
 
-def wait_for(path: Path, process: subprocess.Popen, seconds: float = 120) -> None:
+def wait_for(path: Path, process: StageProcess, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while not path.exists():
         assert process.poll() is None, process.stderr.read()[-3000:]

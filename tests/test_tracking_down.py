@@ -3,8 +3,6 @@ into a local store when told to fall back; one that restarts during training los
 
 import json
 import shutil
-import subprocess
-import sys
 import time
 
 import pytest
@@ -13,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
 from pipeline.errors import ConfigError
-from tests.helpers import ROOT, SMALL, free_port, run_stage, start_mlflow_server
+from tests.helpers import SMALL, free_port, run_stage, start_mlflow_server, start_stage
 
 
 @pytest.mark.slow
@@ -60,12 +58,11 @@ def test_a_server_restarting_during_training_loses_no_metric_and_no_model(store,
     shutil.copy(migrated_store, tmp_path / "server.db")
     url = f"http://127.0.0.1:{free_port()}"
     server = start_mlflow_server(tmp_path, url)
-    steps = 100
-    training = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.train", f"data.path={store.folder / 'train.parquet'}", f"tracking.uri={url}",
-         f"hydra.run.dir={tmp_path / 'run'}", *SMALL, f"trainer.max_steps={steps}", "trainer.log_every_n_steps=1",
-         "trainer.val_check_interval=10", "tracking.outage_seconds=60"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    steps = 40
+    training = start_stage("pipeline.train", f"data.path={store.folder / 'train.parquet'}", f"tracking.uri={url}",
+                           f"hydra.run.dir={tmp_path / 'run'}", *SMALL, f"trainer.max_steps={steps}",
+                           "trainer.log_every_n_steps=1", "trainer.val_check_interval=10",
+                           "tracking.outage_seconds=60")
     try:
         deadline = time.monotonic() + 120
         while not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists():

@@ -3,8 +3,6 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.config import RegisterConfig, TrackingConfig
 from pipeline.register import register
-from tests.helpers import ROOT, SMALL, Store, free_port, run_stage, start_mlflow_server
+from tests.helpers import SMALL, Store, free_port, run_stage, start_mlflow_server, start_stage
 
 
 @pytest.mark.slow
@@ -122,11 +120,6 @@ def test_train_register_and_forecast_through_a_server_with_sign_in_and_nothing_w
     assert "owned" not in stored
 
 
-def start(module: str, *overrides: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", module, *overrides], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
 @pytest.mark.slow
 def test_four_trainings_and_two_forecasts_at_once_share_one_server_and_outputs_folder(server_store, trained,
                                                                                       tmp_path):
@@ -135,9 +128,9 @@ def test_four_trainings_and_two_forecasts_at_once_share_one_server_and_outputs_f
     run_dir = "hydra.run.dir=" + str(outputs / "runs" / "${now:%Y-%m-%d}" / "${now:%H-%M-%S-%f}")
     forecast = outputs / "forecast.csv"  # both forecast jobs write here
     uri = f"tracking.uri={server_store.uri}"
-    jobs = [start("pipeline.train", f"data.path={server_store.folder / 'train.parquet'}", uri, run_dir, *SMALL,
+    jobs = [start_stage("pipeline.train", f"data.path={server_store.folder / 'train.parquet'}", uri, run_dir, *SMALL,
                   f"seed={seed}") for seed in range(4)]
-    jobs += [start("pipeline.forecast", f"model_uri=runs:/{trained['run_id']}/model", f"output={forecast}",
+    jobs += [start_stage("pipeline.forecast", f"model_uri=runs:/{trained['run_id']}/model", f"output={forecast}",
                    f"data.path={server_store.folder / 'new.parquet'}", uri, run_dir) for _ in range(2)]
     finished = [job.communicate(timeout=600) for job in jobs]
     for job, (_, err) in zip(jobs, finished):

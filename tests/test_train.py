@@ -6,8 +6,6 @@ import os
 import pty
 import re
 import struct
-import subprocess
-import sys
 import termios
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from pipeline.config import TrackingConfig
 from pipeline.saved_model import load_model
 from pipeline.trainer import auto_precision, native_bf16_cpu
-from tests.helpers import ROOT, SMALL, artifact_paths, run_stage
+from tests.helpers import SMALL, artifact_paths, run_stage, start_stage
 
 
 @pytest.mark.slow
@@ -99,11 +97,12 @@ def test_train_command_leaves_a_finished_run_with_params_metrics_artifacts_and_a
     assert forecast["forecast"].between(1000, 15000).all()
 
 
-def in_a_terminal(*command: str) -> tuple[str, str]:
-    """Run `command` with stderr on a pseudo-terminal, as a user at a shell sees it; its stdout and stderr."""
+def in_a_terminal(module: str, *overrides: str) -> tuple[str, str]:
+    """`python -m MODULE overrides` with stderr on a pseudo-terminal, as a user at a shell sees it; its stdout and
+    stderr."""
     primary, secondary = pty.openpty()
     fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # a terminal has a size
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=secondary)
+    process = start_stage(module, *overrides, stderr=secondary)
     os.close(secondary)
     seen = []
     while True:
@@ -115,7 +114,7 @@ def in_a_terminal(*command: str) -> tuple[str, str]:
             break
         seen.append(chunk)
     os.close(primary)
-    stdout = process.stdout.read().decode()
+    stdout = process.stdout.read()
     assert process.wait(timeout=300) == 0, b"".join(seen)[-3000:]
     return stdout, b"".join(seen).decode(errors="replace")
 
@@ -123,8 +122,8 @@ def in_a_terminal(*command: str) -> tuple[str, str]:
 @pytest.mark.slow
 def test_in_a_terminal_training_shows_lightnings_progress_bar_with_its_losses_on_stderr(
         tmp_path, vic_elec_slice, tracking_uri):
-    stdout, terminal = in_a_terminal(sys.executable, "-m", "pipeline.train", f"data.path={vic_elec_slice}",
-                                     f"tracking.uri={tracking_uri}", f"hydra.run.dir={tmp_path / 'run'}", *SMALL)
+    stdout, terminal = in_a_terminal("pipeline.train", f"data.path={vic_elec_slice}", f"tracking.uri={tracking_uri}",
+                                     f"hydra.run.dir={tmp_path / 'run'}", *SMALL)
     assert json.loads(stdout)["run_id"]  # stdout stays the one JSON line
     assert re.search(r"Epoch \d+: .*train_loss=[0-9.]+.*val_loss=[0-9.]+", terminal), terminal[-3000:]
     assert "step 12 of 12: val_loss" not in terminal and "v_num" not in terminal  # the bar replaces those lines
