@@ -72,7 +72,7 @@ class StageServer:
         self.folder = tempfile.mkdtemp(prefix="stages-")
         self.path = os.path.join(self.folder, "socket")
         self.process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "stage_server.py"), self.path],
-                                        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+                                        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         ready = self.process.stdout.readline()
         assert ready == "ready\n", f"tests/stage_server.py did not start (exit {self.process.poll()})"
         atexit.register(self.stop)

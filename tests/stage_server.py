@@ -7,7 +7,7 @@ environment, with the test's pipes as stdin, stdout and stderr), so exit codes, 
 command's; only the imports were done before the fork. Tests that pin how a fresh interpreter behaves (what a
 stage imports, console scripts, DDP's launcher, run-to-run reproducibility) start one (tests/helpers.py).
 
-    python tests/stage_server.py SOCKET_PATH
+    python tests/stage_server.py SOCKET_PATH     # stdin: a pipe from the test process; it ends when that closes
 
 Protocol, on a Unix socket: the client sends one JSON message {"module", "args", "cwd", "env"} with three file
 descriptors (stdin, stdout, stderr); the server answers with the child's pid, then its exit code (as
@@ -20,6 +20,7 @@ import importlib
 import json
 import os
 import runpy
+import select
 import signal
 import socket
 import sys
@@ -42,6 +43,11 @@ def serve(path: str) -> None:
     print("ready", flush=True)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the supervisors below are reaped by the kernel
     while True:
+        ready, _, _ = select.select([listener, sys.stdin], [], [])
+        if sys.stdin in ready and not sys.stdin.read(1):  # the test process is gone (its end of our stdin closed)
+            return
+        if listener not in ready:
+            continue
         connection, _ = listener.accept()
         message, fds, _, _ = socket.recv_fds(connection, 1 << 20, 3)
         if os.fork() == 0:
