@@ -76,10 +76,12 @@ runpy.run_module(module, run_name="__main__", alter_sys=True)
 """
 
 
-def run_stage(module: str, overrides: list[str], scratch: Path) -> tuple[dict, float, float]:
-    """`python -m MODULE overrides` -> its JSON summary, wall seconds and the peak RSS of its process (MB)."""
+def run_stage(module: str, overrides: list[str], scratch: Path, store: Path | None = None
+              ) -> tuple[dict, float, float]:
+    """`python -m MODULE overrides` -> its JSON summary, wall seconds and the peak RSS of its process (MB); its
+    run folder under `scratch`, its MLflow store `store` (default: scratch/mlflow.db)."""
     command = [sys.executable, "-c", PEAK_WRAPPER, str(scratch / "peak_kb"), module, *overrides,
-               f"hydra.run.dir={scratch}/run", f"tracking.uri=sqlite:///{scratch}/mlflow.db"]
+               f"hydra.run.dir={scratch}/run", f"tracking.uri=sqlite:///{store or scratch / 'mlflow.db'}"]
     started = time.perf_counter()
     with open(scratch / "stderr.log", "w") as log:
         done = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)

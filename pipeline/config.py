@@ -323,6 +323,20 @@ class ForecastDataConfig:
     time_zone: Optional[str] = None
 
 
+class Engine(str, Enum):
+    local = "local"  # this process, one file after another
+    dask = "dask"    # a Dask cluster, one task per file (pipeline/dask_forecast.py)
+
+
+@dataclass
+class DaskConfig:
+    # A running scheduler (tcp://HOST:8786), whose workers can reach the tracking server and the data and output
+    # folders; null: a cluster of `workers` processes on this machine, for this job only.
+    address: Optional[str] = None
+    workers: int = bounded(2, low=1)
+    threads_per_worker: int = bounded(1, low=1)
+
+
 @dataclass
 class ForecastConfig:
     """conf/forecast.yaml: which model, which new data, where the forecast goes."""
@@ -330,8 +344,12 @@ class ForecastConfig:
     # Any MLflow model URI: models:/NAME@champion, models:/NAME/3, runs:/RUN_ID/model.
     model_uri: Optional[str] = None
     data: ForecastDataConfig = field(default_factory=ForecastDataConfig)
-    # One file, CSV (optionally compressed) or Parquet by extension, written atomically.
+    # One file, CSV (optionally compressed) or Parquet by extension, written atomically. For a data.path that is a
+    # folder of Parquet files: a folder, which gets one Parquet file of forecasts per input file.
     output: Optional[str] = None
+    # What forecasts a folder of Parquet files: this process, or a Dask cluster (pip install 'pipeline[dask]').
+    engine: Engine = Engine.local
+    dask: DaskConfig = field(default_factory=DaskConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 

@@ -1,7 +1,9 @@
 """The forecast stage that scheduled jobs run: a saved model (pipeline/saved_model.py), a file of recent history
-in, one file of forecasts out, written atomically.
+in, one file of forecasts out, written atomically; or a folder of Parquet files in, a folder of forecasts out, on
+this process or a Dask cluster (pipeline/forecast_folder.py).
 
     python -m pipeline.forecast model_uri=models:/NAME@champion data.path=new.parquet output=forecast.csv
+    python -m pipeline.forecast model_uri=models:/NAME@champion data.path=stores/ output=forecasts/ engine=dask
 """
 
 import logging
@@ -19,9 +21,10 @@ from pipeline import tracking
 from pipeline.cli import finish
 from pipeline.config import CONF_DIR, ForecastConfig, to_config
 from pipeline.errors import ConfigError
+from pipeline.forecast_folder import check_output_folder, forecast_folder
 from pipeline.forecasting import forecast_series
 from pipeline.load import TIME, load_series
-from pipeline.saved_model import load_model
+from pipeline.saved_model import SavedModel, load_model
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +97,13 @@ def run_forecast(cfg: ForecastConfig) -> dict:
     if not cfg.model_uri or not cfg.data.path or not cfg.output:
         raise ConfigError("give model_uri=<MLflow model URI>, data.path=<new data> and output=<file>")
     output, source = Path(cfg.output), Path(cfg.data.path)
-    check_output(output)  # before anything is loaded or a run opens
+    if source.is_dir():
+        check_output_folder(output)
+    else:
+        check_output(output)  # before anything is loaded or a run opens
     model = load_model(cfg.model_uri, cfg.tracking)
+    if source.is_dir():
+        return forecast_into_folder(cfg, model, source, output)
     data = model.data
     data.path, data.time_zone = str(source), cfg.data.time_zone or data.time_zone
     series = load_series(data, future_steps=model.spec.horizon)
@@ -105,12 +113,28 @@ def run_forecast(cfg: ForecastConfig) -> dict:
                "input": str(source), "input_start": str(times.min()), "input_end": str(times.max()),
                "series": int(len(out) // model.spec.horizon), "rows": len(out), "output": str(output)}
     with tracking.start_run(cfg.tracking) as run:
-        mlflow.set_tags({"stage": "forecast", "model_uri": cfg.model_uri, "model_run_id": model.run_id or "",
-                         "model_version": model.version or ""})
+        tag_forecast_run(cfg, model)
         mlflow.log_params({k: v for k, v in summary.items() if k not in ("model_uri", "model_run_id")})
         write_atomically(out, output)
         mlflow.log_artifact(str(output), "forecast")
     return summary | {"run_id": run.info.run_id}
+
+
+def forecast_into_folder(cfg: ForecastConfig, model: SavedModel, source: Path, output: Path) -> dict:
+    """A folder of Parquet files into a folder of forecasts (pipeline/forecast_folder.py), recorded as a run; the
+    forecasts themselves stay in the folder (a run artifact of a million series would copy gigabytes)."""
+    with tracking.start_run(cfg.tracking) as run:
+        tag_forecast_run(cfg, model)
+        totals = forecast_folder(cfg, model, source, output)
+        summary = {"model_uri": cfg.model_uri, "model_version": model.version, "model_run_id": model.run_id,
+                   "input": str(source), **totals, "output": str(output), "engine": cfg.engine.value}
+        mlflow.log_params({k: v for k, v in summary.items() if k not in ("model_uri", "model_run_id")})
+    return summary | {"run_id": run.info.run_id}
+
+
+def tag_forecast_run(cfg: ForecastConfig, model: SavedModel) -> None:
+    mlflow.set_tags({"stage": "forecast", "model_uri": cfg.model_uri, "model_run_id": model.run_id or "",
+                     "model_version": model.version or ""})
 
 
 @hydra.main(config_path=CONF_DIR, config_name="forecast", version_base="1.3")
