@@ -42,9 +42,10 @@ from pipeline.window import load_windows
 
 PROBE_EVERY = 50
 LEVERS = {
-    "segments-12": ["model.segment_len=12"],
+    "segments-12": ["model.segment_len=12"],             # 28 recurrent steps over the lookback instead of 336
+    "segments-24": ["model.segment_len=24"],             # 14
     "segments-12-steps-1200": ["model.segment_len=12", "trainer.max_steps=1200"],
-    "batch-512-lr-6e-3": ["window.batch_size=512", "optim.lr=6e-3"],
+    "validate-every-300": ["trainer.val_check_interval=300"],
 }
 
 
@@ -87,10 +88,10 @@ def composed_config(overrides: list[str], scratch: str):
                                             "tracking.experiment=time_to_accuracy", "tracking.log_model=false"])
 
 
-def run_case(case: str) -> dict:
+def run_case(case: str, extra: list[str]) -> dict:
     """One case in this process: its probes."""
     torch.set_flush_denormal(True)
-    overrides = LEVERS.get(case, [])
+    overrides = [*LEVERS.get(case, []), *extra]
     with tempfile.TemporaryDirectory() as scratch:
         composed = composed_config(overrides, scratch)
         cfg = to_config(composed)
@@ -148,11 +149,12 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=["raw-fp32", "raw-bf16", "default", *LEVERS])
+    parser.add_argument("--override", nargs="*", default=[], help="more overrides for every case (a quick check)")
     parser.add_argument("--tracking-uri", default=TrackingConfig.uri, help="where the `benchmarks` run goes")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(run_case(args.worker)))
+        print(json.dumps(run_case(args.worker, args.override)))
         return
     if "raw-fp32" not in args.cases:
         parser.error("the target is raw-fp32's best validation MASE: include it in --cases")
@@ -161,8 +163,8 @@ def main() -> None:
     results = []
     for case in args.cases:
         print(f"{case}:", file=sys.stderr, flush=True)
-        worker = subprocess.run([sys.executable, __file__, "--worker", case], check=True, stdout=subprocess.PIPE,
-                                text=True)
+        worker = subprocess.run([sys.executable, __file__, "--worker", case, "--override", *args.override],
+                                check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT)
         results.append(json.loads(worker.stdout.strip().splitlines()[-1]))
     target, rows = summarise(results)
     print(f"\ntarget: validation MASE {target:.4f} (raw float32's best)\n{table(rows)}", file=sys.stderr)

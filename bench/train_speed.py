@@ -55,10 +55,10 @@ class RawLoop:
         self.offsets = torch.arange(len(dataset.steps), device=device)
         self.future_columns = dataset.future_columns.to(device)
         self.lookback, self.batch_size, self.clip, self.bf16 = dataset.lookback, batch_size, clip, bf16
-        hparams = module.hparams
-        self.loss = LOSSES[hparams.loss]
-        self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=hparams.lr,
-                                           weight_decay=hparams.weight_decay)
+        optim = module.hparams.optim
+        self.loss = LOSSES[optim["loss"]]
+        self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=optim["lr"],
+                                           weight_decay=optim["weight_decay"])
         self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max_steps)
         self.order = torch.randperm(len(self.starts), generator=torch.Generator().manual_seed(seed)).to(device)
         self.position = 0
