@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import TrainingDiverged
-from pipeline.network import RecurrentNetwork
+from pipeline.network import Ensemble, build_network
 from pipeline.window import Batch
 
 LOSSES = {"mse": nn.functional.mse_loss, "mae": nn.functional.l1_loss, "huber": nn.functional.huber_loss}
@@ -27,7 +27,7 @@ class TrainingModule(L.LightningModule):
         super().__init__()
         # Plain values only, so the checkpoint loads with weights_only=True; MLflow gets the full config.
         self.save_hyperparameters(logger=False)
-        self.network = RecurrentNetwork(**network)
+        self.network = build_network(**network)
         self.register_buffer("quantiles", torch.tensor(self.network.quantiles), persistent=False)
         self.point_loss = LOSSES[optim["loss"]]
         self.skipped = 0          # batches skipped for a non-finite loss or gradient
@@ -61,7 +61,13 @@ class TrainingModule(L.LightningModule):
         return self.network(batch.x, batch.future, batch.series, batch.lengths, target=batch.y)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        loss = self.loss(self(batch), batch.y, batch.observed)
+        if isinstance(self.network, Ensemble):
+            # Each member on its own loss (their mean): members trained on the ensemble's forecast would learn
+            # to make up for one another rather than each to forecast.
+            forecasts = self.network.each(batch.x, batch.future, batch.series, batch.lengths, target=batch.y)
+            loss = torch.stack([self.loss(f, batch.y, batch.observed) for f in forecasts]).mean()
+        else:
+            loss = self.loss(self(batch), batch.y, batch.observed)
         # Per step only: training is counted in steps, and an epoch's mean would be partial after a resume.
         # sync_dist: under DDP the mean over every process's share, the global batch's loss.
         self.log("train_loss", loss, on_step=True, on_epoch=False, batch_size=len(batch.y), sync_dist=True,

@@ -269,10 +269,56 @@ class RecurrentNetwork(nn.Module):
 
     def calibrated(self, forecast: torch.Tensor) -> torch.Tensor:
         """Quantiles widened (or narrowed) by the conformal offsets, in the scaled units of the target."""
-        if self.interval_offsets is None:
-            return forecast
-        # Calibration may narrow an interval past its neighbour; sorting keeps the levels monotone.
-        return (forecast + self.interval_offsets).sort(dim=-1).values
+        return calibrated(forecast, self.interval_offsets)
+
+
+def calibrated(forecast: torch.Tensor, offsets: torch.Tensor | None) -> torch.Tensor:
+    if offsets is None:
+        return forecast
+    # Calibration may narrow an interval past its neighbour; sorting keeps the levels monotone.
+    return (forecast + offsets).sort(dim=-1).values
+
+
+class Ensemble(nn.Module):
+    """`members` networks of one configuration (model.ensemble), from different initial weights, trained side by
+    side on the same batches, each on its own loss (pipeline/lit_module.py); the forecast is their mean.
+
+    Averaging members removes part of what a seed changes (bench/ACCURACY.md, "The ensemble option"). It answers
+    what the forecast, backtest and export paths ask of a network."""
+
+    def __init__(self, *, members: int, **network):
+        super().__init__()
+        self.members = nn.ModuleList(RecurrentNetwork(**network) for _ in range(members))
+        first = self.members[0]
+        self.horizon, self.window_norm, self.season = first.horizon, first.window_norm, first.season
+        self.n_features, self.n_future = first.n_features, first.n_future
+        self.quantiles, self.median = first.quantiles, first.median
+        # The conformal offsets of the ensemble's forecast (the members' own stay zero).
+        self.register_buffer("interval_offsets", torch.zeros(len(self.quantiles)) if len(self.quantiles) > 1
+                             else None)
+
+    @property
+    def embedding(self) -> nn.Embedding | None:
+        """Whether (and how) the members read a series id: each has its own table."""
+        return self.members[0].embedding
+
+    def each(self, x: torch.Tensor, future: torch.Tensor, series: torch.Tensor | None = None,
+             lengths: torch.Tensor | None = None, target: torch.Tensor | None = None,
+             horizon: int | None = None) -> torch.Tensor:
+        """(members, B, H) or (members, B, H, Q): every member's forecast."""
+        return torch.stack([member(x, future, series, lengths, target, horizon) for member in self.members])
+
+    def forward(self, x: torch.Tensor, future: torch.Tensor, series: torch.Tensor | None = None,
+                lengths: torch.Tensor | None = None, target: torch.Tensor | None = None,
+                horizon: int | None = None) -> torch.Tensor:
+        """RecurrentNetwork's forward, averaged over the members (a mean of monotone quantiles stays monotone)."""
+        return calibrated(self.each(x, future, series, lengths, target, horizon).mean(0), self.interval_offsets)
+
+
+def build_network(*, members: int = 1, **network) -> RecurrentNetwork | Ensemble:
+    """The network a spec or checkpoint describes: RecurrentNetwork's keyword arguments, and how many members
+    (model.ensemble; absent in models saved before ensembles: one)."""
+    return RecurrentNetwork(**network) if members == 1 else Ensemble(members=members, **network)
 
 
 def check_combination(cell: str, nonlinearity: str, strategy: str, attention: bool, quantiles: list[float],

@@ -34,7 +34,7 @@ from pipeline.errors import ConfigError, DataError, first_line
 from pipeline.features import calendar_names
 from pipeline.ids import SERIES_ID, id_columns_of
 from pipeline.load import OBSERVED, TARGET, TIME, Series
-from pipeline.network import RecurrentNetwork
+from pipeline.network import RecurrentNetwork, build_network
 from pipeline.scaling import Scaler
 from pipeline.tracking import library_version, reachable
 from pipeline.window import Split, Windows
@@ -59,7 +59,7 @@ class ModelSpec:
     data: dict          # DataConfig fields, with freq and season resolved
     lookback: int
     horizon: int
-    network: dict       # RecurrentNetwork's keyword arguments, exactly
+    network: dict       # RecurrentNetwork's keyword arguments, exactly, and `members` for an ensemble
     scaler: dict        # Scaler fields, keyed by series
     series_ids: list    # training series keys, in the order of the series embedding
     time_zone: str | None  # the zone the training times were given in; None: wall-clock times without a zone
@@ -155,7 +155,7 @@ def read_model(spec_path: Path, weights_path: Path) -> SavedModel:
         raise ConfigError(f"{weights_path}: cannot be read as model weights ({first_line(error)}); the model "
                           f"artifact is damaged or was altered: log the model again") from error
     try:
-        network = RecurrentNetwork(**spec.network)
+        network = build_network(**spec.network)
         network.load_state_dict(state)
     except (RuntimeError, TypeError) as error:
         raise ConfigError(f"{weights_path}: the weights do not fit the network its {SPEC_FILE} describes "

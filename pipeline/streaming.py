@@ -15,7 +15,7 @@ import torch
 from pipeline.errors import ConfigError
 from pipeline.features import calendar_features
 from pipeline.forecasting import forecast_columns
-from pipeline.network import RecurrentNetwork
+from pipeline.network import Ensemble, RecurrentNetwork
 from pipeline.saved_model import SavedModel
 
 
@@ -27,6 +27,9 @@ class NetworkStream:
     """
 
     def __init__(self, network: RecurrentNetwork, series: int = 0):
+        if isinstance(network, Ensemble):
+            raise ConfigError("an ensemble (model.ensemble > 1) does not stream yet: stream one of its members, or "
+                              "train with model.ensemble=1 to stream")
         if network.encoder.directions == 2:
             raise ConfigError("a bidirectional encoder cannot stream: its backward pass starts from the newest "
                               "step, so each new observation changes every state; train with "

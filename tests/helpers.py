@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import plain, to_config
-from pipeline.network import RecurrentNetwork
+from pipeline.network import RecurrentNetwork, build_network
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -255,7 +255,7 @@ def network_for(windows, *overrides: str, season: int | None = None, **changes) 
     """A network for `windows` from conf/ plus `overrides`, with keyword arguments changed by `changes`."""
     args = network_args(*overrides, n_features=windows.n_features, n_future=len(windows.future_columns),
                         n_series=len(windows.splits), season=season)
-    return RecurrentNetwork(**(args | changes))
+    return build_network(**(args | changes))
 
 
 def forecaster_for(windows, *overrides: str, season: int | None = None, **changes):

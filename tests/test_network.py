@@ -12,7 +12,7 @@ from pipeline.forecasting import predict
 from pipeline.lit_module import TrainingModule
 from pipeline.load import validate_frame
 from pipeline.metrics import seasonal_naive
-from pipeline.network import RecurrentNetwork
+from pipeline.network import RecurrentNetwork, build_network
 from pipeline.sampler import batches
 from pipeline.window import make_windows
 from tests.helpers import forecaster_for, network_args
@@ -37,7 +37,7 @@ def small_module(windows, cell="lstm", num_layers=1, bidirectional=False, season
 
 def network(n_features=3, **changes) -> RecurrentNetwork:
     """A network from the default config, with some of its keyword arguments changed."""
-    return RecurrentNetwork(**(network_args(n_features=n_features, n_future=0) | changes))
+    return build_network(**(network_args(n_features=n_features, n_future=0) | changes))
 
 
 def fit(module, windows, callbacks=(), **trainer_args):

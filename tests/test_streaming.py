@@ -9,7 +9,7 @@ import torch
 from pipeline.config import DataConfig
 from pipeline.errors import ConfigError, DataError
 from pipeline.load import validate_frame
-from pipeline.network import RecurrentNetwork
+from pipeline.network import RecurrentNetwork, build_network
 from pipeline.saved_model import FORMAT, ModelSpec, SavedModel
 from pipeline.streaming import NetworkStream, SeriesStream
 from pipeline.window import make_windows
@@ -33,7 +33,7 @@ def arguments(windows, **changes) -> dict:
 
 def network_of(windows, **changes) -> RecurrentNetwork:
     torch.manual_seed(0)
-    network = RecurrentNetwork(**arguments(windows, **changes)).eval()
+    network = build_network(**arguments(windows, **changes)).eval()
     # Seasonal skip starts the head at zero; move it so that the forecast depends on the state.
     with torch.no_grad():
         network.decoder.head[-1].weight.normal_(0, 0.1)

@@ -1,0 +1,97 @@
+"""model.ensemble=K: K networks from different initial weights, each trained on its own loss, forecasting their
+mean as one model: saved, checked and loaded like any other, exported, and refused where it cannot go."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from pipeline.config import DataConfig, ExportFormat, TrackingConfig
+from pipeline.errors import ConfigError
+from pipeline.export import check_export, export_network
+from pipeline.load import validate_frame
+from pipeline.network import Ensemble, RecurrentNetwork
+from pipeline.saved_model import load_model
+from pipeline.streaming import NetworkStream
+from pipeline.window import make_windows
+from tests.helpers import forecaster_for, run_stage
+
+LOOKBACK, HORIZON = 96, 24
+SMALL_NETWORK = [f"window.lookback={LOOKBACK}", f"window.horizon={HORIZON}", "model.hidden_size=8",
+                 "model.num_layers=1"]
+
+
+@pytest.fixture
+def windows(vic_elec):
+    series = validate_frame(vic_elec.iloc[:1500], DataConfig(), source="vic_elec slice")
+    return make_windows(series, LOOKBACK, HORIZON, 4, 96, 96, calendar=True)
+
+
+def test_an_ensemble_forecasts_the_mean_of_members_that_start_apart(windows):
+    module = forecaster_for(windows, *SMALL_NETWORK, "model.ensemble=3", season=48)
+    network = module.network.eval()
+    assert isinstance(network, Ensemble) and len(network.members) == 3
+    assert all(isinstance(member, RecurrentNetwork) for member in network.members)
+    first, second = (dict(member.named_parameters()) for member in network.members[:2])
+    name = "encoder.stack.layers.0.weight_ih_l0"
+    assert name in first and not torch.equal(first[name], second[name])  # different initial weights
+    batch = windows.val_origins[torch.arange(4)]
+    with torch.no_grad():
+        mean = torch.stack([member(batch.x, batch.future) for member in network.members]).mean(0)
+        assert torch.allclose(network(batch.x, batch.future), mean, atol=1e-6)
+    # One member is the plain network: model.ensemble=1 builds no ensemble.
+    assert isinstance(forecaster_for(windows, *SMALL_NETWORK, season=48).network, RecurrentNetwork)
+
+
+def test_each_member_learns_from_its_own_loss_only(windows):
+    module = forecaster_for(windows, *SMALL_NETWORK, "model.ensemble=3", season=48)
+    for member in module.network.members:  # as after some training: the seasonal skip's heads start at zero,
+        torch.nn.init.normal_(member.decoder.head[-1].weight, std=0.1)  # where every member forecasts alike
+    batch = windows.train[torch.arange(16)]
+    module.training_step(batch, 0).backward()
+    together = [p.grad.clone() for p in module.network.members[0].parameters() if p.grad is not None]
+    module.zero_grad()
+    # The first member's gradient is that of its own loss (a third of it: the loss is the members' mean) ...
+    own = module.loss(module.network.members[0](batch.x, batch.future, target=batch.y), batch.y) / 3
+    own.backward()
+    alone = [p.grad.clone() for p in module.network.members[0].parameters() if p.grad is not None]
+    assert len(together) == len(alone) > 0
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(together, alone))
+    # ... and not that of the ensemble's forecast, which would tie it to the others.
+    module.zero_grad()
+    module.loss(module(batch), batch.y).backward()
+    joint = [p.grad for p in module.network.members[0].parameters() if p.grad is not None]
+    assert not all(torch.allclose(a, b, atol=1e-6) for a, b in zip(joint, alone))
+
+
+def test_an_ensemble_exports_to_a_graph_that_forecasts_as_it_does(windows, tmp_path):
+    network = forecaster_for(windows, *SMALL_NETWORK, "model.ensemble=2", season=48).network.eval()
+    path = tmp_path / "model.pt"
+    export_network(network, LOOKBACK, ExportFormat.torchscript, path)
+    assert check_export(network, LOOKBACK, ExportFormat.torchscript, path)["max_abs_diff"] < 1e-5
+
+
+def test_an_ensemble_refuses_to_stream_in_one_line(windows):
+    network = forecaster_for(windows, *SMALL_NETWORK, "model.ensemble=2", "model.window_norm=false",
+                             season=48).network
+    with pytest.raises(ConfigError, match=r"an ensemble \(model.ensemble > 1\) does not stream yet"):
+        NetworkStream(network)
+
+
+@pytest.mark.slow
+def test_an_ensemble_trains_and_forecasts_as_one_logged_model(store, tmp_path):
+    summary = store.train("model.ensemble=2")
+    model = load_model(f"runs:/{summary['run_id']}/model", TrackingConfig(uri=store.uri))
+    assert model.spec.network["members"] == 2 and isinstance(model.network, Ensemble)
+    history = pd.read_parquet(store.folder / "new.parquet").iloc[-200:]
+    forecast = model.forecast(history)
+    assert len(forecast) == 48 and forecast["forecast"].notna().all()
+    output = tmp_path / "forecast.csv"
+    done = run_stage("pipeline.forecast", f"model_uri=runs:/{summary['run_id']}/model",
+                     f"data.path={store.folder / 'new.parquet'}", f"output={output}", f"tracking.uri={store.uri}",
+                     f"hydra.run.dir={tmp_path / 'run'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["series"] == 1
+    written = pd.read_csv(output)
+    assert len(written) == 48
