@@ -21,9 +21,7 @@ from pipeline import tracking
 from pipeline.cli import finish
 from pipeline.config import CONF_DIR, ForecastConfig, to_config
 from pipeline.errors import ConfigError
-from pipeline.forecast_folder import check_output_folder, forecast_folder
-from pipeline.forecasting import forecast_series
-from pipeline.load import TIME, load_series
+from pipeline.forecast_folder import check_output_folder, forecast_folder, forecast_path
 from pipeline.saved_model import SavedModel, load_model
 
 log = logging.getLogger(__name__)
@@ -104,14 +102,10 @@ def run_forecast(cfg: ForecastConfig) -> dict:
     model = load_model(cfg.model_uri, cfg.tracking)
     if source.is_dir():
         return forecast_into_folder(cfg, model, source, output)
-    data = model.data
-    data.path, data.time_zone = str(source), cfg.data.time_zone or data.time_zone
-    series = load_series(data, future_steps=model.spec.horizon)
-    out = forecast_series(model, series, source=str(source))
-    times = series.frame[TIME]
+    out, held = forecast_path(model, str(source), cfg.data.time_zone)
     summary = {"model_uri": cfg.model_uri, "model_version": model.version, "model_run_id": model.run_id,
-               "input": str(source), "input_start": str(times.min()), "input_end": str(times.max()),
-               "series": int(len(out) // model.spec.horizon), "rows": len(out), "output": str(output)}
+               "input": str(source), "input_start": held["input_start"], "input_end": held["input_end"],
+               "series": held["series"], "rows": held["rows"], "output": str(output)}
     with tracking.start_run(cfg.tracking) as run:
         tag_forecast_run(cfg, model)
         mlflow.log_params({k: v for k, v in summary.items() if k not in ("model_uri", "model_run_id")})

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
+
 from pipeline.config import DaskConfig, Engine, ForecastConfig, TrackingConfig
 from pipeline.errors import ConfigError, DataError
 from pipeline.forecasting import forecast_series
@@ -68,15 +70,22 @@ def forecast_folder(cfg: ForecastConfig, model: SavedModel, source: Path, output
             "input_start": min(p["input_start"] for p in parts), "input_end": max(p["input_end"] for p in parts)}
 
 
-def forecast_file(model: SavedModel, path: str, folder: str, time_zone: str | None) -> dict:
-    """One input file's forecasts as folder/<its name>; what it held."""
+def forecast_path(model: SavedModel, path: str, time_zone: str | None) -> tuple[pd.DataFrame, dict]:
+    """A file of recent history, read and checked as training read its own, -> its forecasts, and what it held
+    (series, rows, time range). `time_zone`: that of its times without an offset (None: the model's)."""
     data = replace(model.data, path=path, time_zone=time_zone or model.data.time_zone)
     series = load_series(data, future_steps=model.spec.horizon)
     out = forecast_series(model, series, source=path)
-    out.to_parquet(Path(folder) / Path(path).name, index=False)
     times = series.frame[TIME]
-    return {"series": len(out) // model.spec.horizon, "rows": len(out), "input_start": str(times.min()),
-            "input_end": str(times.max())}
+    return out, {"series": len(out) // model.spec.horizon, "rows": len(out), "input_start": str(times.min()),
+                 "input_end": str(times.max())}
+
+
+def forecast_file(model: SavedModel, path: str, folder: str, time_zone: str | None) -> dict:
+    """One input file's forecasts as folder/<its name>; what it held."""
+    out, held = forecast_path(model, path, time_zone)
+    out.to_parquet(Path(folder) / Path(path).name, index=False)
+    return held
 
 
 def replace_folder(staging: Path, output: Path) -> None:
