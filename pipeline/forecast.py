@@ -21,7 +21,7 @@ from pipeline import tracking
 from pipeline.cli import finish
 from pipeline.config import CONF_DIR, ForecastConfig, to_config
 from pipeline.errors import ConfigError
-from pipeline.forecast_folder import check_output_folder, forecast_folder, forecast_path
+from pipeline.forecast_folder import check_output_folder, check_parents, forecast_folder, forecast_path
 from pipeline.saved_model import SavedModel, load_model
 
 log = logging.getLogger(__name__)
@@ -62,9 +62,7 @@ def check_output(path: Path) -> str:
     suffixes = "".join(path.suffixes).lower()
     if not (suffixes.endswith(".parquet") or ".csv" in suffixes):
         raise ConfigError(f"output={path}: use a .csv, .csv.gz or .parquet file name")
-    blocked = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    if blocked is not None:
-        raise ConfigError(f"output={path}: {blocked} is a file, not a folder; choose another output path")
+    check_parents(path)
     return suffixes
 
 
@@ -95,12 +93,13 @@ def run_forecast(cfg: ForecastConfig) -> dict:
     if not cfg.model_uri or not cfg.data.path or not cfg.output:
         raise ConfigError("give model_uri=<MLflow model URI>, data.path=<new data> and output=<file>")
     output, source = Path(cfg.output), Path(cfg.data.path)
-    if source.is_dir():
+    folder = source.is_dir()
+    if folder:  # before anything is loaded or a run opens
         check_output_folder(output)
     else:
-        check_output(output)  # before anything is loaded or a run opens
+        check_output(output)
     model = load_model(cfg.model_uri, cfg.tracking)
-    if source.is_dir():
+    if folder:
         return forecast_into_folder(cfg, model, source, output)
     out, held = forecast_path(model, str(source), cfg.data.time_zone)
     summary = {"model_uri": cfg.model_uri, "model_version": model.version, "model_run_id": model.run_id,

@@ -23,20 +23,13 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.config import DaskConfig, Engine, ForecastConfig, TrackingConfig
-from pipeline.errors import ConfigError, DataError
+from pipeline.errors import ConfigError
 from pipeline.forecasting import forecast_series
 from pipeline.load import TIME, load_series
+from pipeline.parquet_folder import parquet_files
 from pipeline.saved_model import SavedModel, load_model
 
 log = logging.getLogger(__name__)
-
-
-def input_files(folder: Path) -> list[Path]:
-    files = sorted(folder.glob("*.parquet"))
-    if not files:
-        raise DataError(f"{folder}: a folder without .parquet files; data.path takes a CSV or Parquet file, or a "
-                        f"folder of Parquet files (one group of series each)")
-    return files
 
 
 def check_output_folder(path: Path) -> None:
@@ -47,6 +40,11 @@ def check_output_folder(path: Path) -> None:
     if path.suffix.lower() in (".csv", ".parquet", ".gz"):
         raise ConfigError(f"output={path}: data.path is a folder of Parquet files, so the forecasts are a folder "
                           f"too (one file per input file); give a folder name without an extension")
+    check_parents(path)
+
+
+def check_parents(path: Path) -> None:
+    """That no folder above the output `path` is a file."""
     blocked = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if blocked is not None:
         raise ConfigError(f"output={path}: {blocked} is a file, not a folder; choose another output path")
@@ -54,7 +52,7 @@ def check_output_folder(path: Path) -> None:
 
 def forecast_folder(cfg: ForecastConfig, model: SavedModel, source: Path, output: Path) -> dict:
     """Every file of `source` forecast into `output` (replaced whole); totals over the files."""
-    files = input_files(source)
+    files = parquet_files(source)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}~", dir=output.parent))
     try:

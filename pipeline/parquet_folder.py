@@ -40,11 +40,17 @@ def stack_folder(data: DataConfig, window: WindowConfig, split: SplitConfig, scr
         shutil.rmtree(folder)
 
 
-def stack_files(data: DataConfig, window: WindowConfig, split: SplitConfig, folder: Path) -> tuple[Series, Windows]:
-    files = sorted(Path(data.path).glob("*.parquet"))
+def parquet_files(folder: Path) -> list[Path]:
+    """The folder's Parquet files in name order (training stacks them, the forecast stage forecasts each)."""
+    files = sorted(folder.glob("*.parquet"))
     if not files:
-        raise DataError(f"{data.path}: a folder without .parquet files; data.path takes a CSV or Parquet file, or "
-                        f"a folder of Parquet files (one group of series each)")
+        raise DataError(f"{folder}: a folder without .parquet files; data.path takes a CSV or Parquet file, or a "
+                        f"folder of Parquet files (one group of series each)")
+    return files
+
+
+def stack_files(data: DataConfig, window: WindowConfig, split: SplitConfig, folder: Path) -> tuple[Series, Windows]:
+    files = parquet_files(Path(data.path))
     arrays = {name: (folder / name).open("wb") for name in ("values", "target", "times", "observed")}
     first, splits, center, scale, seen, report = None, [], {}, {}, {}, {"files": len(files)}
     rows = width = read = 0
