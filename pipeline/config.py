@@ -199,8 +199,8 @@ class ModelConfig:
     # 336 steps become 28 recurrent steps of 12, 11x faster steps on CPU, but worse on the validation block of
     # the default data than step by step (README, "Results"). null reads step by step.
     segment_len: Optional[int] = bounded(None, low=1)
-    # Train this many networks of this configuration side by side (different initial weights, the same batches,
-    # each on its own loss) and forecast their mean: one logged model, `ensemble` times the training cost.
+    # Train this many networks of this configuration side by side (different initial weights, each on its own
+    # batches and its own loss) and forecast their mean: one logged model, `ensemble` times the training cost.
     ensemble: int = bounded(1, low=1)
 
 

@@ -62,10 +62,7 @@ class TrainingModule(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if isinstance(self.network, Ensemble):
-            # Each member on its own loss (their mean): members trained on the ensemble's forecast would learn
-            # to make up for one another rather than each to forecast.
-            forecasts = self.network.each(batch.x, batch.future, batch.series, batch.lengths, target=batch.y)
-            loss = torch.stack([self.loss(f, batch.y, batch.observed) for f in forecasts]).mean()
+            loss = self.ensemble_loss(batch)
         else:
             loss = self.loss(self(batch), batch.y, batch.observed)
         # Per step only: training is counted in steps, and an epoch's mean would be partial after a resume.
@@ -74,6 +71,24 @@ class TrainingModule(L.LightningModule):
                  prog_bar=True)
         self.last_loss = loss.detach()
         return loss
+
+    def ensemble_loss(self, batch: Batch) -> torch.Tensor:
+        """The mean of the members' own losses, each on its own share of the batch.
+
+        Each member on its own loss: members trained on the ensemble's forecast would learn to make up for one
+        another rather than each to forecast. Each on its own windows (the training batch holds `members` batches,
+        pipeline.trainer.prepare): members that also see different data are as far apart as separately seeded
+        trainings, whose average is where an ensemble's gain lies (bench/ACCURACY.md, "The ensemble option")."""
+        members = len(self.network.members)
+        if len(batch.y) < members:  # an epoch's last, smaller batch: too few windows to share, so all read it
+            shares = [batch] * members
+        else:
+            shares = [Batch(*parts) for parts in zip(*(
+                [None] * members if part is None else part.tensor_split(members) for part in batch))]
+        losses = [self.loss(member(share.x, share.future, share.series, share.lengths, target=share.y),
+                            share.y, share.observed)
+                  for member, share in zip(self.network.members, shares)]
+        return torch.stack(losses).mean()
 
     def on_validation_epoch_start(self) -> None:
         self.val_totals = torch.zeros(2, device=self.device)  # loss summed over observed targets, their number

@@ -65,7 +65,7 @@ def train(cfg: DictConfig, output_dir: Path, *, resume: Resume | None = None, ru
     module = build_module(config, windows, config.model.skip_season or series.season)
     fitting = prepare(trainer_kwargs(cfg), windows, config.model.cell.value, batch_size=config.window.batch_size,
                       seed=config.seed, patience=config.optim.patience, output_dir=output_dir, run_tags=run_tags,
-                      extra_callbacks=extra_callbacks)
+                      extra_callbacks=extra_callbacks, members=config.model.ensemble)
     if not is_rank_zero():
         # Another process of a distributed training: it trains its share of each batch; rank zero tracks,
         # evaluates and writes everything.

@@ -46,14 +46,15 @@ class Fitting:
 
 def prepare(trainer_args: dict[str, Any], windows: Windows, cell: str, *, batch_size: int, seed: int,
             patience: int | None, output_dir: Path, run_tags: dict[str, str],
-            extra_callbacks: Sequence[L.Callback] = ()) -> Fitting:
-    """The Trainer for `trainer_args` (a misspelled one fails first, in one line)."""
+            extra_callbacks: Sequence[L.Callback] = (), members: int = 1) -> Fitting:
+    """The Trainer for `trainer_args` (a misspelled one fails first, in one line). An ensemble of `members`
+    networks draws `members` batches a step, one for each (TrainingModule.ensemble_loss)."""
     check_trainer_args(trainer_args)
     trainer_args = validate_by_the_end(trainer_args) | {"precision": resolve_precision(trainer_args, cell)}
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(LIGHTNING_NOISE)  # once: the same filter
     if trainer_args.get("enable_progress_bar") is None:
         trainer_args["enable_progress_bar"] = sys.stderr.isatty()
-    train_batches = batches(windows.train, batch_size, shuffle=True, seed=seed)
+    train_batches = batches(windows.train, batch_size * members, shuffle=True, seed=seed)
     val_batches = batches(windows.val, batch_size, shuffle=False)
     best = ModelCheckpoint(dirpath=output_dir / "checkpoints", monitor="val_loss", mode="min", save_top_k=1,
                            filename="best-{step}")

@@ -44,25 +44,45 @@ def test_an_ensemble_forecasts_the_mean_of_members_that_start_apart(windows):
     assert isinstance(forecaster_for(windows, *SMALL_NETWORK, season=48).network, RecurrentNetwork)
 
 
-def test_each_member_learns_from_its_own_loss_only(windows):
+def member_gradient(module, loss: torch.Tensor) -> list[torch.Tensor]:
+    module.zero_grad()
+    loss.backward()
+    return [p.grad.clone() for p in module.network.members[0].parameters() if p.grad is not None]
+
+
+def test_each_member_learns_from_its_own_loss_on_its_own_windows(windows):
     module = forecaster_for(windows, *SMALL_NETWORK, "model.ensemble=3", season=48)
+    first = module.network.members[0]
     for member in module.network.members:  # as after some training: the seasonal skip's heads start at zero,
         torch.nn.init.normal_(member.decoder.head[-1].weight, std=0.1)  # where every member forecasts alike
-    batch = windows.train[torch.arange(16)]
-    module.training_step(batch, 0).backward()
-    together = [p.grad.clone() for p in module.network.members[0].parameters() if p.grad is not None]
-    module.zero_grad()
-    # The first member's gradient is that of its own loss (a third of it: the loss is the members' mean) ...
-    own = module.loss(module.network.members[0](batch.x, batch.future, target=batch.y), batch.y) / 3
-    own.backward()
-    alone = [p.grad.clone() for p in module.network.members[0].parameters() if p.grad is not None]
+    batch = windows.train[torch.arange(18)]
+    together = member_gradient(module, module.training_step(batch, 0))
+    # The first member's gradient is that of its own loss on its own third of the batch (a third of it: the
+    # loss is the members' mean) ...
+    share = windows.train[torch.arange(6)]
+    alone = member_gradient(module, module.loss(first(share.x, share.future, target=share.y), share.y) / 3)
     assert len(together) == len(alone) > 0
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(together, alone))
-    # ... and not that of the ensemble's forecast, which would tie it to the others.
-    module.zero_grad()
-    module.loss(module(batch), batch.y).backward()
-    joint = [p.grad for p in module.network.members[0].parameters() if p.grad is not None]
+    # ... not that of its loss on the whole batch (the members would see the same windows) ...
+    whole = member_gradient(module, module.loss(first(batch.x, batch.future, target=batch.y), batch.y) / 3)
+    assert not all(torch.allclose(a, b, atol=1e-6) for a, b in zip(whole, alone))
+    # ... nor that of the ensemble's forecast, which would tie it to the others.
+    joint = member_gradient(module, module.loss(module(batch), batch.y))
     assert not all(torch.allclose(a, b, atol=1e-6) for a, b in zip(joint, alone))
+    # An epoch's last batch with fewer windows than members: every member reads all of it.
+    tiny = windows.train[torch.arange(2)]
+    shared = member_gradient(module, module.training_step(tiny, 0))
+    alone = member_gradient(module, module.loss(first(tiny.x, tiny.future, target=tiny.y), tiny.y) / 3)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(shared, alone))
+
+
+def test_an_ensemble_draws_one_batch_per_member_each_step(windows, tmp_path):
+    from pipeline.trainer import prepare
+
+    for members in (1, 3):
+        fitting = prepare({"max_steps": 1, "accelerator": "cpu"}, windows, "lstm", batch_size=8, seed=0,
+                          patience=None, output_dir=tmp_path, run_tags={}, members=members)
+        assert len(next(iter(fitting.train_batches)).y) == 8 * members
 
 
 def test_an_ensemble_exports_to_a_graph_that_forecasts_as_it_does(windows, tmp_path):
