@@ -8,15 +8,18 @@ Every model row is the printed `python -m pipeline.train ...` command, run as it
 private MLflow store and run folder): its validation and test metrics come from the stage's own backtest, the
 same origins the baselines below are scored on. The classical baselines (statsforecast, the `bench` extra) are
 fitted, for each origin, on the series' history before it, and scored with the pipeline's metric functions.
-Choices are made on the validation block (`val MASE`); the test block is read once per row.
+Choices are made on the validation block (`val MASE`); the test block is read once per row. Each row's test
+MASE stands beside the best classical model's on the same block, with a paired bootstrap over its forecasts.
 
+Protocols: vic_elec (half-hourly), tourism (quarterly panel), us_gasoline (weekly), and vic_elec_2014, a long
+backtest: one model trained on 2012-2013 and scored by the evaluate stage from every day of 2014, no retraining.
 Protocols with gap validation (tourism) rerun each row on the file without its test block: its test block is
 then the validation block, forecast as the real test block is (8 quarters after training ends). Ensemble rows
 train nothing: they average the stored forecasts of their member rows.
 
 Results are kept per row in outputs/bench/accuracy.jsonl (forecasts under outputs/bench/forecasts/), so rows
-can be (re)run in parts; the table shows the latest result of each row. A full run takes about an hour on 2
-CPU cores, most of it the vic_elec rows (~4.5 min each).
+can be (re)run in parts; each protocol's table (the latest result of each row) replaces its own marked section of
+ACCURACY.md, leaving the rest of the file as it is. A full run takes about two hours on 2 CPU cores.
 """
 
 import argparse
@@ -65,27 +68,31 @@ class Protocol:
     # ends a held-out block earlier (the row rerun on the file without its test block). What the tourism
     # choices are made on: its plain validation block follows training directly and cannot see level drift.
     gap_validation: bool = False
-    notes: str = ""
+    # A long backtest: rows train on the file without the last `long_origins` horizons and are scored by the
+    # evaluate stage from each of those origins, a horizon apart, without retraining (run_long_row).
+    long_origins: int = 0
 
 
 PROTOCOLS = {
     "vic_elec": Protocol(
         [], "half-hourly demand, one series; lookback 336 (a week), horizon 48 (a day); validation and test "
-            "are the last 28 days each, forecast from 28 daily origins", ["mstl"],
-        notes="The `previous default` rows are ablations of the recipe before per-window normalisation won on the "
-              "validation block (0.506 and 0.500 over two seeds against 0.498 and 0.553); their commands say "
-              "`model.window_norm=false`. The two `default in float32` rows were run as `model.window_norm=true` "
-              "on top of that previous default, before trainer.precision=auto: today's configuration in float32. "
-              "The `default` rows are today's command, which trains in bf16-mixed on this CPU: equal validation "
-              "MASE, 1.8x less fit time."),
+            "are the last 28 days each, forecast from 28 daily origins", ["mstl"]),
     "tourism": Protocol(
         ["experiment=tourism"],
         "quarterly trips, 304 series, one global model; lookback 8 (2 years), horizon 8 (2 years); validation "
         "and test are the last 8 quarters each, one origin per series (conf/experiment/tourism.yaml)",
-        ["autoets"], gap_validation=True,
-        notes="Rows other than `default` were run before trainer.precision=auto, in float32; their commands say so. "
-              "The `default` rows (bf16-mixed on this CPU) match the float32 ones on the gap validation "
-              "(1.067/1.061/1.064 against 1.066/1.060/1.064)."),
+        ["autoets"], gap_validation=True),
+    "us_gasoline": Protocol(
+        ["experiment=us_gasoline"],
+        "weekly US finished motor gasoline supplied (million barrels a day), one series, 1991-2017; lookback 104 "
+        "(2 years), horizon 13 (a quarter); validation and test are the last 104 weeks each, 8 origins each "
+        "(conf/experiment/us_gasoline.yaml: only data, window and split settings; the recipe is the default)",
+        ["autoets", "mstl"]),
+    "vic_elec_2014": Protocol(
+        [], "the long backtest: the default recipe trained once on 2012-2013 (the file without its last 365 days, "
+            "so its own validation and test blocks are December 2013), not retrained, then scored by the evaluate "
+            "stage from every day of 2014 (365 daily origins, a day ahead each, MASE scaled by the history "
+            "before 2014); MSTL refitted at every origin on the same origins", ["mstl"], long_origins=365),
 }
 
 
@@ -137,9 +144,24 @@ ROWS = [
     Row("vic_elec", "batches of 512, 300 steps", ["window.batch_size=512", "trainer.max_steps=300",
                                                  "trainer.val_check_interval=50"]),
     Row("vic_elec", "early stopping (patience 2)", ["optim.patience=2"]),
+    Row("vic_elec", "default, seed 2", ["seed=2"]),
+    # The ensemble option (model.ensemble), each member on its own batches, against the default.
+    *[Row("vic_elec", "segments of 4, ensemble of 3" + (f", seed {s}" if s else ""),
+          ["model.segment_len=4", "model.ensemble=3"] + ([f"seed={s}"] if s else [])) for s in range(3)],
+    Row("vic_elec_2014", "default"),
+    Row("vic_elec_2014", "segments of 4, ensemble of 3", ["model.segment_len=4", "model.ensemble=3"]),
+    *[Row("us_gasoline", "default" + (f", seed {s}" if s else ""), [f"seed={s}"] if s else []) for s in range(3)],
+    Row("us_gasoline", "lookback 52", ["window.lookback=52"]),
+    Row("us_gasoline", "lookback 156", ["window.lookback=156"]),
+    Row("us_gasoline", "no seasonal skip", ["model.seasonal_skip=false"]),
+    Row("us_gasoline", "no seasonal skip, ensemble of 3", ["model.seasonal_skip=false", "model.ensemble=3"]),
+    *[Row("us_gasoline", "ensemble of 3" + (f", seed {s}" if s else ""),
+          ["model.ensemble=3"] + ([f"seed={s}"] if s else [])) for s in range(3)],
     Row("tourism", "default"),
     Row("tourism", "default, seed 1", ["seed=1"]),
     Row("tourism", "default, seed 2", ["seed=2"]),
+    *[Row("tourism", "ensemble of 3" + (f", seed {s}" if s else ""),
+          ["model.ensemble=3"] + ([f"seed={s}"] if s else [])) for s in range(3)],
     Row("tourism", "ensemble of seeds 0, 1, 2", members=["default", "default, seed 1", "default, seed 2"]),
     Row("tourism", "default in float32", FP32),
     Row("tourism", "default in float32, seed 1", [*FP32, "seed=1"]),
@@ -179,6 +201,32 @@ def run_row(row: Row, workdir: Path) -> dict:
     keep_forecasts(workdir / "mlflow.db", summary["run_id"], {"val": "val", "test": "test"}, row.key,
                    workdir / "artifacts")
     return summary | {"wall_seconds": round(wall, 1)}
+
+
+def run_long_row(row: Row, workdir: Path) -> dict:
+    """Train on the file without the horizons of its last `long_origins` origins, then score the logged model with
+    the evaluate stage from each of those origins (no retraining); the evaluation's forecasts are kept as the
+    row's test block."""
+    protocol, cfg = PROTOCOLS[row.protocol], composed(row.protocol)
+    origins, horizon = protocol.long_origins, cfg.window.horizon
+    raw = read_table(ROOT / cfg.data.path)  # one series, in time order
+    cut = workdir / "without_the_long_backtest.parquet"
+    raw.iloc[:len(raw) - origins * horizon].to_parquet(cut, index=False)
+    private = [f"tracking.uri=sqlite:///{workdir}/mlflow.db"]
+    started = time.perf_counter()
+    summary = train(row, [sys.executable, "-m", "pipeline.train", *protocol.overrides, *row.overrides,
+                          f"data.path={cut}", *private, f"hydra.run.dir={workdir}/run"])
+    wall = time.perf_counter() - started
+    evaluation = train(row, [sys.executable, "-m", "pipeline.evaluate", f"run_id={summary['run_id']}",
+                             f"data.path={ROOT / cfg.data.path}", f"evaluate.origins={origins}",
+                             f"evaluate.step={horizon}", *private, f"hydra.run.dir={workdir}/evaluate"])
+    folder = Path(MlflowClient(f"sqlite:///{workdir}/mlflow.db").download_artifacts(
+        evaluation["run_id"], "evaluation", str(workdir / "artifacts")))
+    forecasts_path(row.key, "test").parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(folder / "forecasts.parquet", forecasts_path(row.key, "test"))
+    return {"fit_steps": summary["fit_steps"], "fit_seconds": summary["fit_seconds"], "wall_seconds": round(wall, 1),
+            "val": summary["val"], "trained_test": summary["test"],
+            "test": evaluation["model"], "seasonal_naive": evaluation["seasonal_naive"]}
 
 
 def keep_forecasts(store: Path, run_id: str, blocks: dict[str, str], key: str, scratch: Path) -> None:
@@ -239,62 +287,119 @@ def ensemble(row: Row, results: dict[str, dict]) -> dict:
         actual = first["actual"].to_numpy().reshape(-1, horizon)
         scale = first["mase_scale"].to_numpy().reshape(-1, horizon)[:, 0]
         out[block] = point_metrics(actual, mean.reshape(-1, horizon), scale)
+        first.assign(forecast=mean).to_parquet(forecasts_path(row.key, block), index=False)
         baseline = point_metrics(actual, first["seasonal_naive"].to_numpy().reshape(-1, horizon), scale)
         out[{"val": "val_seasonal_naive", "test": "seasonal_naive"}.get(block, "gap_seasonal_naive")] = baseline
     return out
 
 
 def classical(protocol: str) -> dict:
-    """Seasonal naive's companions from statsforecast, on the pipeline's own origins of both blocks.
+    """Seasonal naive's companions from statsforecast, on the pipeline's own origins of both blocks (of a long
+    backtest: its test block, the origins of the protocol's default row).
 
     Each is fitted per origin on a trailing history; where a protocol offers several history lengths, the one
-    with the best validation MASE is scored on the test block.
+    with the best validation MASE is scored on the test block (a long backtest takes vic_elec's choice).
+    Every forecast is kept for the paired bootstrap.
     """
     cfg = composed(protocol)
     series = load_series(cfg.data)
     windows = make_windows(series, cfg.window.lookback, cfg.window.horizon, cfg.window.stride,
                            cfg.split.val_steps, cfg.split.test_steps, cfg.data.calendar)
+    long = PROTOCOLS[protocol].long_origins
     result: dict = {"val": {}, "test": {}, "history": {}}
     for name in PROTOCOLS[protocol].classical:
-        histories = HISTORIES.get(name, [None])
-        val = {h: fit_classical(name, windows, series, "val", h) for h in histories}
+        histories = HISTORIES.get((protocol, name), [None])
+        if long:
+            best = stored().get("vic_elec/classical", {}).get("history", {}).get(name, 8 * 336)
+            result["history"][name] = best
+            result["test"][name] = fit_classical(name, long_backtest_origins(protocol, windows), series, best,
+                                                 f"{protocol}/classical {name}", "test")
+            continue
+        val = {h: fit_classical(name, block_origins(windows, series, "val"), series, h, f"{protocol}/classical {name}",
+                                "val") for h in histories}
         best = min(histories, key=lambda h: val[h]["mase"])
+        if len(histories) > 1:  # keep the chosen history's validation forecasts
+            fit_classical(name, block_origins(windows, series, "val"), series, best, f"{protocol}/classical {name}", "val")
         result["val"][name], result["history"][name] = val[best], best
-        result["test"][name] = fit_classical(name, windows, series, "test", best)
+        result["test"][name] = fit_classical(name, block_origins(windows, series, "test"), series, best,
+                                             f"{protocol}/classical {name}", "test")
         result["val_by_history"] = {name: {str(h): v["mase"] for h, v in val.items()}}
     return result
 
 
 # MSTL on vic_elec: trailing histories of 4, 8 and 16 weeks (the whole series takes ~10 min per block of 28
 # origins, and older years add little to a daily and weekly pattern); chosen on the validation block.
-HISTORIES = {"mstl": [4 * 336, 8 * 336, 16 * 336]}
+HISTORIES = {("vic_elec", "mstl"): [4 * 336, 8 * 336, 16 * 336]}
 
 
-def fit_classical(name: str, windows, series, block: str, history: int | None) -> dict:
+@dataclass
+class Origins:
+    """Where a block's forecasts start: for each, the series' first row, the origin row, and the MASE scale."""
+
+    firsts: np.ndarray
+    origins: np.ndarray
+    scales: np.ndarray
+    horizon: int
+    target: np.ndarray
+    times: np.ndarray
+
+
+def block_origins(windows, series, block: str) -> Origins:
+    """The origins of the training stage's backtest of `block`, in its order."""
+    dataset = windows.test if block == "test" else windows.val_origins
+    starts, rows = dataset.windows.locate(torch.arange(len(dataset)))
+    scales = mase_scales(windows.target, windows.splits, series.season, block=block)
+    return Origins(np.array([windows.splits[i].first for i in rows.tolist()]), (starts + windows.lookback).numpy(),
+                   np.array([scales[windows.splits[i].series_id] for i in rows.tolist()]), windows.horizon,
+                   windows.target, windows.times)
+
+
+def long_backtest_origins(protocol: str, windows) -> Origins:
+    """The origins of the protocol's default row's evaluation (one series), its MASE scale included."""
+    path = forecasts_path(f"{protocol}/default", "test")
+    if not path.exists():
+        raise SystemExit(f"{protocol}/classical: run the row {protocol}/default first (its origins)")
+    frame = pd.read_parquet(path)
+    horizon = int(frame["step"].max())
+    firsts = frame.iloc[::horizon]
+    position = utc_index(windows.times).get_indexer(utc_index(firsts["origin"]))
+    if (position < 0).any():
+        raise SystemExit(f"{protocol}/classical: the evaluation's origins are not times of the file")
+    return Origins(np.zeros(len(position), int), position, firsts["mase_scale"].to_numpy(), horizon,
+                   windows.target, windows.times)
+
+
+def utc_index(times) -> pd.DatetimeIndex:
+    index = pd.DatetimeIndex(times)
+    return index.tz_convert(None) if index.tz is not None else index
+
+
+def fit_classical(name: str, at: Origins, series, history: int | None, key: str, block: str) -> dict:
+    """Fit `name` at every origin on the history before it (its last `history` steps), score it, and keep its
+    forecasts (one row per origin and step, in the origins' order) for the paired bootstrap."""
     from statsforecast import StatsForecast
     from statsforecast.models import MSTL, AutoETS
 
-    dataset = windows.test if block == "test" else windows.val_origins
-    starts, rows = dataset.windows.locate(torch.arange(len(dataset)))
-    origins = (starts + windows.lookback).numpy()
-    horizon, season = windows.horizon, series.season
-    ids = [windows.splits[i].series_id for i in rows.tolist()]
-    scales = mase_scales(windows.target, windows.splits, season, block=block)
-    actual = windows.target[origins[:, None] + np.arange(horizon)]
+    horizon, origins = at.horizon, at.origins
+    actual = at.target[origins[:, None] + np.arange(horizon)]
+    firsts = at.firsts if history is None else np.maximum(at.firsts, origins - history)
     # One statsforecast "series" per (series, origin): its history before the origin.
-    firsts = np.array([windows.splits[i].first for i in rows.tolist()])
-    if history is not None:
-        firsts = np.maximum(firsts, origins - history)
-    frames = [pd.DataFrame({"unique_id": n, "ds": windows.times[first:origin], "y": windows.target[first:origin]})
+    frames = [pd.DataFrame({"unique_id": n, "ds": at.times[first:origin], "y": at.target[first:origin]})
               for n, (first, origin) in enumerate(zip(firsts, origins))]
-    # MSTL: a day and a week of half-hours, the trend by ETS without seasonality (statsforecast's default).
-    model = (MSTL(season_length=[season, 7 * season], alias=name) if name == "mstl"
-             else AutoETS(season_length=season, alias=name))
+    # MSTL: every seasonal period of the data (a day and a week of half-hours), the trend by ETS without
+    # seasonality (statsforecast's default).
+    model = (MSTL(season_length=list(series.seasons), alias=name) if name == "mstl"
+             else AutoETS(season_length=series.season, alias=name))
     started = time.perf_counter()
     fitted = StatsForecast(models=[model], freq=series.freq, n_jobs=1).forecast(
         df=pd.concat(frames, ignore_index=True), h=horizon)
     forecast = fitted.sort_values(["unique_id", "ds"])[name].to_numpy().reshape(len(origins), horizon)
-    metrics = point_metrics(actual, forecast, np.array([scales[i] for i in ids]))
+    metrics = point_metrics(actual, forecast, at.scales)
+    path = forecasts_path(key, block)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"unit": np.repeat(np.arange(len(origins)), horizon), "step": np.tile(np.arange(1, horizon + 1),
+                  len(origins)), "actual": actual.ravel(), "forecast": forecast.ravel(),
+                  "mase_scale": np.repeat(at.scales, horizon)}).to_parquet(path, index=False)
     return metrics | {"fit_seconds": round(time.perf_counter() - started, 1)}
 
 
@@ -320,49 +425,130 @@ def machine() -> str:
     return f"{about['cpu']}, {os.cpu_count()} cores, no GPU used; Python {about['python']}, torch {about['torch']}"
 
 
-def render(results: dict[str, dict]) -> str:
-    lines = ["# Accuracy benchmark", "",
-             f"Written by `bench/accuracy.py` ({datetime.date.today().isoformat()}). Machine: {machine()}.", "",
-             "MASE is scaled by each series' in-sample seasonal-naive error (training rows); sMAPE in percent "
-             "(0-200). `val MASE` is what choices are made on; the test block is read once per row. Budget: "
-             "optimizer steps of 256 windows, and the training (fit) time measured in the row's run. Each row "
-             "is one run with seed 0 unless it says otherwise.", ""]
-    for protocol, spec in PROTOCOLS.items():
-        gap = spec.gap_validation
-        lines += [f"## {protocol}", "", spec.description + ".", ""]
-        if gap:
-            lines += ["`val MASE, gap`: the validation block forecast as the test block is, by the row's model "
-                      "trained on the file without its test block (so training ends 8 quarters before the "
-                      "validation block). Choices here are made on it.", ""]
-        lines += ["| model | val MASE | " + ("val MASE, gap | " if gap else "") + "test MASE | test sMAPE | "
-                  "budget | command |", "|---|---|" + ("---|" if gap else "") + "---|---|---|---|"]
-        dash = "- | " if gap else ""
-        baselines = results.get(f"{protocol}/classical")
-        default = results.get(f"{protocol}/default")
-        if default:
-            lines.append(f"| seasonal naive | {default['val_seasonal_naive']['mase']:.3f} | {dash}"
-                         f"{default['seasonal_naive']['mase']:.3f} | {default['seasonal_naive']['smape']:.2f} "
-                         f"| - | (every row's backtest) |")
-        if baselines:
-            for name in spec.classical:
-                val, test = baselines["val"][name], baselines["test"][name]
-                history = baselines["history"][name]
-                fitted_on = "whole history" if history is None else f"last {history} steps (chosen on val)"
-                lines.append(f"| {CLASSICAL_NAMES[name]} (statsforecast) | "
-                             f"{val['mase']:.3f} | {dash}{test['mase']:.3f} | {test['smape']:.2f} | "
-                             f"{fitted_on}; {test['fit_seconds']:.0f} s for all test origins | "
-                             f"`.venv-bench/bin/python bench/accuracy.py --rows {protocol}/classical` |")
-        for row in (r for r in ROWS if r.protocol == protocol):
-            result = results.get(row.key)
-            if result is None:
-                continue
-            gap_cell = f"{result['val_gap']['mase']:.3f} | " if gap and "val_gap" in result else dash
-            lines.append(f"| {row.name} | {result['val']['mase']:.3f} | {gap_cell}{result['test']['mase']:.3f} | "
-                         f"{result['test']['smape']:.2f} | {result['fit_steps']} steps, "
-                         f"{result['fit_seconds']:.0f} s fit ({result['wall_seconds']:.0f} s wall) | "
-                         f"`{row.command}` |")
-        lines += ["", spec.notes, ""] if spec.notes else [""]
+def unit_errors(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per forecast (a series at an origin; rows in (unit, step) order): the sum of its scaled absolute errors
+    over the scored steps, and how many there were. Their ratio of sums is the block's MASE."""
+    horizon = int(frame["step"].max())
+    scaled = (frame["forecast"] - frame["actual"]).abs().to_numpy() / frame["mase_scale"].to_numpy()
+    scored = np.isfinite(scaled) & (frame["observed"].to_numpy() if "observed" in frame else True)
+    scaled = np.where(scored, scaled, 0.0).reshape(-1, horizon)
+    return scaled.sum(1), scored.reshape(-1, horizon).sum(1)
+
+
+def mase_of(frame: pd.DataFrame) -> float:
+    errors, counts = unit_errors(frame)
+    return float(errors.sum() / counts.sum())
+
+
+def paired_bootstrap(model: pd.DataFrame, other: pd.DataFrame, draws: int = 2000, seed: int = 0) -> dict:
+    """Model MASE minus the other's on the same forecasts, and its 90% interval: forecasts (series x origin)
+    are drawn with replacement, the same draw for both, `draws` times (percentile interval)."""
+    if len(model) != len(other) or not np.allclose(model["actual"], other["actual"], equal_nan=True):
+        raise SystemExit("paired bootstrap: the two backtests do not hold the same forecasts in the same order")
+    (model_sum, count), (other_sum, _) = unit_errors(model), unit_errors(other)
+    picks = np.random.default_rng(seed).integers(0, len(count), size=(draws, len(count)))
+    counts = count[picks].sum(1)
+    differences = model_sum[picks].sum(1) / counts - other_sum[picks].sum(1) / counts
+    low, high = np.percentile(differences, [5, 95])
+    return {"difference": float(model_sum.sum() / count.sum() - other_sum.sum() / count.sum()),
+            "low": float(low), "high": float(high), "forecasts": len(count)}
+
+
+def best_classical(protocol: str, results: dict[str, dict]) -> tuple[str, pd.DataFrame] | None:
+    """The classical model with the lowest test MASE (seasonal naive from the default row's backtest, and the
+    statsforecast rows), and its test forecasts: the hardest comparison on that block."""
+    default = forecasts_path(f"{protocol}/default", "test")
+    candidates = {}
+    if default.exists():
+        frame = pd.read_parquet(default)
+        candidates["seasonal naive"] = frame.assign(forecast=frame["seasonal_naive"])
+    for name in PROTOCOLS[protocol].classical:
+        path = forecasts_path(f"{protocol}/classical {name}", "test")
+        if path.exists():
+            candidates[CLASSICAL_NAMES[name]] = pd.read_parquet(path)
+    if not candidates:
+        return None
+    mase = {name: mase_of(frame) for name, frame in candidates.items()}
+    name = min(mase, key=mase.get)
+    return name, candidates[name]
+
+
+def bootstrap_cell(row: Row, against: tuple[str, pd.DataFrame] | None) -> str:
+    path = forecasts_path(row.key, "test")
+    if against is None or not path.exists():
+        return "-"
+    result = paired_bootstrap(pd.read_parquet(path), against[1])
+    return f"{result['difference']:+.3f} [{result['low']:+.3f}, {result['high']:+.3f}]"
+
+
+def render_protocol(protocol: str, results: dict[str, dict]) -> str:
+    """One protocol's section: its rows that have results, beside seasonal naive and the classical models,
+    each with a paired bootstrap against the best classical model on the test block."""
+    spec = PROTOCOLS[protocol]
+    gap, long = spec.gap_validation, bool(spec.long_origins)
+    against = best_classical(protocol, results)
+    about = (f"Machine: {machine()}. MASE scales each block by the series' in-sample seasonal-naive error over "
+             "its history before the block; sMAPE in percent (0-200). `val MASE` is what choices are made on; the "
+             "test block is read once per row.")
+    if long:
+        about += " `val MASE` here is the trained model's own validation block (December 2013)."
+    lines = [f"## {protocol} (bench/accuracy.py, {datetime.date.today().isoformat()})", "",
+             spec.description + ".", "", about, ""]
+    if gap:
+        lines += [("`val MASE, gap`: the validation block forecast as the test block is, by the row's model "
+                   "trained on the file without its test block. Choices here are made on it."), ""]
+    if against is not None:
+        lines += [(f"`vs {against[0]}`: the row's test MASE minus that of {against[0]}, the best classical model "
+                   "on this test block, and the 90% interval of a paired bootstrap over its forecasts (each a "
+                   "series at an origin; 2000 draws): an interval that holds 0 is no win. Forecasts from "
+                   "consecutive origins are not independent, so the interval is, if anything, too narrow."), ""]
+    versus = f"vs {against[0]}" if against else "vs best classical"
+    lines += ["| model | val MASE | " + ("val MASE, gap | " if gap else "") + f"test MASE | test sMAPE | {versus} "
+              "| budget | command |", "|---|---|" + ("---|" if gap else "") + "---|---|---|---|---|"]
+    dash = "- | " if gap else ""
+    baselines = results.get(f"{protocol}/classical")
+    default = results.get(f"{protocol}/default")
+    if default:
+        val = default.get("val_seasonal_naive", {}).get("mase") if not long else None
+        lines.append(f"| seasonal naive | {'-' if val is None else f'{val:.3f}'} | {dash}"
+                     f"{default['seasonal_naive']['mase']:.3f} | {default['seasonal_naive']['smape']:.2f} | - | - "
+                     f"| (every row's backtest) |")
+    if baselines:
+        for name in spec.classical:
+            val, test = baselines["val"].get(name), baselines["test"][name]
+            history = baselines["history"][name]
+            fitted_on = "whole history" if history is None else f"last {history} steps (chosen on val)"
+            val_cell = "-" if val is None else f"{val['mase']:.3f}"
+            lines.append(f"| {CLASSICAL_NAMES[name]} (statsforecast) | {val_cell} "
+                         f"| {dash}{test['mase']:.3f} | {test['smape']:.2f} | - | "
+                         f"{fitted_on}; {test['fit_seconds']:.0f} s for all test origins | "
+                         f"`.venv-bench/bin/python bench/accuracy.py --rows {protocol}/classical` |")
+    for row in (r for r in ROWS if r.protocol == protocol):
+        result = results.get(row.key)
+        if result is None:
+            continue
+        gap_cell = f"{result['val_gap']['mase']:.3f} | " if gap and "val_gap" in result else dash
+        lines.append(f"| {row.name} | {result['val']['mase']:.3f} | {gap_cell}{result['test']['mase']:.3f} | "
+                     f"{result['test']['smape']:.2f} | {bootstrap_cell(row, against)} | {result['fit_steps']} "
+                     f"steps, {result['fit_seconds']:.0f} s fit ({result['wall_seconds']:.0f} s wall) | "
+                     f"`{row.command}` |")
     return "\n".join(lines)
+
+
+def write_table(results: dict[str, dict]) -> None:
+    """Each protocol with results replaces its own marked section of ACCURACY.md (appended the first time); the
+    rest of the file (older sections, notes written by hand) is left as it is."""
+    text = TABLE.read_text() if TABLE.exists() else "# Accuracy benchmark\n"
+    for protocol in PROTOCOLS:
+        if not any(key.startswith(f"{protocol}/") for key in results):
+            continue
+        begin, end = f"<!-- bench/accuracy.py: {protocol} -->", f"<!-- end bench/accuracy.py: {protocol} -->"
+        block = f"{begin}\n{render_protocol(protocol, results)}\n{end}"
+        if begin in text:
+            text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+        else:
+            text = text.rstrip("\n") + "\n\n" + block + "\n"
+    TABLE.write_text(text)
 
 
 def main() -> None:
@@ -370,10 +556,13 @@ def main() -> None:
     parser.add_argument("--rows", nargs="*", default=[""],
                         help="run these rows (a whole key, protocol/name) or the rows whose key starts with any of "
                              "these; default all")
-    parser.add_argument("--render", action="store_true", help="only rewrite ACCURACY.md from stored results")
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite ACCURACY.md's generated sections from stored results")
     args = parser.parse_args()
     if not args.render:
-        keys = [f"{p}/classical" for p in PROTOCOLS] + [r.key for r in ROWS]
+        # Classical rows first, except a long backtest's: it reads its default row's origins.
+        keys = ([f"{p}/classical" for p, spec in PROTOCOLS.items() if not spec.long_origins] + [r.key for r in ROWS]
+                + [f"{p}/classical" for p, spec in PROTOCOLS.items() if spec.long_origins])
         # A whole key runs that row only; anything else is a prefix.
         chosen = [k for k in keys if k in args.rows
                   or any(k.startswith(prefix) and prefix not in keys for prefix in args.rows)]
@@ -386,12 +575,15 @@ def main() -> None:
                 result = classical(protocol)
             elif row.members:
                 result = ensemble(row, stored())
+            elif PROTOCOLS[protocol].long_origins:
+                with tempfile.TemporaryDirectory() as workdir:
+                    result = run_long_row(row, Path(workdir))
             else:
                 with tempfile.TemporaryDirectory() as workdir:
                     result = run_row(row, Path(workdir))
             store(key, result)
             print(key, json.dumps(result), flush=True)
-    TABLE.write_text(render(stored()))
+    write_table(stored())
     print(f"wrote {TABLE.relative_to(ROOT)}")
 
 

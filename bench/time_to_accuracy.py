@@ -46,6 +46,9 @@ LEVERS = {
     "segments-24": ["model.segment_len=24"],             # 14
     "segments-12-steps-1200": ["model.segment_len=12", "trainer.max_steps=1200"],
     "validate-every-300": ["trainer.val_check_interval=300"],
+    # Three members, each on its own batches (model.ensemble): steadier across seeds than one segment model.
+    "segments-4-ensemble-3": ["model.segment_len=4", "model.ensemble=3"],
+    "segments-12-ensemble-3": ["model.segment_len=12", "model.ensemble=3"],
 }
 
 
