@@ -318,22 +318,20 @@ def classical(protocol: str) -> dict:
     long = PROTOCOLS[protocol].long_origins
     result: dict = {"val": {}, "test": {}, "history": {}}
     for name in PROTOCOLS[protocol].classical:
-        histories = HISTORIES.get((protocol, name), [None])
+        key = f"{protocol}/classical {name}"
         if long:
             best = stored().get("vic_elec/classical", {}).get("history", {}).get(name, 8 * 336)
             result["history"][name] = best
-            result["test"][name] = fit_classical(name, long_backtest_origins(protocol, windows), series, best,
-                                                 f"{protocol}/classical {name}", "test")
+            result["test"][name] = keep(*fit_classical(name, long_backtest_origins(protocol, windows), series, best),
+                                        key, "test")
             continue
-        val = {h: fit_classical(name, block_origins(windows, series, "val"), series, h, f"{protocol}/classical {name}",
-                                "val") for h in histories}
-        best = min(histories, key=lambda h: val[h]["mase"])
-        if len(histories) > 1:  # keep the chosen history's validation forecasts
-            fit_classical(name, block_origins(windows, series, "val"), series, best, f"{protocol}/classical {name}", "val")
-        result["val"][name], result["history"][name] = val[best], best
-        result["test"][name] = fit_classical(name, block_origins(windows, series, "test"), series, best,
-                                             f"{protocol}/classical {name}", "test")
-        result["val_by_history"] = {name: {str(h): v["mase"] for h, v in val.items()}}
+        histories = HISTORIES.get((protocol, name), [None])
+        val = {h: fit_classical(name, block_origins(windows, series, "val"), series, h) for h in histories}
+        best = min(histories, key=lambda h: val[h][0]["mase"])
+        result["val"][name], result["history"][name] = keep(*val[best], key, "val"), best
+        result["test"][name] = keep(*fit_classical(name, block_origins(windows, series, "test"), series, best),
+                                    key, "test")
+        result["val_by_history"] = {name: {str(h): v[0]["mase"] for h, v in val.items()}}
     return result
 
 
@@ -384,8 +382,8 @@ def utc_index(times) -> pd.DatetimeIndex:
     return index.tz_convert(None) if index.tz is not None else index
 
 
-def fit_classical(name: str, at: Origins, series, history: int | None, key: str, block: str) -> dict:
-    """Fit `name` at every origin on the history before it (its last `history` steps), score it, and keep its
+def fit_classical(name: str, at: Origins, series, history: int | None) -> tuple[dict, pd.DataFrame]:
+    """Fit `name` at every origin on the history before it (its last `history` steps): its scores, and its
     forecasts (one row per origin and step, in the origins' order) for the paired bootstrap."""
     from statsforecast import StatsForecast
     from statsforecast.models import MSTL, AutoETS
@@ -404,13 +402,18 @@ def fit_classical(name: str, at: Origins, series, history: int | None, key: str,
     fitted = StatsForecast(models=[model], freq=series.freq, n_jobs=1).forecast(
         df=pd.concat(frames, ignore_index=True), h=horizon)
     forecast = fitted.sort_values(["unique_id", "ds"])[name].to_numpy().reshape(len(origins), horizon)
-    metrics = point_metrics(actual, forecast, at.scales)
+    metrics = point_metrics(actual, forecast, at.scales) | {"fit_seconds": round(time.perf_counter() - started, 1)}
+    return metrics, pd.DataFrame({"unit": np.repeat(np.arange(len(origins)), horizon),
+                                  "step": np.tile(np.arange(1, horizon + 1), len(origins)), "actual": actual.ravel(),
+                                  "forecast": forecast.ravel(), "mase_scale": np.repeat(at.scales, horizon)})
+
+
+def keep(metrics: dict, forecasts: pd.DataFrame, key: str, block: str) -> dict:
+    """Store a classical model's forecasts of a block (for the paired bootstrap); returns its scores."""
     path = forecasts_path(key, block)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"unit": np.repeat(np.arange(len(origins)), horizon), "step": np.tile(np.arange(1, horizon + 1),
-                  len(origins)), "actual": actual.ravel(), "forecast": forecast.ravel(),
-                  "mase_scale": np.repeat(at.scales, horizon)}).to_parquet(path, index=False)
-    return metrics | {"fit_seconds": round(time.perf_counter() - started, 1)}
+    forecasts.to_parquet(path, index=False)
+    return metrics
 
 
 def store(key: str, result: dict) -> None:
