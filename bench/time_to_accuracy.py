@@ -4,8 +4,8 @@ for the training stage, on the default data, in one run on the same machine.
     python bench/time_to_accuracy.py                       # raw float32, raw bf16, the default, each lever
     python bench/time_to_accuracy.py --cases raw-fp32 default
 
-The target is the raw float32 loop's best validation MASE over its run (the default config's 600 steps, reading the
-lookback one step at a time, as model.segment_len=null does). Every case is probed every 50 optimizer steps: the
+The target is the raw float32 loop's best validation MASE over its run (600 steps of one LSTM reading the lookback a
+step at a time: the default until 2026-11-28, the `per-step` case below). Every case is probed every 50 optimizer steps: the
 validation block's MASE (the training stage's definition, every origin of the block) and the test block's, of the
 network as it is at that step; the probes' own time is not counted. A case's time is the wall time of its training
 loop from its first step: for the stage, everything its Trainer does (data fetch, steps, its own validations,
@@ -13,8 +13,9 @@ checkpoints, logging), not the data loading and model logging around it.
 
 - raw-fp32, raw-bf16: bench/train_speed.py's RawLoop (the same network, AdamW, cosine schedule, clipping, loss;
   batches gathered from the values tensor in one indexing step), float32 or bf16 autocast.
-- default: `pipeline.train.train` with the default config (private MLflow store).
-- each lever: the default plus its overrides (LEVERS below), e.g. segments of 12 steps.
+- default: `pipeline.train.train` with the default config (private MLflow store): since 2026-11-28 the default
+  experiment's three members reading segments of 4 for 300 steps (conf/experiment/default.yaml).
+- each lever: its overrides (LEVERS below, each stating its whole recipe), e.g. `per-step`, the previous default.
 
 Each case runs in a fresh process, one after another. Results: printed (a Markdown table), written to
 outputs/bench/time_to_accuracy.json and logged as a run of the `benchmarks` experiment.
@@ -41,14 +42,26 @@ from pipeline.train import build_module, train, usable_seasons
 from pipeline.window import load_windows
 
 PROBE_EVERY = 50
+# The raw loops and the levers below state their whole recipe against the schema, so each means the same whatever
+# the default experiment sets: PER_STEP is the default until 2026-11-28 (the lookback a step at a time, 600 steps).
+PER_STEP = ["model.segment_len=null", "model.ensemble=1", "trainer.max_steps=600"]
+RAW = {"raw-fp32": PER_STEP, "raw-bf16": PER_STEP}
 LEVERS = {
-    "segments-12": ["model.segment_len=12"],             # 28 recurrent steps over the lookback instead of 336
-    "segments-24": ["model.segment_len=24"],             # 14
-    "segments-12-steps-1200": ["model.segment_len=12", "trainer.max_steps=1200"],
-    "validate-every-300": ["trainer.val_check_interval=300"],
+    "per-step": PER_STEP,
+    "segments-12": [*PER_STEP, "model.segment_len=12"],  # 28 recurrent steps over the lookback instead of 336
+    "segments-24": [*PER_STEP, "model.segment_len=24"],  # 14
+    "segments-12-steps-1200": [*PER_STEP, "model.segment_len=12", "trainer.max_steps=1200"],
+    "validate-every-300": [*PER_STEP, "trainer.val_check_interval=300"],
     # Three members, each on its own batches (model.ensemble): steadier across seeds than one segment model.
-    "segments-4-ensemble-3": ["model.segment_len=4", "model.ensemble=3"],
-    "segments-12-ensemble-3": ["model.segment_len=12", "model.ensemble=3"],
+    "segments-4-ensemble-3": [*PER_STEP, "model.segment_len=4", "model.ensemble=3"],
+    "segments-12-ensemble-3": [*PER_STEP, "model.segment_len=12", "model.ensemble=3"],
+    # The same members on a shorter schedule (the cosine decay ends at max_steps).
+    "segments-4-ensemble-3-steps-300": [*PER_STEP, "model.segment_len=4", "model.ensemble=3",
+                                        "trainer.max_steps=300"],
+    "segments-4-ensemble-3-steps-200": [*PER_STEP, "model.segment_len=4", "model.ensemble=3",
+                                        "trainer.max_steps=200"],
+    "segments-6-ensemble-3-steps-300": [*PER_STEP, "model.segment_len=6", "model.ensemble=3",
+                                        "trainer.max_steps=300"],
 }
 
 
@@ -94,7 +107,7 @@ def composed_config(overrides: list[str], scratch: str):
 def run_case(case: str, extra: list[str]) -> dict:
     """One case in this process: its probes."""
     torch.set_flush_denormal(True)
-    overrides = [*LEVERS.get(case, []), *extra]
+    overrides = [*(RAW | LEVERS).get(case, []), *extra]
     with tempfile.TemporaryDirectory() as scratch:
         composed = composed_config(overrides, scratch)
         cfg = to_config(composed)
