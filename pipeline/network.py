@@ -30,7 +30,8 @@ class Encoder(nn.Module):
         self.segment = None
         if segment_len:
             if lookback % segment_len:
-                raise ConfigError(f"model.segment_len={segment_len} must divide window.lookback ({lookback})")
+                raise ConfigError(f"model.segment_len={segment_len} must divide window.lookback ({lookback}): set "
+                                  f"model.segment_len to a divisor of it, or null to read step by step")
             # Each segment of S steps x F features becomes one recurrent input (SegRNN, Lin et al. 2023).
             self.segment = nn.Linear(segment_len * n_features, stack["widths"][0])
         self.stack = Stack(input_size=stack["widths"][0] if segment_len else n_features,

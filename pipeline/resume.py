@@ -15,7 +15,7 @@ from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import Config, TrackingConfig, to_config
+from pipeline.config import CONF_DIR, Config, TrackingConfig, to_config
 from pipeline.distributed import is_rank_zero
 from pipeline.errors import ConfigError, first_line
 from pipeline.run_lifetime import holder_alive
@@ -42,10 +42,10 @@ class Resume:
 
 def refuse_changes(command: DictConfig, overrides: list[str], recorded: DictConfig, which: str) -> None:
     """A resume continues the run's own config: the interrupted command may be repeated with resume= added, but
-    a value it sets (a key it overrides, or one its groups change from the schema's default) that differs from
-    the run's is refused, naming it. Where the run is tracked may change."""
+    a value it sets (a key it overrides, or one its groups change from what the plain command composes) that
+    differs from the run's is refused, naming it. Where the run is tracked may change."""
     now, then, default = (flatten(OmegaConf.to_container(c, resolve=True, enum_to_str=True))
-                          for c in (command, recorded, OmegaConf.structured(Config)))
+                          for c in (command, recorded, plain_command()))
     said = {override.lstrip("+").partition("=")[0] for override in overrides}
     for key in sorted(now):
         set_here = key in said or now[key] != default.get(key)
@@ -53,6 +53,18 @@ def refuse_changes(command: DictConfig, overrides: list[str], recorded: DictConf
             raise ConfigError(f"resume={which}: {key}={now[key]} differs from the run's {key}={then.get(key)}; a "
                               f"resume continues a run with the config it started with (to train with a different "
                               f"config, start a new run without resume=)")
+
+
+def plain_command() -> DictConfig:
+    """What `python -m pipeline.train` composes with no arguments (the schema and the default experiment): values
+    equal to these were not set by the command."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():  # inside the stage's @hydra.main: its own conf/
+        return compose("config")
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("config")
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, object]:

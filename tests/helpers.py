@@ -35,10 +35,13 @@ def compose_config(*overrides: str):
         return compose("config", overrides=list(overrides))
 
 
-# A model that trains in seconds on three weeks of half-hours.
-SMALL = ["window.lookback=96", "window.horizon=48", "window.stride=4", "window.batch_size=32",
+# A model that trains in seconds on three weeks of half-hours: one network reading step by step (the schema's
+# plain recipe, without the default experiment's ensemble and segments), so each test pins what it names;
+# DEFAULT_RECIPE is the same size with the default experiment's recipe.
+SMALL = ["~experiment", "window.lookback=96", "window.horizon=48", "window.stride=4", "window.batch_size=32",
          "split.val_steps=96", "split.test_steps=96", "model.hidden_size=8", "trainer.max_steps=12",
          "trainer.val_check_interval=6", "trainer=cpu", "trainer.log_every_n_steps=2"]
+DEFAULT_RECIPE = SMALL[1:]
 
 
 def run_stage(module: str, *overrides: str, cwd: Path = ROOT, env: dict[str, str] | None = None,
@@ -189,11 +192,13 @@ class Store:
     folder: Path
     uri: str
 
-    def train(self, *overrides: str, fresh: bool = False) -> dict:
-        """Train a SMALL model with the real command (`fresh`: in a new interpreter); its one-line JSON summary."""
+    def train(self, *overrides: str, fresh: bool = False, default_recipe: bool = False) -> dict:
+        """Train a SMALL model with the real command (`fresh`: in a new interpreter; `default_recipe`: the default
+        experiment's recipe at SMALL's size); its one-line JSON summary."""
         run_dir = tempfile.mkdtemp(prefix="run-", dir=self.folder)
         done = run_stage("pipeline.train", f"data.path={self.folder / 'train.parquet'}", f"tracking.uri={self.uri}",
-                         f"hydra.run.dir={run_dir}", *SMALL, *overrides, fresh=fresh)
+                         f"hydra.run.dir={run_dir}", *(DEFAULT_RECIPE if default_recipe else SMALL), *overrides,
+                         fresh=fresh)
         assert done.returncode == 0, done.stderr[-3000:]
         return json.loads(done.stdout)
 
@@ -243,10 +248,11 @@ def start_mlflow_server(folder: Path, url: str, *options: str, env: dict[str, st
 
 def network_args(*overrides: str, n_features: int, n_future: int, n_series: int = 1,
                  season: int | None = None) -> dict:
-    """RecurrentNetwork's keyword arguments from conf/ plus `overrides` (e.g. "model.cell=gru")."""
+    """RecurrentNetwork's keyword arguments from conf/'s plain recipe (no default experiment: one network, step by
+    step) plus `overrides` (e.g. "model.cell=gru")."""
     from pipeline.train import network_args as from_config  # imports Lightning: only when a test builds
 
-    cfg = to_config(compose_config(*overrides))
+    cfg = to_config(compose_config("~experiment", *overrides))
     return from_config(cfg.model, cfg.window, n_features=n_features, n_future=n_future, n_series=n_series,
                        season=season)
 
@@ -263,7 +269,7 @@ def forecaster_for(windows, *overrides: str, season: int | None = None, **change
     replace network keyword arguments."""
     from pipeline.lit_module import TrainingModule
 
-    cfg = to_config(compose_config(*overrides))
+    cfg = to_config(compose_config("~experiment", *overrides))
     args = network_args(*overrides, n_features=windows.n_features, n_future=len(windows.future_columns),
                         n_series=len(windows.splits), season=season)
     return TrainingModule(network=args | changes, optim=plain(cfg.optim))

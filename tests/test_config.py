@@ -32,6 +32,16 @@ def test_every_experiment_file_composes():
     assert compose_config("experiment=quick").trainer.max_steps == 1200
 
 
+def test_the_plain_command_composes_the_default_recipe_and_tilde_experiment_the_schemas_own():
+    recipe = to_config(compose_config())
+    assert (recipe.model.segment_len, recipe.model.ensemble, recipe.trainer.max_steps) == (4, 3, 300)
+    plain = to_config(compose_config("~experiment"))
+    assert (plain.model.segment_len, plain.model.ensemble, plain.trainer.max_steps) == (None, 1, 600)
+    # Another experiment replaces the default one: tourism keeps the recipe it was measured with.
+    tourism = to_config(compose_config("experiment=tourism"))
+    assert (tourism.model.segment_len, tourism.model.ensemble) == (None, 1)
+
+
 @pytest.mark.parametrize("override", ["model.hiden_size=8", "window.lookbak=10", "trainer.max_step=3"])
 def test_misspelled_key_fails_at_composition(override):
     with pytest.raises(ConfigCompositionException, match=override.split("=")[0].split(".")[1]):

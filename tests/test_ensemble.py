@@ -100,10 +100,11 @@ def test_an_ensemble_refuses_to_stream_in_one_line(windows):
 
 
 @pytest.mark.slow
-def test_an_ensemble_trains_and_forecasts_as_one_logged_model(store, tmp_path):
-    summary = store.train("model.ensemble=2")
+def test_the_default_recipe_trains_and_forecasts_as_one_logged_ensemble_of_segment_readers(store, tmp_path):
+    summary = store.train(default_recipe=True)
     model = load_model(f"runs:/{summary['run_id']}/model", TrackingConfig(uri=store.uri))
-    assert model.spec.network["members"] == 2 and isinstance(model.network, Ensemble)
+    assert model.spec.network["members"] == 3 and isinstance(model.network, Ensemble)
+    assert all(member.encoder.segment_len == 4 for member in model.network.members)
     history = pd.read_parquet(store.folder / "new.parquet").iloc[-200:]
     forecast = model.forecast(history)
     assert len(forecast) == 48 and forecast["forecast"].notna().all()

@@ -148,7 +148,8 @@ def test_resume_takes_the_interrupted_command_again_and_refuses_only_a_changed_v
     checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
     checkpoint.parent.mkdir(parents=True)
     torch.save({"state_dict": {}}, checkpoint)
-    command = ["model=gru", "window.lookback=96", "seed=3"]
+    # Started without the default experiment (one GRU, step by step): `resume=` alone still continues it as it was.
+    command = ["model=gru", "window.lookback=96", "seed=3", "~experiment"]
     started = compose_config(*command, f"tracking.uri={client.tracking_uri}")
     client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.to_container(started, resolve=True, enum_to_str=True)),
                     "config.yaml")
@@ -160,7 +161,8 @@ def test_resume_takes_the_interrupted_command_again_and_refuses_only_a_changed_v
     for repeated in ([], command, command[:1], ["tracking.experiment=pipeline"]):  # resume alone, or the same
         config, _ = plan(*repeated)
         assert (config.model.cell.value, config.window.lookback, config.seed) == ("gru", 96, 3)
+        assert (config.model.segment_len, config.model.ensemble) == (None, 1)
     for changed, key in (["model=rnn"], "model.cell"), (["window.lookback=48"], "window.lookback"), (
-            ["seed=0"], "seed"):
+            ["seed=0"], "seed"), (["experiment=quick"], "model.segment_len"):
         with pytest.raises(ConfigError, match=f"{key}=.* differs from the run's {key}="):
             plan(*changed)
