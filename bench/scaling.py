@@ -36,7 +36,8 @@ from record import ROOT, record
 
 from pipeline.config import TrackingConfig
 
-SMALL_MODEL = ["model=gru", "model.hidden_size=16", "model.num_layers=1", "window.lookback=48",
+# One small network (no default experiment's ensemble): what grows here is the pipeline's cost, not the model's.
+SMALL_MODEL = ["~experiment", "model=gru", "model.hidden_size=16", "model.num_layers=1", "window.lookback=48",
                "window.horizon=24", "window.batch_size=1024", "split.val_steps=48", "split.test_steps=48",
                "trainer.max_epochs=1", "trainer.max_steps=-1", "trainer.val_check_interval=null",
                "trainer.check_val_every_n_epoch=1", "trainer.accelerator=cpu", "tracking.log_model=false",
@@ -120,10 +121,11 @@ def fit_growth(rows: list[dict]) -> dict:
             "memory_baseline_mb": base}
 
 
-def inference_case(series: int, known_ahead: bool = False) -> dict:
+def inference_case(series: int, known_ahead: bool = False, recipe: tuple[str, ...] = ("~experiment",)) -> dict:
     """A default-size model trained on `series` series forecasts all of them: one SavedModel.forecast call (what the
     forecast stage and the MLflow model run), then the whole forecast command on the same file. `known_ahead`: the
-    model reads the promotion flag as a known-future input, so the input holds each series' 48 future rows too."""
+    model reads the promotion flag as a known-future input, so the input holds each series' 48 future rows too.
+    `recipe`: one LSTM reading step by step (what the tables were measured with); () for the default experiment's."""
     from pipeline.saved_model import SPEC_FILE, WEIGHTS_FILE, read_model
 
     with tempfile.TemporaryDirectory() as folder:
@@ -134,7 +136,7 @@ def inference_case(series: int, known_ahead: bool = False) -> dict:
         # forecasts the series it was trained on.
         write_series(path, series, 336 + 48 + 2 * 48, promo=known_ahead)
         summary, _, _ = run_stage("pipeline.train", [
-            f"data.path={path}", "data.time_column=time", "data.target_column=y", "data.id_column=id",
+            *recipe, f"data.path={path}", "data.time_column=time", "data.target_column=y", "data.id_column=id",
             "split.val_steps=48", "split.test_steps=48", "trainer.max_steps=4", "trainer.val_check_interval=4",
             "trainer.accelerator=cpu", *(["data.future_covariates=[promo]"] if known_ahead else [])], scratch)
         model = read_model(scratch / "run" / "model" / SPEC_FILE, scratch / "run" / "model" / WEIGHTS_FILE)

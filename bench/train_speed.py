@@ -117,7 +117,9 @@ def peak_rss_mb() -> float:
 def measure_cell(cell: str, steps: int, warmup: int, precision: str | None, extra: list[str]) -> dict:
     """One cell in this process: the training stage with the interleaving callback."""
     with tempfile.TemporaryDirectory() as scratch:
-        overrides = [f"model={cell}", f"trainer.max_steps={warmup + steps + 1}",
+        # One network reading step by step (no default experiment): the raw loop copies one network, and these
+        # tables measure the step of one.
+        overrides = ["~experiment", f"model={cell}", f"trainer.max_steps={warmup + steps + 1}",
                      *([f"trainer.precision={precision}"] if precision else []),
                      f"tracking.uri=sqlite:///{scratch}/mlflow.db", "tracking.experiment=train_speed",
                      "tracking.log_model=false", "++trainer.profiler=simple", *extra]
