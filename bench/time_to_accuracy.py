@@ -14,7 +14,8 @@ checkpoints, logging), not the data loading and model logging around it.
 - raw-fp32, raw-bf16: bench/train_speed.py's RawLoop (the same network, AdamW, cosine schedule, clipping, loss;
   batches gathered from the values tensor in one indexing step), float32 or bf16 autocast.
 - default: `pipeline.train.train` with the default config (private MLflow store): since 2026-11-28 the default
-  experiment's three members reading segments of 4 for 300 steps (conf/experiment/default.yaml).
+  experiment's three members reading segments of 4 for 600 steps (conf/experiment/default.yaml; the
+  `segments-4-ensemble-3` lever states the same recipe). The third run of this script ran it at 300 steps.
 - each lever: its overrides (LEVERS below, each stating its whole recipe), e.g. `per-step`, the previous default.
 
 Each case runs in a fresh process, one after another. Results: printed (a Markdown table), written to

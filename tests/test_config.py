@@ -34,7 +34,7 @@ def test_every_experiment_file_composes():
 
 def test_the_plain_command_composes_the_default_recipe_and_tilde_experiment_the_schemas_own():
     recipe = to_config(compose_config())
-    assert (recipe.model.segment_len, recipe.model.ensemble, recipe.trainer.max_steps) == (4, 3, 300)
+    assert (recipe.model.segment_len, recipe.model.ensemble, recipe.trainer.max_steps) == (4, 3, 600)
     plain = to_config(compose_config("~experiment"))
     assert (plain.model.segment_len, plain.model.ensemble, plain.trainer.max_steps) == (None, 1, 600)
     # Another experiment replaces the default one: tourism keeps the recipe it was measured with.
