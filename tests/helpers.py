@@ -41,7 +41,7 @@ def compose_config(*overrides: str):
 SMALL = ["~experiment", "window.lookback=96", "window.horizon=48", "window.stride=4", "window.batch_size=32",
          "split.val_steps=96", "split.test_steps=96", "model.hidden_size=8", "trainer.max_steps=12",
          "trainer.val_check_interval=6", "trainer=cpu", "trainer.log_every_n_steps=2"]
-DEFAULT_RECIPE = SMALL[1:]
+DEFAULT_RECIPE = [o for o in SMALL if o != "~experiment"]
 
 
 def run_stage(module: str, *overrides: str, cwd: Path = ROOT, env: dict[str, str] | None = None,
