@@ -140,9 +140,9 @@ class Row:
 # The default row of each protocol first; every other row changes one thing against it (an ablation).
 # Rows run before trainer.precision=auto existed trained in float32; their commands say so, so each reproduces.
 FP32 = ["trainer.precision=32-true"]
-# Recipes by name, whatever the default is: reading the lookback a step at a time for 600 steps, and three
-# members reading it in segments of 4 for 300 or 600 steps.
-PER_STEP = ["model.segment_len=null", "model.ensemble=1", "trainer.max_steps=600"]
+# Recipes by name, whatever the default is: reading the lookback a step at a time for 600 steps (record.PER_STEP),
+# and three members reading it in segments of 4 for 300 or 600 steps.
+PER_STEP = record.PER_STEP
 SEG4_ENS3_300 = ["model.segment_len=4", "model.ensemble=3", "trainer.max_steps=300"]
 SEG4_ENS3 = ["model.segment_len=4", "model.ensemble=3", "trainer.max_steps=600"]
 # vic_elec's default (conf/experiment/default.yaml since 2026-11-28) is SEG4_ENS3; rows measured before it state

@@ -33,7 +33,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
-from record import ROOT, machine, record
+from record import PER_STEP, ROOT, machine, record
 from train_speed import RawLoop
 
 from pipeline.config import TrackingConfig, to_config, trainer_kwargs
@@ -43,9 +43,8 @@ from pipeline.train import build_module, train, usable_seasons
 from pipeline.window import load_windows
 
 PROBE_EVERY = 50
-# The raw loops and the levers below state their whole recipe against the schema, so each means the same whatever
-# the default experiment sets: PER_STEP is the default until 2026-11-28 (the lookback a step at a time, 600 steps).
-PER_STEP = ["model.segment_len=null", "model.ensemble=1", "trainer.max_steps=600"]
+# The raw loops and the levers below state their whole recipe against the schema (record.PER_STEP: the default
+# until 2026-11-28), so each means the same whatever the default experiment sets.
 RAW = {"raw-fp32": PER_STEP, "raw-bf16": PER_STEP}
 LEVERS = {
     "per-step": PER_STEP,
