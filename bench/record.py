@@ -21,11 +21,19 @@ EXPERIMENT = "benchmarks"
 PER_STEP = ["model.segment_len=null", "model.ensemble=1", "trainer.max_steps=600"]
 
 
+# The CPU flags that decide how fast training runs: float32 kernels (avx2, avx512f) and native bfloat16
+# (avx512_bf16, amx_bf16), which trainer.precision=auto trains an LSTM in.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")),
+               platform.processor())
+    flags = set(next((line.split(":", 1)[1].split() for line in info if line.startswith(("flags", "Features"))), []))
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return {"cpu": cpu, "threads": torch.get_num_threads(), "gpu": gpu, "torch": torch.__version__,
+    return {"cpu": cpu, "cpu_flags": " ".join(f for f in CPU_FLAGS if f in flags) or "none",
+            "threads": torch.get_num_threads(), "gpu": gpu, "torch": torch.__version__,
             "lightning": L.__version__, "python": platform.python_version(),
             "date": datetime.date.today().isoformat()}
 
