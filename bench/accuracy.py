@@ -46,11 +46,10 @@ sys.path.insert(0, str(ROOT))
 import record  # noqa: E402  bench/record.py: the machine, as the speed benchmarks describe it
 
 from pipeline.config import to_config  # noqa: E402
-from pipeline.evaluate import mase_scales, point_metrics  # noqa: E402
-from pipeline.ids import id_column_list  # noqa: E402
-from pipeline.load import load_series, read_table  # noqa: E402
-from pipeline.times import parse_times  # noqa: E402
-from pipeline.window import make_windows  # noqa: E402
+from pipeline.data.load import load_series, read_table  # noqa: E402
+from pipeline.data.times import parse_times  # noqa: E402
+from pipeline.data.windows import make_windows  # noqa: E402
+from pipeline.evaluation.metrics import mase_scales, point_metrics  # noqa: E402
 
 CLASSICAL_NAMES = {"mstl": "MSTL", "autoets": "AutoETS"}
 RESULTS = ROOT / "outputs" / "bench" / "accuracy.jsonl"
@@ -295,7 +294,7 @@ def train(row: Row, argv: list[str]) -> dict:
 def without_last_blocks(protocol: str, workdir: Path, blocks: int) -> Path:
     """The protocol's file without the last `blocks` x split.test_steps rows of each series, as Parquet."""
     cfg = composed(protocol)
-    ids = id_column_list(cfg.data.id_column)
+    ids = cfg.data.id_column
     raw = read_table(ROOT / cfg.data.path, text_columns=ids)
     times, _ = parse_times(raw[cfg.data.time_column], cfg.data.time_format, cfg.data.time_zone, cfg.data.path,
                            cfg.data.time_column)

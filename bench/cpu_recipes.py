@@ -83,7 +83,8 @@ def main() -> None:
                 print(f"{name:12} {block:16} fit {row['fit_seconds']:7.1f} s  val MASE {row['val_mase']:.4f}",
                       flush=True)
                 out.write_text(json.dumps({"machine": machine(), "rows": results}, indent=1))
-    print("\n| recipe | " + " | ".join(BLOCKS) + " | mean val MASE | mean fit |\n|---" * 1 + "|---" * (len(BLOCKS) + 2) + "|")
+    print("\n| recipe | " + " | ".join(BLOCKS) + " | mean val MASE | mean fit |")
+    print("|---" * (len(BLOCKS) + 3) + "|")
     for name in RECIPES:
         rows = [results.get(f"{name} | {block}") for block in BLOCKS]
         if not any(rows):

@@ -1,5 +1,5 @@
 """Large data: peak memory of loading and windowing N series from one Parquet file (in memory) against the same
-series as a folder of Parquet files, one group per file (pipeline/parquet_folder.py: file by file onto disk).
+series as a folder of Parquet files, one group per file (pipeline/data/sources.py: file by file onto disk).
 
     python bench/many_files.py                   # 64 and 256 series of a year of half-hours (1.1M, 4.5M rows)
     python bench/many_files.py --series 64 512   # any sizes
@@ -47,7 +47,7 @@ def measure(path: str, scratch: str) -> dict:
     import torch
 
     from pipeline.config import DataConfig, SplitConfig, WindowConfig
-    from pipeline.window import load_windows
+    from pipeline.data.sources import load_windows
 
     peaks = {"RssAnon": 0, "VmRSS": 0}
     done = threading.Event()

@@ -37,7 +37,9 @@ def trace_train() -> list[str]:
 
     def note(frame, event, arg) -> None:
         code = frame.f_code
-        if event == "call" and code.co_filename.startswith(str(PACKAGE)) and code not in seen:
+        # A module body run by a deferred import is not a call a reader follows.
+        if event == "call" and code.co_filename.startswith(str(PACKAGE)) and code.co_name != "<module>" \
+                and code not in seen:
             seen.add(code)
             files.append(str(Path(code.co_filename).relative_to(ROOT)))
 

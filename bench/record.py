@@ -11,8 +11,8 @@ import lightning as L
 import mlflow
 import torch
 
-from pipeline import tracking
 from pipeline.config import TrackingConfig
+from pipeline.tracking import store as tracking
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENT = "benchmarks"

@@ -126,7 +126,8 @@ def inference_case(series: int, known_ahead: bool = False, recipe: tuple[str, ..
     forecast stage and the MLflow model run), then the whole forecast command on the same file. `known_ahead`: the
     model reads the promotion flag as a known-future input, so the input holds each series' 48 future rows too.
     `recipe`: one LSTM reading step by step (what the tables were measured with); () for the default experiment's."""
-    from pipeline.saved_model import SPEC_FILE, WEIGHTS_FILE, read_model
+    from pipeline.inference.model_format import SPEC_FILE, WEIGHTS_FILE, read_model
+    from pipeline.inference.saved_model import SavedModel
 
     with tempfile.TemporaryDirectory() as folder:
         scratch = Path(folder)
@@ -139,7 +140,8 @@ def inference_case(series: int, known_ahead: bool = False, recipe: tuple[str, ..
             *recipe, f"data.path={path}", "data.time_column=time", "data.target_column=y", "data.id_column=id",
             "split.val_steps=48", "split.test_steps=48", "trainer.max_steps=4", "trainer.val_check_interval=4",
             "trainer.accelerator=cpu", *(["data.future_covariates=[promo]"] if known_ahead else [])], scratch)
-        model = read_model(scratch / "run" / "model" / SPEC_FILE, scratch / "run" / "model" / WEIGHTS_FILE)
+        folder = scratch / "run" / "model"
+        model = SavedModel(*read_model(folder / SPEC_FILE, folder / WEIGHTS_FILE))
         spec = model.spec
         frame = pd.read_parquet(path)
         history = frame.groupby("id", sort=False).tail(spec.lookback + (spec.horizon if known_ahead else 0))

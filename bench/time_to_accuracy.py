@@ -37,10 +37,10 @@ from record import PER_STEP, ROOT, machine, record
 from train_speed import RawLoop
 
 from pipeline.config import TrackingConfig, to_config, trainer_kwargs
-from pipeline.evaluate import backtest
-from pipeline.metrics import backtest_metrics
+from pipeline.data.sources import load_windows
+from pipeline.evaluation.backtest import backtest
+from pipeline.evaluation.metrics import backtest_metrics
 from pipeline.train import build_module, train, usable_seasons
-from pipeline.window import load_windows
 
 PROBE_EVERY = 50
 # The raw loops and the levers below state their whole recipe against the schema (record.PER_STEP: the default

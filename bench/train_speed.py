@@ -34,10 +34,10 @@ from hydra import compose, initialize_config_dir
 from record import ROOT, machine, record
 
 from pipeline.config import TrackingConfig, to_config, trainer_kwargs
-from pipeline.lit_module import LOSSES, TrainingModule
+from pipeline.data.windows import WindowDataset
+from pipeline.model.training_module import LOSSES, TrainingModule
 from pipeline.train import train
-from pipeline.trainer import resolve_precision
-from pipeline.window import WindowBatches
+from pipeline.training.precision import resolve_precision
 
 FETCH = "[_TrainingEpochLoop].train_dataloader_next"
 
@@ -46,7 +46,7 @@ class RawLoop:
     """The minimal loop: the same network, optimizer, schedule, clipping and loss; each batch is gathered from
     the values tensor in one indexing step. Nothing else: no logging, no callbacks, no checks."""
 
-    def __init__(self, module: TrainingModule, dataset: WindowBatches, batch_size: int, max_steps: int,
+    def __init__(self, module: TrainingModule, dataset: WindowDataset, batch_size: int, max_steps: int,
                  clip: float, bf16: bool, seed: int):
         self.network = copy.deepcopy(module.network).train()
         device = module.device

@@ -64,9 +64,9 @@ def run_case(path: str, series: int, points: int, lookback: int) -> dict:
     import torch
 
     from pipeline.config import DataConfig
-    from pipeline.load import load_series
-    from pipeline.sampler import batches
-    from pipeline.window import make_windows
+    from pipeline.data.load import load_series
+    from pipeline.data.sampler import batches
+    from pipeline.data.windows import make_windows
 
     torch.manual_seed(0)
     raw_mb = series * points * (16 + (4 if series > 1 else 0)) / 2**20

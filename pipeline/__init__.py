@@ -10,9 +10,9 @@
 
 def load_model(uri: str, tracking_uri: str | None = None):
     """A model logged by pipeline.train, its files checked against the digests recorded when it was logged
-    (pipeline.saved_model.load_model); `tracking_uri` defaults to MLflow's current one."""
+    (pipeline.inference.saved_model.load_model); `tracking_uri` defaults to MLflow's current one."""
     import mlflow  # here, so `import pipeline` stays light
 
-    from pipeline.saved_model import load_model as load
+    from pipeline.inference.saved_model import load_model as load
 
     return load(uri, tracking_uri or mlflow.get_tracking_uri())

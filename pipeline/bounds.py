@@ -78,9 +78,9 @@ def check_values(config: Any, path: str = "") -> None:
 
 
 def season_check(value: Any) -> str | None:
-    """data.season: a period in steps, or a list of them."""
+    """data.season: a period in steps, or a list of them ([]: derived from the frequency, as null)."""
     values = list(value) if isinstance(value, (list, tuple)) else [value]
-    if values and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+    if all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
         return None
     return "must be a period in steps >= 1, or a list of them ([48,336])"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pipeline.bounds import bounded, check_values, checked, frequency_check, season_check, time_format_check
 from pipeline.errors import ConfigError
@@ -91,12 +91,20 @@ class InitState(str, Enum):
     learned = "learned"
 
 
+def as_list(value: Any) -> list:
+    """A key written as one value or a list of them, as a list: [] for null."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
+
+
 @dataclass
 class DataConfig:
     path: str = "data/vic_elec.parquet"
     time_column: str = "time"
     target_column: str = "demand"
-    # null: the file holds one series; a column name, or a list of columns joined into one id ("a / b").
+    # null: the file holds one series; a column name, or a list of columns that together name a series. A list
+    # from composition on ([] for null): nothing downstream normalises it again.
     id_column: Any = None
     # strftime format of the time column, when pandas cannot guess it.
     time_format: Optional[str] = checked(None, time_format_check)
@@ -131,6 +139,11 @@ class DataConfig:
     # The target before scaling: none | log1p (log(1 + y), for series >= 0 whose swings grow with their level;
     # forecasts come back through exp(.) - 1).
     transform: Transform = Transform.none
+
+    def __post_init__(self) -> None:
+        # One name or a list in YAML and in models saved before 2026-12; one form from here on.
+        self.id_column = [str(c) for c in as_list(self.id_column)]
+        self.season = as_list(self.season)
 
 
 @dataclass
@@ -328,7 +341,7 @@ class ForecastDataConfig:
 
 class Engine(str, Enum):
     local = "local"  # this process, one file after another
-    dask = "dask"    # a Dask cluster, one task per file (pipeline/dask_forecast.py)
+    dask = "dask"    # a Dask cluster, one task per file (pipeline/inference/folder.py)
 
 
 @dataclass

@@ -27,8 +27,9 @@ from torch import nn
 from pipeline.cli import finish
 from pipeline.config import CONF_DIR, ExportConfig, ExportFormat, to_config
 from pipeline.errors import ConfigError
-from pipeline.network import RecurrentNetwork
-from pipeline.saved_model import SPEC_FILE, load_model
+from pipeline.inference.model_format import SPEC_FILE
+from pipeline.inference.saved_model import load_model
+from pipeline.model.network import Forecaster
 
 log = logging.getLogger(__name__)
 FILES = {ExportFormat.onnx: "model.onnx", ExportFormat.torchscript: "model.pt"}
@@ -38,7 +39,7 @@ INPUTS_FILE = "inputs.json"
 class ExportedGraph(nn.Module):
     """The network as a function of (x, future) alone: what the exported graph computes."""
 
-    def __init__(self, network: RecurrentNetwork):
+    def __init__(self, network: Forecaster):
         super().__init__()
         self.network = network.eval()
 
@@ -46,13 +47,13 @@ class ExportedGraph(nn.Module):
         return self.network(x, future)
 
 
-def example_inputs(network: RecurrentNetwork, lookback: int, batch: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+def example_inputs(network: Forecaster, lookback: int, batch: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
     generator = torch.Generator().manual_seed(seed)
     return (torch.randn(batch, lookback, network.n_features, generator=generator),
             torch.randn(batch, network.horizon, network.n_future, generator=generator))
 
 
-def export_network(network: RecurrentNetwork, lookback: int, fmt: ExportFormat, path: Path) -> None:
+def export_network(network: Forecaster, lookback: int, fmt: ExportFormat, path: Path) -> None:
     """Write the graph; the batch size stays free (traced with 2, run with any)."""
     if network.embedding is not None:
         raise ConfigError("model.series_embedding: exporting a model with a series embedding is not supported; "
@@ -83,7 +84,7 @@ def load_runner(fmt: ExportFormat, path: Path):
     return lambda x, future: session.run(None, {"x": x, "future": future})[0]
 
 
-def check_export(network: RecurrentNetwork, lookback: int, fmt: ExportFormat, path: Path) -> dict[str, float]:
+def check_export(network: Forecaster, lookback: int, fmt: ExportFormat, path: Path) -> dict[str, float]:
     """Largest difference from PyTorch on a batch of 5 (not the traced size), size, and one forecast's latency."""
     run = load_runner(fmt, path)
     x, future = example_inputs(network, lookback, batch=5, seed=1)

@@ -17,11 +17,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from pipeline import tracking
 from pipeline.cli import finish
 from pipeline.config import CONF_DIR, RegisterConfig, to_config
 from pipeline.errors import ConfigError
-from pipeline.saved_model import DIGESTS_TAG
+from pipeline.inference.saved_model import DIGESTS_TAG
+from pipeline.tracking.store import reachable
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ SAME_BACKTEST = ["data.path", "data.id_column", "data.target_column", "split.val
 def register(cfg: RegisterConfig) -> dict:
     if not cfg.run_id or not cfg.name:
         raise ConfigError("give run_id=<training run> and name=<registered model name>")
-    mlflow.set_tracking_uri(tracking.reachable(cfg.tracking, may_fall_back=False).uri)
+    mlflow.set_tracking_uri(reachable(cfg.tracking, may_fall_back=False).uri)
     client = MlflowClient()
     try:
         run = client.get_run(cfg.run_id)

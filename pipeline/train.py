@@ -18,26 +18,32 @@ from hydra.types import RunMode
 from mlflow.entities import Run
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import tracking
 from pipeline.cli import finish
-from pipeline.config import CONF_DIR, Config, ModelConfig, WindowConfig, plain, to_config, trainer_kwargs
-from pipeline.distributed import is_rank_zero
+from pipeline.config import CONF_DIR, Config, plain, to_config, trainer_kwargs
+from pipeline.data.series import Series
+from pipeline.data.sources import load_windows
+from pipeline.data.windows import Windows
 from pipeline.errors import ConfigError, TrainingDiverged
-from pipeline.evaluate import backtest_and_log, calibrate_intervals
-from pipeline.load import Series
-from pipeline.plots import plot_learning_curves
-from pipeline.resume import OUTPUT_DIR, STAGE, Resume
-from pipeline.resume import plan as plan_resume
-from pipeline.saved_model import SavedModel, input_example, log_model, model_spec, write_model
-from pipeline.search import search
-from pipeline.window import Windows, load_windows
+from pipeline.evaluation.plots import plot_learning_curves
+from pipeline.evaluation.reports import backtest_and_log
+from pipeline.inference.model_format import model_spec, write_model
+from pipeline.inference.saved_model import SavedModel, input_example, log_model
+from pipeline.model.hparams import network_args
+from pipeline.tracking.records import log_config, log_data_report, run_name
+from pipeline.tracking.store import start_run
+from pipeline.training.calibration import calibrate_intervals
+from pipeline.training.distributed import is_rank_zero
+from pipeline.training.precision import resolve_precision
+from pipeline.training.resume import OUTPUT_DIR, STAGE, Resume
+from pipeline.training.resume import plan as plan_resume
+from pipeline.training.search import search
 
 if TYPE_CHECKING:  # Lightning is imported once the data has loaded (see train)
     import lightning as L
     from lightning.pytorch.loggers import Logger
 
-    from pipeline.lit_module import TrainingModule
-    from pipeline.trainer import Fitting
+    from pipeline.model.training_module import TrainingModule
+    from pipeline.training.fitting import Fitting
 
 log = logging.getLogger(__name__)
 
@@ -47,23 +53,25 @@ def train(cfg: DictConfig, output_dir: Path, *, resume: Resume | None = None, ru
     """Train, keep the best checkpoint by validation loss, backtest it, log the model; returns the run's summary.
 
     `resume` continues an interrupted run from its last checkpoint, in its MLflow run and output folder
-    (pipeline/resume.py). `run_tags` go on a new run (a sweep's, from sweep_tags). `extra_callbacks` join the
-    stage's own (the speed benchmark times steps with one)."""
+    (pipeline/training/resume.py). `run_tags` go on a new run (a sweep's, from sweep_tags). `extra_callbacks` join
+    the stage's own (the speed benchmark times steps with one)."""
     config, run_tags = to_config(cfg), run_tags or {}
+    # Before the data: bf16 on a CPU that cannot compute it is refused without reading a row.
+    trainer_args = trainer_kwargs(cfg) | {"precision": resolve_precision(trainer_kwargs(cfg), config.model.cell.value)}
     series, windows = load_windows(config.data, config.window, config.split, output_dir)
     series = replace(series, seasons=usable_seasons(series.seasons, config.data.season, config.window.lookback))
     # Lightning only now: its import costs a stage process ~4 s, which a command refused for its data or config
     # (or --help) need not pay.
     import lightning as L
 
-    from pipeline.trainer import fit, load_best, prepare
-    from pipeline.training_logger import lightning_logger
+    from pipeline.training.fitting import fit, load_best, prepare
+    from pipeline.training.logger import lightning_logger
 
     L.seed_everything(config.seed, workers=True)  # nothing above draws random numbers
     # Tiny gradients through long recurrences turn denormal and slow CPU kernels several-fold.
     torch.set_flush_denormal(True)
     module = build_module(config, windows, config.model.skip_season or series.season)
-    fitting = prepare(trainer_kwargs(cfg), windows, config.model.cell.value, batch_size=config.window.batch_size,
+    fitting = prepare(trainer_args, windows, batch_size=config.window.batch_size,
                       seed=config.seed, patience=config.optim.patience, output_dir=output_dir, run_tags=run_tags,
                       extra_callbacks=extra_callbacks, members=config.model.ensemble)
     if not is_rank_zero():
@@ -71,7 +79,7 @@ def train(cfg: DictConfig, output_dir: Path, *, resume: Resume | None = None, ru
         # evaluates and writes everything.
         fit(fitting, module, resume)
         return {}
-    with tracking.start_run(config.tracking, resume.run_id if resume else None) as run:
+    with start_run(config.tracking, resume.run_id if resume else None) as run:
         record_start(cfg, run, fitting, series, windows, output_dir, resume, run_tags)
         logger = lightning_logger(config.tracking, run, resume.logged_until if resume else None)
         fit_seconds = fit_and_log(fitting, module, resume, logger)
@@ -106,17 +114,17 @@ def record_start(cfg: DictConfig, run: Run, fitting: "Fitting", series: Series, 
         return
     # Enums as their values ("error", not "Missing.error") in the logged params and config.yaml.
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    tracking.log_config(resolved, OmegaConf.to_yaml(resolved))
+    log_config(resolved, OmegaConf.to_yaml(resolved))
     mlflow.log_params(fitting.shares)
     mlflow.set_tags({"precision": fitting.precision, STAGE: "train", OUTPUT_DIR: str(output_dir.resolve())}
                     | run_tags)
-    tracking.log_data_report(series, windows, cfg.data.time_column, cfg.data.target_column)
+    log_data_report(series, windows, cfg.data.time_column, cfg.data.target_column)
 
 
 def fit_and_log(fitting: "Fitting", module: "TrainingModule", resume: Resume | None, logger: "Logger") -> float:
     """fit, logging its time and steps; after a divergence the best checkpoint so far is kept on the run (which
     ends FAILED with the reason)."""
-    from pipeline.trainer import fit
+    from pipeline.training.fitting import fit
 
     try:
         seconds = fit(fitting, module, resume, logger)
@@ -148,11 +156,11 @@ def save_and_log_model(config: Config, series: Series, windows: Windows, module:
     log_model(artifacts, example, SavedModel(spec, module.network))
 
 
-def usable_seasons(seasons: list[int], given: int | list[int] | None, lookback: int) -> list[int]:
+def usable_seasons(seasons: list[int], given: list[int], lookback: int) -> list[int]:
     """The periods that fit the input window (seasonal naive and the seasonal skip read them from it): a derived
-    one that does not is left out, in a log line; a given one is refused."""
+    one that does not is left out, in a log line; a given one (data.season) is refused."""
     longer = [period for period in seasons if period > lookback]
-    if longer and given is not None:
+    if longer and given:
         raise ConfigError(f"data.season={given}: a period of {longer[0]} steps is longer than window.lookback "
                           f"({lookback}), which must hold it; lengthen window.lookback or leave the period out")
     if longer:
@@ -161,28 +169,12 @@ def usable_seasons(seasons: list[int], given: int | list[int] | None, lookback: 
 
 
 def build_module(cfg: Config, windows: Windows, season: int) -> "TrainingModule":
-    from pipeline.lit_module import TrainingModule
+    from pipeline.model.training_module import TrainingModule
 
     return TrainingModule(network=network_args(cfg.model, cfg.window, n_features=windows.n_features,
                                                n_future=len(windows.future_columns), n_series=len(windows.splits),
                                                season=season),
                           optim=plain(cfg.optim))
-
-
-def network_args(model: ModelConfig, window: WindowConfig, *, n_features: int, n_future: int, n_series: int,
-                 season: int | None) -> dict:
-    """RecurrentNetwork's keyword arguments: the model config plus what the data decided. Written once here;
-    checkpoints and the saved model's spec carry this dict, so nothing rebuilds a network any other way."""
-    return dict(cell=model.cell.value, n_features=n_features, n_future=n_future, lookback=window.lookback,
-                horizon=window.horizon, hidden_size=model.hidden_size, num_layers=model.num_layers,
-                bidirectional=model.bidirectional, dropout=model.dropout, nonlinearity=model.nonlinearity.value,
-                season=season if model.seasonal_skip else None, n_series=n_series,
-                series_embedding=model.series_embedding, segment_len=model.segment_len,
-                strategy=model.strategy.value, attention=model.attention,
-                attention_score=model.attention_score.value, teacher_forcing=model.teacher_forcing,
-                head_layers=list(model.head_layers), head_activation=model.head_activation.value,
-                head_dropout=model.head_dropout, init_state=model.init_state.value,
-                quantiles=list(model.quantiles), window_norm=model.window_norm, members=model.ensemble)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
@@ -214,7 +206,7 @@ def run_training(cfg: DictConfig, overrides: list[str], output_dir: Path, run_ta
         return search(cfg, to_config(cfg).hparams_search, output_dir, run_tags,
                       lambda trial, folder, tags: train(trial, folder, run_tags=tags))
     else:
-        run_tags = run_tags | {"mlflow.runName": tracking.run_name(to_config(cfg).model.cell.value, overrides)}
+        run_tags = run_tags | {"mlflow.runName": run_name(to_config(cfg).model.cell.value, overrides)}
     return train(cfg, output_dir, resume=resume, run_tags=run_tags)
 
 

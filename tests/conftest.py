@@ -1,6 +1,7 @@
 """Shared fixtures: slices of the shipped data, real MLflow sqlite stores and a real `mlflow server`. What tests
 import lives in tests/helpers.py."""
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -10,17 +11,39 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import SHIPPED_DATA, Store, free_port, start_mlflow_server
+from pipeline.config import DataConfig
+from pipeline.data.load import validate_frame
+from pipeline.data.windows import Windows, make_windows
+from tests.helpers import PROCESSES, SHIPPED_DATA, Store, free_port, start_mlflow_server
 
-# Fixtures that train with the real command or start an `mlflow server`: every test using one is `slow` (an
-# end-to-end run of a stage in a subprocess), so `make test-fast` starts no process.
-PROCESS_FIXTURES = {"trained", "quantile_run", "logged", "two_runs", "same_seed", "server_store", "auth_store"}
+
+# A test that starts a process (a stage, a server, an interpreter) is marked `slow` by hand, so `make test-fast`
+# starts none; one that starts a process unmarked (in its body or in a fixture it uses) fails, saying so.
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    with processes_allowed(item):
+        return (yield)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.slow)
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    with processes_allowed(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem):
+    with processes_allowed(item):
+        return (yield)
+
+
+@contextlib.contextmanager
+def processes_allowed(item: pytest.Item):
+    PROCESSES.test, PROCESSES.allowed = item.nodeid, item.get_closest_marker("slow") is not None
+    try:
+        yield
+    finally:
+        PROCESSES.allowed = True
 
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -43,6 +66,15 @@ def vic_elec_slice(tmp_path: Path, vic_elec: pd.DataFrame) -> Path:
     path = tmp_path / "vic_elec_slice.parquet"
     vic_elec.iloc[:1008].to_parquet(path, index=False)
     return path
+
+
+@pytest.fixture(scope="module")
+def windows(request: pytest.FixtureRequest, vic_elec: pd.DataFrame) -> Windows:
+    """Windows over the first ROWS rows of the shipped data (1200 unless the test module says), shaped by the test
+    module's LOOKBACK, HORIZON and STRIDE (8 unless it says), with validation and test blocks of 96 steps."""
+    module = request.module
+    series = validate_frame(vic_elec.iloc[:getattr(module, "ROWS", 1200)], DataConfig(), source="vic_elec slice")
+    return make_windows(series, module.LOOKBACK, module.HORIZON, getattr(module, "STRIDE", 8), 96, 96, calendar=True)
 
 
 @pytest.fixture(scope="session")

@@ -16,13 +16,45 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from pipeline.config import plain, to_config
-from pipeline.network import RecurrentNetwork, build_network
+from pipeline.config import DataConfig, plain, to_config
+from pipeline.data.load import validate_frame
+from pipeline.model.ensemble import build_network
+from pipeline.model.network import RecurrentNetwork
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Processes:
+    """Whether the running test may start processes (it is marked slow: tests/conftest.py), and its name."""
+
+    allowed: bool = True
+    test: str = ""
+
+    def check(self, what: object) -> None:
+        assert self.allowed, f"{self.test} starts a process ({str(what)[:100]}) but is not marked slow: mark it " \
+                             f"@pytest.mark.slow, so that `make test-fast` starts none"
+
+
+PROCESSES = Processes()
+_popen_init = subprocess.Popen.__init__
+
+
+def _checked_popen_init(self, args, *more, **options) -> None:
+    # git is what MLflow asks for a run's source commit (GitPython): part of opening a run, not a process a test
+    # starts.
+    program = args if isinstance(args, str) else (args[0] if args else "")
+    if Path(str(program)).name != "git":
+        PROCESSES.check(args)
+    _popen_init(self, args, *more, **options)
+
+
+subprocess.Popen.__init__ = _checked_popen_init
 CONF_DIR = ROOT / "conf"
 SHIPPED_DATA = ROOT / "data" / "vic_elec.parquet"
 
@@ -97,6 +129,7 @@ class StageProcess:
     """A stage command forked by tests/stage_server.py: the part of subprocess.Popen (text mode) tests use."""
 
     def __init__(self, module: str, args: list[str], cwd: Path, env: dict[str, str], stdout: int, stderr: int):
+        PROCESSES.check(f"python -m {module}")
         self.args, self.returncode, self.stdout, self.stderr = [module, *args], None, None, None
         fds = [os.open(os.devnull, os.O_RDONLY)]
         for name, kind in (("stdout", stdout), ("stderr", stderr)):
@@ -250,7 +283,7 @@ def network_args(*overrides: str, n_features: int, n_future: int, n_series: int 
                  season: int | None = None) -> dict:
     """RecurrentNetwork's keyword arguments from conf/'s plain recipe (no default experiment: one network, step by
     step) plus `overrides` (e.g. "model.cell=gru")."""
-    from pipeline.train import network_args as from_config  # imports Lightning: only when a test builds
+    from pipeline.model.hparams import network_args as from_config  # imports Lightning: only when a test builds
 
     cfg = to_config(compose_config("~experiment", *overrides))
     return from_config(cfg.model, cfg.window, n_features=n_features, n_future=n_future, n_series=n_series,
@@ -267,9 +300,39 @@ def network_for(windows, *overrides: str, season: int | None = None, **changes) 
 def forecaster_for(windows, *overrides: str, season: int | None = None, **changes):
     """The LightningModule the training stage builds for `windows`, from conf/ plus `overrides`; `changes`
     replace network keyword arguments."""
-    from pipeline.lit_module import TrainingModule
+    from pipeline.model.training_module import TrainingModule
 
     cfg = to_config(compose_config("~experiment", *overrides))
     args = network_args(*overrides, n_features=windows.n_features, n_future=len(windows.future_columns),
                         n_series=len(windows.splits), season=season)
     return TrainingModule(network=args | changes, optim=plain(cfg.optim))
+
+
+def latest_run(uri: str, experiment: str = "pipeline"):
+    """The run of `experiment` that started last."""
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+
+
+def hourly(n: int = 30, series: str = "a", start: str = "2024-03-01") -> pd.DataFrame:
+    """An hourly series `series` of n rows (columns id, when, load), rising by one each hour from 100."""
+    return pd.DataFrame({"id": series, "when": pd.date_range(start, periods=n, freq="h"),
+                         "load": np.arange(n, dtype=float) + 100})
+
+
+def hourly_config(**changes) -> DataConfig:
+    """The data settings that read `hourly` frames, with `changes`."""
+    return DataConfig(**{"path": "in-memory", "time_column": "when", "target_column": "load", "id_column": "id"}
+                      | changes)
+
+
+def step_series(lengths: dict[str, int]):
+    """Series whose target is its own row number in the stacked frame, so windows can be read by eye."""
+    frames, row = [], 0
+    for series_id, n in lengths.items():
+        frames.append(pd.DataFrame({"id": series_id, "time": pd.date_range("2024-01-01", periods=n, freq="h"),
+                                    "y": np.arange(row, row + n, dtype=float)}))
+        row += n
+    data = DataConfig(path="in-memory", time_column="time", target_column="y", id_column="id", calendar=False)
+    return validate_frame(pd.concat(frames), data, source="test")

@@ -28,7 +28,8 @@ import threading
 import traceback
 
 PRELOAD = ["pipeline.train", "pipeline.forecast", "pipeline.evaluate", "pipeline.register", "pipeline.export",
-           "pipeline.trainer", "pipeline.lit_module", "pipeline.plots", "pipeline.saved_model", "pipeline.search",
+           "pipeline.training.fitting", "pipeline.model.training_module", "pipeline.evaluation.plots",
+           "pipeline.inference.saved_model", "pipeline.training.search",
            "lightning.pytorch", "sklearn.preprocessing", "mlflow.pyfunc", "mlflow.store.tracking.sqlalchemy_store",
            "matplotlib.pyplot", "alembic.command"]
 

@@ -73,8 +73,8 @@ def test_bad_file_exits_non_zero_with_one_line_and_leaves_nothing_behind(case, t
 
 def test_zero_byte_file_is_an_empty_file(tmp_path):
     from pipeline.config import DataConfig
+    from pipeline.data.load import load_series
     from pipeline.errors import DataError
-    from pipeline.load import load_series
 
     path = tmp_path / "empty.csv"
     path.write_text("")
@@ -93,8 +93,8 @@ def test_unreadable_files_are_refused_in_one_line_naming_the_file_and_what_to_do
     import pyarrow.parquet as pq
 
     from pipeline.config import DataConfig
+    from pipeline.data.load import load_series
     from pipeline.errors import DataError
-    from pipeline.load import load_series
 
     truncated = tmp_path / "cut.csv.gz"
     write_truncated_gzip(truncated, vic_elec.iloc[:2000])
@@ -115,8 +115,8 @@ def test_unreadable_files_are_refused_in_one_line_naming_the_file_and_what_to_do
 
 def test_epoch_timestamps_are_read_with_time_format_unix_and_hinted_without(tmp_path, vic_elec):
     from pipeline.config import DataConfig
+    from pipeline.data.load import load_series
     from pipeline.errors import DataError
-    from pipeline.load import load_series
 
     frame = vic_elec.iloc[:200].assign(time=lambda f: (f["time"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta("1s"))
     path = tmp_path / "epoch.csv"

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from pipeline.config import DataConfig
+from pipeline.data.load import validate_frame
+from pipeline.data.times import seasons_of
+from pipeline.data.windows import make_windows
 from pipeline.errors import ConfigError
-from pipeline.evaluate import backtest
-from pipeline.load import validate_frame
-from pipeline.metrics import backtest_metrics
-from pipeline.times import seasons_of
+from pipeline.evaluation.backtest import backtest
+from pipeline.evaluation.metrics import backtest_metrics
 from pipeline.train import usable_seasons
-from pipeline.window import make_windows
 from tests.helpers import network_for
 
 # The default recipe's split of the shipped half-hourly data: 28 days of validation, then 28 of test.

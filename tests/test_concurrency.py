@@ -6,8 +6,8 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import tracking
 from pipeline.config import TrackingConfig
+from pipeline.tracking import store as tracking
 
 
 def open_a_run(uri: str) -> str:

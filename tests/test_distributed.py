@@ -8,9 +8,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from pipeline.distributed import check_distributed
+from pipeline.data.sampler import WindowSampler
 from pipeline.errors import ConfigError
-from pipeline.sampler import WindowSampler
+from pipeline.training.distributed import check_distributed
 from tests.helpers import SMALL, run_stage
 
 

@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.errors import TrainingDiverged
 from pipeline.train import train
-from tests.helpers import SMALL, compose_config, run_stage
+from tests.helpers import SMALL, compose_config, latest_run, run_stage
 
 
 class PoisonGradients(L.Callback):
@@ -41,13 +41,6 @@ def train_in_process(store, tmp_path, callback: L.Callback, *overrides: str) -> 
     cfg = compose_config(f"data.path={store.folder / 'train.parquet'}", f"tracking.uri={store.uri}", *SMALL,
                          "trainer.val_check_interval=2", *overrides)
     return train(cfg, tmp_path, extra_callbacks=[callback])
-
-
-def latest_run(uri: str):
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("pipeline")
-    return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"],
-                              max_results=1)[0]
 
 
 def test_a_nonfinite_gradient_stops_training_fails_the_run_and_keeps_the_best_checkpoint(store, tmp_path):

@@ -7,25 +7,19 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.config import DataConfig, ExportFormat, TrackingConfig
+from pipeline.config import ExportFormat, TrackingConfig
 from pipeline.errors import ConfigError
 from pipeline.export import check_export, export_network
-from pipeline.load import validate_frame
-from pipeline.network import Ensemble, RecurrentNetwork
-from pipeline.saved_model import load_model
-from pipeline.streaming import NetworkStream
-from pipeline.window import make_windows
+from pipeline.inference.saved_model import load_model
+from pipeline.inference.streaming import NetworkStream
+from pipeline.model.ensemble import Ensemble
+from pipeline.model.network import RecurrentNetwork
 from tests.helpers import forecaster_for, run_stage
 
 LOOKBACK, HORIZON = 96, 24
+ROWS, STRIDE = 1500, 4
 SMALL_NETWORK = [f"window.lookback={LOOKBACK}", f"window.horizon={HORIZON}", "model.hidden_size=8",
                  "model.num_layers=1"]
-
-
-@pytest.fixture
-def windows(vic_elec):
-    series = validate_frame(vic_elec.iloc[:1500], DataConfig(), source="vic_elec slice")
-    return make_windows(series, LOOKBACK, HORIZON, 4, 96, 96, calendar=True)
 
 
 def test_an_ensemble_forecasts_the_mean_of_members_that_start_apart(windows):
@@ -77,10 +71,10 @@ def test_each_member_learns_from_its_own_loss_on_its_own_windows(windows):
 
 
 def test_an_ensemble_draws_one_batch_per_member_each_step(windows, tmp_path):
-    from pipeline.trainer import prepare
+    from pipeline.training.fitting import prepare
 
     for members in (1, 3):
-        fitting = prepare({"max_steps": 1, "accelerator": "cpu"}, windows, "lstm", batch_size=8, seed=0,
+        fitting = prepare({"max_steps": 1, "accelerator": "cpu", "precision": "32-true"}, windows, batch_size=8, seed=0,
                           patience=None, output_dir=tmp_path, run_tags={}, members=members)
         assert len(next(iter(fitting.train_batches)).y) == 8 * members
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from pipeline.data.load import load_series
+from pipeline.data.windows import rolling_origins
 from pipeline.errors import DataError
-from pipeline.evaluate import backtest_file
-from pipeline.load import load_series
-from pipeline.metrics import backtest_metrics
-from pipeline.saved_model import load_model
-from pipeline.window import rolling_origins
+from pipeline.evaluation.backtest import backtest_file
+from pipeline.evaluation.metrics import backtest_metrics
+from pipeline.inference.saved_model import load_model
 from tests.helpers import run_stage
 
 

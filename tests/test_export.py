@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.config import TrackingConfig
 from pipeline.errors import ConfigError
-from pipeline.saved_model import load_model
+from pipeline.inference.saved_model import load_model
 from tests.helpers import artifact_paths, run_stage
 
 # Runs the exported file with the pipeline made unimportable: only numpy and the format's runtime.

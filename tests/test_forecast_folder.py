@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import TrackingConfig
-from pipeline.saved_model import load_model
+from pipeline.inference.saved_model import load_model
 from tests.helpers import SMALL, run_stage
 
 pytestmark = pytest.mark.slow  # every test here starts the stage

@@ -2,9 +2,6 @@
 
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -14,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from pipeline.config import ForecastConfig, ForecastDataConfig, TrackingConfig
 from pipeline.errors import ConfigError, DataError
 from pipeline.forecast import run_forecast
-from pipeline.forecasting import check_time_zone
+from pipeline.inference.batch import check_time_zone
 from tests.helpers import SMALL, run_stage
 
 
@@ -74,6 +71,7 @@ def test_bad_forecast_input_exits_non_zero_in_one_line_and_leaves_the_previous_o
     assert output.read_text() == "yesterday's forecast\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case, change, message", [
     ("wrong frequency", lambda f: f.iloc[::2], "gap in its 30min grid"),
     ("too little history", lambda f: f.iloc[:50], "needs the last 96"),
@@ -93,18 +91,6 @@ def test_bad_forecast_input_is_refused_naming_the_problem_before_anything_is_wri
     with pytest.raises((DataError, ConfigError), match=re.escape(message)):
         run_forecast(cfg)
     assert output.read_text() == "yesterday's forecast\n"
-
-
-@pytest.mark.slow
-def test_no_stage_imports_lightning_before_it_trains():
-    # Lightning is training code; importing it would add ~2 s to every scheduled forecast, and ~4 s to a training
-    # command refused for its config or data (or asked for --help).
-    code = ("import sys, pipeline.forecast, pipeline.evaluate, pipeline.register, pipeline.export, "
-            "pipeline.streaming, pipeline.train; print(sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'lightning', 'pytorch_lightning'}))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "[]"
 
 
 def run_in_process(model_uri, tracking_uri, data, output, time_zone=None) -> dict:
@@ -135,6 +121,7 @@ def test_ids_come_back_exactly_as_the_file_wrote_them_through_train_and_forecast
     assert levels[("7", "a")] > 1.5 * levels[("007", "a")]  # each id kept its own series
 
 
+@pytest.mark.slow
 def test_times_in_another_zone_are_converted_and_times_without_one_are_refused_or_read_in_the_zone_given(
         trained, tmp_path, vic_elec):
     model_uri, tracking_uri = trained  # trained on the shipped file's UTC times
@@ -168,6 +155,7 @@ def test_a_model_of_wall_clock_times_refuses_zoned_times():
     check_time_zone(spec, None, "time", "new.csv")
 
 
+@pytest.mark.slow
 def test_an_unusable_output_path_or_input_is_refused_before_a_forecast_run_opens(trained, tmp_path, vic_elec):
     model_uri, tracking_uri = trained
     client = MlflowClient(tracking_uri)
@@ -185,20 +173,3 @@ def test_an_unusable_output_path_or_input_is_refused_before_a_forecast_run_opens
         with pytest.raises((ConfigError, DataError), match=re.escape(message)):
             run_in_process(model_uri, tracking_uri, data, output)
     assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == runs
-
-
-@pytest.mark.parametrize("part", ["data", "scaler"])
-def test_a_spec_with_a_key_its_format_lacks_is_refused_naming_it(trained, tmp_path, part):
-    import mlflow
-
-    from pipeline.saved_model import SPEC_FILE, ModelSpec
-
-    model_uri, tracking_uri = trained
-    folder = mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri}/artifacts", dst_path=str(tmp_path),
-                                                 tracking_uri=tracking_uri)
-    spec = json.loads((Path(folder) / SPEC_FILE).read_text())
-    spec[part]["extra"] = 1
-    altered = tmp_path / SPEC_FILE
-    altered.write_text(json.dumps(spec))
-    with pytest.raises(ConfigError, match=f"key '{part}.extra' is not what format"):
-        ModelSpec.read(altered)

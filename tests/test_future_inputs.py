@@ -16,8 +16,7 @@ from pipeline.config import BacktestConfig, EvaluateConfig, ForecastConfig, Fore
 from pipeline.errors import DataError
 from pipeline.evaluate import evaluate
 from pipeline.forecast import run_forecast
-from pipeline.saved_model import load_model
-from pipeline.streaming import SeriesStream
+from pipeline.inference.saved_model import load_model
 from tests.helpers import SMALL, free_port, run_stage, venv_path, wait_until_up
 
 HORIZON, HISTORY = 48, 144
@@ -84,7 +83,7 @@ def test_a_model_reading_the_future_forecasts_alike_through_the_stage_the_pyfunc
     model = load_model(uri, store.uri)
     for site in ("north", "south"):
         rows = frame[frame["site"] == site]
-        stream = SeriesStream(model, site)
+        stream = model.stream(site)
         for row in rows.iloc[:HISTORY].itertuples():
             stream.update(row.time, row.demand, row.holiday)
         streamed = stream.forecast(future={"holiday": rows["holiday"].iloc[HISTORY:].to_numpy()})
@@ -93,6 +92,7 @@ def test_a_model_reading_the_future_forecasts_alike_through_the_stage_the_pyfunc
             stream.forecast()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case, change, message", [
     ("future rows missing", lambda f: f.drop(f.index[-10:]),
      "series 'south' has 38 future rows after its last observed 'demand' at 2012-01-24 12:30:00+00:00, and the "
@@ -131,6 +131,7 @@ def test_history_alone_is_refused_by_the_command_in_one_line_and_exit_2(store, t
     assert output.read_text() == "yesterday's forecast\n"
 
 
+@pytest.mark.slow
 def test_future_frame_makes_each_series_rows_to_fill_in(store, trained):
     uri, _, frame = trained
     history = frame.dropna(subset=["demand"])
@@ -141,6 +142,7 @@ def test_future_frame_makes_each_series_rows_to_fill_in(store, trained):
     assert future[["demand", "holiday"]].isna().all(axis=None)
 
 
+@pytest.mark.slow
 def test_the_evaluate_stage_reads_known_future_values_from_the_file_as_training_did(store, trained):
     uri, folder, _ = trained
     summary = evaluate(EvaluateConfig(model_uri=uri, data=ForecastDataConfig(path=str(folder / "train.parquet")),

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from pipeline.config import DataConfig
-from pipeline.evaluate import backtest, backtest_frame
-from pipeline.load import validate_frame
-from pipeline.metrics import backtest_metrics, exclusions, mase_scale, point_metrics
-from pipeline.window import make_windows
+from pipeline.data.load import validate_frame
+from pipeline.data.windows import make_windows
+from pipeline.evaluation.backtest import backtest, backtest_frame
+from pipeline.evaluation.metrics import backtest_metrics, exclusions, mase_scale, point_metrics
 from tests.helpers import forecaster_for, network_for
 
 LOOKBACK, HORIZON, VAL, TEST = 28, 7, 112, 56

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from pipeline.config import TrackingConfig
-from pipeline.saved_model import load_model
+from pipeline.inference.saved_model import load_model
 from tests.helpers import ROOT, free_port, venv_path, wait_until_up
 
 

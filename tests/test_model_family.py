@@ -5,25 +5,18 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import DataConfig, to_config
+from pipeline.config import to_config
+from pipeline.data.sampler import batches
 from pipeline.errors import ConfigError
-from pipeline.evaluate import backtest, calibrate_intervals
-from pipeline.lit_module import pinball_loss
-from pipeline.load import validate_frame
-from pipeline.metrics import backtest_metrics, quantile_metrics
-from pipeline.network import RecurrentNetwork
-from pipeline.sampler import batches
+from pipeline.evaluation.backtest import backtest
+from pipeline.evaluation.metrics import backtest_metrics, quantile_metrics
+from pipeline.model.network import RecurrentNetwork
+from pipeline.model.training_module import pinball_loss
 from pipeline.train import build_module
-from pipeline.window import make_windows
+from pipeline.training.calibration import calibrate_intervals
 from tests.helpers import compose_config, network_for
 
 LOOKBACK, HORIZON, SEASON = 48, 12, 48
-
-
-@pytest.fixture(scope="module")
-def windows(vic_elec):
-    series = validate_frame(vic_elec.iloc[:1200], DataConfig(), source="vic_elec slice")
-    return make_windows(series, LOOKBACK, HORIZON, 8, 96, 96, calendar=True)
 
 
 def module_for(windows, *overrides):

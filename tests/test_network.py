@@ -6,24 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import DataConfig
+from pipeline.data.sampler import batches
 from pipeline.errors import ConfigError
-from pipeline.forecasting import predict
-from pipeline.lit_module import TrainingModule
-from pipeline.load import validate_frame
-from pipeline.metrics import seasonal_naive
-from pipeline.network import RecurrentNetwork, build_network
-from pipeline.sampler import batches
-from pipeline.window import make_windows
+from pipeline.evaluation.metrics import seasonal_naive
+from pipeline.model.ensemble import build_network
+from pipeline.model.network import RecurrentNetwork
+from pipeline.model.predict import predict
+from pipeline.model.training_module import TrainingModule
 from tests.helpers import forecaster_for, network_args
 
 LOOKBACK, HORIZON = 96, 24
-
-
-@pytest.fixture
-def windows(vic_elec):
-    series = validate_frame(vic_elec.iloc[:1500], DataConfig(), source="vic_elec slice")
-    return make_windows(series, LOOKBACK, HORIZON, 4, 96, 96, calendar=True)
+ROWS, STRIDE = 1500, 4
 
 
 def small_module(windows, cell="lstm", num_layers=1, bidirectional=False, season=48, lr=1e-2, **changes):

@@ -10,8 +10,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import to_config
+from pipeline.data.sources import load_windows
 from pipeline.errors import DataError
-from pipeline.window import load_windows
 from tests.helpers import SMALL, compose_config, run_stage
 
 

@@ -11,9 +11,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from pipeline import resume, tracking
 from pipeline.config import TrackingConfig
 from pipeline.errors import ConfigError
+from pipeline.tracking import store as tracking
+from pipeline.training import resume
 from tests.helpers import SMALL, compose_config, run_stage, start_stage
 
 # 22 batches an epoch (stride 1), validation (and last.ckpt) every 5 steps, so every checkpoint is mid-epoch;

@@ -8,19 +8,12 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import tracking
 from pipeline.config import TrackingConfig
-from tests.helpers import SMALL, StageProcess, run_stage, start_stage
+from pipeline.tracking import store as tracking
+from tests.helpers import SMALL, StageProcess, latest_run, run_stage, start_stage
 
 # Long enough that the signal lands mid-training; validation (and last.ckpt) every 6 steps.
 ENDLESS = [*SMALL, "trainer.max_steps=100000"]
-
-
-def latest_run(uri: str):
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("pipeline")
-    return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"],
-                              max_results=1)[0]
 
 
 def start_training(store, run_dir: Path) -> StageProcess:

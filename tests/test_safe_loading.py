@@ -12,14 +12,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import ForecastConfig, ForecastDataConfig, RegisterConfig, TrackingConfig
 from pipeline.errors import ConfigError
 from pipeline.forecast import run_forecast
+from pipeline.inference.model_format import SPEC_FILE, WEIGHTS_FILE, ModelSpec, read_model
+from pipeline.inference.saved_model import DIGESTS_TAG, SavedModel, load_model
 from pipeline.register import register
-from pipeline.saved_model import DIGESTS_TAG, SPEC_FILE, WEIGHTS_FILE, ModelSpec, load_model, read_model
 from tests.helpers import run_stage
 
 
@@ -58,8 +60,8 @@ def test_a_tampered_code_file_is_refused_in_one_line_and_never_runs(store, tmp_p
     run_id, folder = trained
     canary = tmp_path / "canary"
     payload = f"\nopen({str(canary)!r}, 'w').write('ran')\n".encode()
-    code = folder / "code" / "pipeline" / "saved_model.py"
-    with altered(code, code.read_bytes() + payload), altered(folder / "pyfunc_model.py", payload):
+    code = folder / "code" / "pipeline" / "inference" / "saved_model.py"
+    with altered(code, code.read_bytes() + payload), altered(folder / "pyfunc_entry.py", payload):
         done = run_stage("pipeline.forecast", "model_uri=models:/safe@champion",
                          f"data.path={store.folder / 'new.parquet'}", f"output={tmp_path / 'out.csv'}",
                          f"tracking.uri={store.uri}", f"hydra.run.dir={tmp_path / 'run'}")
@@ -71,12 +73,13 @@ def test_a_tampered_code_file_is_refused_in_one_line_and_never_runs(store, tmp_p
         assert canary.exists(), pyfunc.stderr[-2000:]
     assert done.returncode == 2 and done.stdout == ""
     last = done.stderr.strip().splitlines()[-1]
-    assert last.endswith("model models:/safe@champion (safe version 1): file code/pipeline/saved_model.py differs "
-                         "from the SHA-256 recorded when it was logged; the model store was altered: log the model "
-                         "again, and let only trusted people write to the store"), last
+    assert last.endswith("model models:/safe@champion (safe version 1): file code/pipeline/inference/saved_model.py "
+                         "differs from the SHA-256 recorded when it was logged; the model store was altered: log the "
+                         "model again, and let only trusted people write to the store"), last
     assert not (tmp_path / "out.csv").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [SPEC_FILE, WEIGHTS_FILE, "MLmodel"])
 def test_an_altered_model_file_is_refused_naming_it_and_the_model(store, tmp_path, trained, name):
     run_id, folder = trained
@@ -90,6 +93,7 @@ def test_an_altered_model_file_is_refused_naming_it_and_the_model(store, tmp_pat
     assert not (tmp_path / "out.csv").exists()
 
 
+@pytest.mark.slow
 def test_a_file_added_to_or_removed_from_the_model_is_refused(store, tmp_path, trained):
     run_id, folder = trained
     extra = folder / "code" / "pipeline" / "sitecustomize.py"
@@ -109,6 +113,7 @@ def test_a_file_added_to_or_removed_from_the_model_is_refused(store, tmp_path, t
         example.write_bytes(kept)
 
 
+@pytest.mark.slow
 def test_a_model_whose_digests_were_never_recorded_is_refused(store, trained):
     run_id, _ = trained
     client = MlflowClient(store.uri)
@@ -131,6 +136,7 @@ class Payload:
         return (open, (self.marker, "w"))
 
 
+@pytest.mark.slow
 def test_a_weights_file_holding_code_is_refused_without_running_it(tmp_path, trained):
     _, folder = trained
     marker = tmp_path / "code-ran"
@@ -141,6 +147,7 @@ def test_a_weights_file_holding_code_is_refused_without_running_it(tmp_path, tra
     assert not marker.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change, message", [
     (lambda spec: "{not json", "not a model spec this pipeline wrote"),
     (lambda spec: json.dumps({k: v for k, v in spec.items() if k != "format"}),
@@ -174,3 +181,29 @@ def test_loading_leaves_no_copy_in_the_temp_folder_and_stale_temporaries_are_rem
     assert done.returncode == 0, done.stderr[-3000:]
     assert list(scratch.iterdir()) == []
     assert sorted(p.name for p in output.parent.iterdir()) == sorted([output.name, live.name])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("part", ["data", "scaler"])
+def test_a_spec_with_a_key_its_format_lacks_is_refused_naming_it(trained, tmp_path, part):
+    _, folder = trained
+    spec = json.loads((folder / "artifacts" / SPEC_FILE).read_text())
+    spec[part]["extra"] = 1
+    altered = tmp_path / SPEC_FILE
+    altered.write_text(json.dumps(spec))
+    with pytest.raises(ConfigError, match=f"key '{part}.extra' is not what format"):
+        ModelSpec.read(altered)
+
+
+@pytest.mark.slow
+def test_a_spec_written_before_the_package_moved_still_reads_and_forecasts_the_same(trained, tmp_path, vic_elec):
+    # Specs hold no class paths; before 2026-12 they held data.id_column as written (null, a name or a list).
+    _, folder = trained
+    spec = json.loads((folder / "artifacts" / SPEC_FILE).read_text())
+    assert spec["data"]["id_column"] == [] and isinstance(spec["data"]["season"], list)
+    old = tmp_path / SPEC_FILE
+    old.write_text(json.dumps(spec | {"data": spec["data"] | {"id_column": None}}))
+    history = vic_elec.iloc[1000:1200][["time", "demand"]]
+    now = SavedModel(*read_model(folder / "artifacts" / SPEC_FILE, folder / "artifacts" / WEIGHTS_FILE))
+    before = SavedModel(*read_model(old, folder / "artifacts" / WEIGHTS_FILE))
+    pd.testing.assert_frame_equal(before.forecast(history), now.forecast(history))

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.config import SearchConfig
 from pipeline.errors import ConfigError, TrainingDiverged
-from pipeline.search import BEST, search, search_space
+from pipeline.training.search import BEST, search, search_space
 from tests.helpers import SMALL, compose_config, run_stage
 
 

@@ -4,9 +4,9 @@ commands the README and bench/ACCURACY.md print run on a fresh clone."""
 import pytest
 
 from pipeline.config import to_config
-from pipeline.ids import SERIES_ID
-from pipeline.load import load_series
-from pipeline.window import make_windows
+from pipeline.data.load import load_series
+from pipeline.data.series import SERIES_ID
+from pipeline.data.windows import make_windows
 from tests.helpers import compose_config
 
 SHIPPED = {

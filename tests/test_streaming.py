@@ -7,21 +7,17 @@ import pytest
 import torch
 
 from pipeline.config import DataConfig
+from pipeline.data.load import validate_frame
+from pipeline.data.windows import make_windows
 from pipeline.errors import ConfigError, DataError
-from pipeline.load import validate_frame
-from pipeline.network import RecurrentNetwork, build_network
-from pipeline.saved_model import FORMAT, ModelSpec, SavedModel
-from pipeline.streaming import NetworkStream, SeriesStream
-from pipeline.window import make_windows
+from pipeline.inference.model_format import FORMAT, ModelSpec
+from pipeline.inference.saved_model import SavedModel
+from pipeline.inference.streaming import NetworkStream
+from pipeline.model.ensemble import build_network
+from pipeline.model.network import RecurrentNetwork
 from tests.helpers import network_args
 
 LOOKBACK, HORIZON, SEASON = 48, 12, 48
-
-
-@pytest.fixture(scope="module")
-def windows(vic_elec):
-    series = validate_frame(vic_elec.iloc[:1200], DataConfig(), source="vic_elec slice")
-    return make_windows(series, LOOKBACK, HORIZON, 8, 96, 96, calendar=True)
 
 
 def arguments(windows, **changes) -> dict:
@@ -77,7 +73,7 @@ def test_a_series_stream_in_original_units_matches_the_forecast_stage(windows, v
     model = saved(windows, {"strategy": "recursive", "quantiles": [0.1, 0.5, 0.9]})
     # Times in the zone of the user's clock: converted, and the forecast comes back in that zone.
     history = vic_elec.iloc[:LOOKBACK].assign(time=lambda f: f["time"].dt.tz_convert("Australia/Melbourne"))
-    stream = SeriesStream(model, "demand")
+    stream = model.stream("demand")
     for row in history.itertuples():
         stream.update(row.time, row.demand)
     streamed = stream.forecast()
@@ -97,7 +93,7 @@ def test_a_log1p_model_streams_what_the_forecast_stage_forecasts_and_refuses_a_n
     logged = make_windows(series, LOOKBACK, HORIZON, 8, 96, 96, calendar=True, transform="log1p")
     model = saved(logged, {"quantiles": [0.1, 0.5, 0.9]}, transform="log1p")
     history = vic_elec.iloc[:LOOKBACK]
-    stream = SeriesStream(model, "demand")
+    stream = model.stream("demand")
     for row in history.itertuples():
         stream.update(row.time, row.demand)
     streamed, batch = stream.forecast(), model.forecast(history)
@@ -117,7 +113,7 @@ def test_a_model_that_cannot_stream_says_why_and_one_that_reads_the_future_asks_
     model = saved(ahead, {}, future_covariates=["holiday"])
     with pytest.raises(DataError, match="has 0 future rows after its last observed 'demand'.*each with 'holiday'"):
         model.forecast(vic_elec.iloc[:LOOKBACK])
-    stream = SeriesStream(model, "demand")
+    stream = model.stream("demand")
     for row in vic_elec.iloc[:LOOKBACK].itertuples():
         stream.update(row.time, row.demand, row.holiday)
     with pytest.raises(ValueError, match=r"give future=\{'holiday': 12 values\}"):

@@ -9,8 +9,8 @@ import pytest
 from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 
-from pipeline import tracking
 from pipeline.errors import ConfigError
+from pipeline.tracking import store as tracking
 from tests.helpers import SMALL, free_port, run_stage, start_mlflow_server, start_stage
 
 

@@ -112,11 +112,11 @@ def test_train_register_and_forecast_through_a_server_with_sign_in_and_nothing_w
 
     # An anonymous client cannot replace a file of the registered model through the artifact proxy.
     url = f"{auth_store.uri}/api/2.0/mlflow-artifacts/artifacts/{location.split(':', 1)[1].lstrip('/')}"
-    request = urllib.request.Request(f"{url}/pyfunc_model.py", b"print('owned')", method="PUT")
+    request = urllib.request.Request(f"{url}/pyfunc_entry.py", b"print('owned')", method="PUT")
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=30)
     assert refused.value.code == 401
-    stored = next((auth_store.folder / "artifacts").rglob("pyfunc_model.py")).read_text()
+    stored = next((auth_store.folder / "artifacts").rglob("pyfunc_entry.py")).read_text()
     assert "owned" not in stored
 
 

@@ -16,8 +16,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import TrackingConfig
-from pipeline.saved_model import load_model
-from pipeline.trainer import auto_precision, native_bf16_cpu
+from pipeline.host import native_bf16_cpu
+from pipeline.inference.saved_model import load_model
+from pipeline.training.precision import auto_precision
 from tests.helpers import SMALL, artifact_paths, run_stage, start_stage
 
 
@@ -50,7 +51,7 @@ def test_train_command_leaves_a_finished_run_with_params_metrics_artifacts_and_a
     assert run.data.params["data.missing"] == "error" and run.data.params["data.covariates"] == "[]"
     # trainer.precision=auto, as resolved on this machine.
     assert run.data.params["trainer.precision"] == "auto"
-    assert run.data.tags["precision"] == auto_precision("lstm", on_cpu=True, native_bf16=native_bf16_cpu())
+    assert run.data.tags["precision"] == auto_precision("lstm", on_cpu=True, native_bf16=native_bf16_cpu())[0]
     for metric in ["train_loss", "val_loss", "grad_norm", "test_mase", "test_mase_seasonal_naive",
                    "val_mase", "val_mase_seasonal_naive", "test_mase_naive", "fit_seconds", "fit_steps",
                    "test_smape", "test_rmse", "test_mae_seasonal_naive"]:

@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from pipeline.config import BacktestConfig, DataConfig, EvaluateConfig, TrackingConfig
+from pipeline.data.load import validate_frame
+from pipeline.data.vintages import load_vintages
+from pipeline.data.windows import make_windows
 from pipeline.errors import DataError
 from pipeline.evaluate import evaluate
-from pipeline.load import validate_frame
 from pipeline.train import train
-from pipeline.vintages import load_vintages
-from pipeline.window import make_windows
 from tests.helpers import SMALL, compose_config, network_for
 
 LOOKBACK, HORIZON, SEASON = 48, 12, 48

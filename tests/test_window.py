@@ -1,29 +1,13 @@
-import numpy as np
-import pandas as pd
 import pytest
 import torch
-from sklearn.preprocessing import StandardScaler
 
 from pipeline.config import DataConfig
+from pipeline.data.load import validate_frame
+from pipeline.data.windows import make_windows
 from pipeline.errors import DataError
-from pipeline.load import validate_frame
-from pipeline.sampler import batches
-from pipeline.window import make_windows
+from tests.helpers import step_series
 
 LOOKBACK, HORIZON, VAL, TEST = 12, 4, 8, 8
-
-
-def step_series(lengths: dict[str, int]):
-    """Series whose target is its own row number in the stacked frame, so windows can be read by eye."""
-    frames, row = [], 0
-    for series_id, n in lengths.items():
-        frames.append(pd.DataFrame({"id": series_id, "time": pd.date_range("2024-01-01", periods=n, freq="h"),
-                                    "y": np.arange(row, row + n, dtype=float)}))
-        row += n
-    data = DataConfig(path="in-memory", time_column="time", target_column="y", id_column="id", calendar=False)
-    return validate_frame(pd.concat(frames), data, source="test")
-
-
 
 
 def test_windows_never_put_target_steps_in_inputs():
@@ -64,17 +48,6 @@ def test_stride_spaces_training_windows():
     assert torch.equal(windows.train.starts, torch.arange(0, 29, 5))
 
 
-def test_scaler_is_fitted_on_the_training_part_only():
-    series = step_series({"a": 60, "b": 45})
-    before = make_windows(series, LOOKBACK, HORIZON, 1, VAL, TEST, calendar=False).scaler
-    held_out = series.frame.groupby("series_id").cumcount(ascending=False) < VAL + TEST
-    series.frame.loc[held_out, "target"] *= 1000
-    after = make_windows(series, LOOKBACK, HORIZON, 1, VAL, TEST, calendar=False).scaler
-    assert after.center == before.center and after.scale == before.scale
-    train_a = series.frame["target"].to_numpy()[:60 - VAL - TEST, None]
-    assert after.center["a"][0] == pytest.approx(StandardScaler().fit(train_a).mean_[0])
-
-
 def test_windows_are_arithmetic_over_one_shared_tensor():
     series = step_series({"a": 60, "b": 45})
     windows = make_windows(series, LOOKBACK, HORIZON, 1, VAL, TEST, calendar=False)
@@ -82,15 +55,6 @@ def test_windows_are_arithmetic_over_one_shared_tensor():
         assert dataset.values.data_ptr() == windows.values.data_ptr()
         # Two numbers per series describe every window: nothing grows with the number of windows.
         assert dataset.windows.first.shape == dataset.windows.count.shape == (2,)
-
-
-def test_sampler_visits_every_window_once_per_epoch_in_tensor_batches():
-    series = step_series({"a": 60, "b": 45})
-    windows = make_windows(series, LOOKBACK, HORIZON, 1, VAL, TEST, calendar=False)
-    loader = batches(windows.train, 10, shuffle=True)
-    seen = torch.cat([batch.x[:, 0, 0] for batch in loader])
-    assert len(seen) == len(windows.train) and len(loader) == 5
-    assert torch.equal(seen.sort().values, windows.train[:].x[:, 0, 0].sort().values)
 
 
 def test_calendar_features_are_cyclic_and_known_for_the_horizon(vic_elec):

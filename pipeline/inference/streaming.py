@@ -1,0 +1,145 @@
+"""Streaming: one new observation at a time, the recurrent state updated in O(1), the next forecast on demand.
+
+A bidirectional encoder cannot stream: its backward direction reads the window from the newest step to the
+oldest, so every new observation changes every backward state, and updating means re-reading the window
+(O(lookback) per observation). Unidirectional models carry all they know in their state.
+"""
+
+import json
+from collections import deque
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.data.features import calendar_features
+from pipeline.errors import ConfigError
+from pipeline.inference.batch import forecast_columns
+from pipeline.inference.model_format import ModelSpec
+from pipeline.model.ensemble import Ensemble
+from pipeline.model.network import Forecaster
+
+
+class NetworkStream:
+    """Scaled input rows in, forecasts out; matches the network's forward pass over the same rows.
+
+    With model.segment_len the state advances once per complete segment; rows wait in a buffer until then.
+    With attention, every encoder state is kept as a key, so memory grows with the stream.
+    """
+
+    def __init__(self, network: Forecaster, series: int = 0):
+        if isinstance(network, Ensemble):
+            raise ConfigError("an ensemble (model.ensemble > 1) does not stream yet: stream one of its members, or "
+                              "train with model.ensemble=1 to stream")
+        if network.encoder.directions == 2:
+            raise ConfigError("a bidirectional encoder cannot stream: its backward pass starts from the newest "
+                              "step, so each new observation changes every state; train with "
+                              "model.bidirectional=false to stream")
+        if network.window_norm:
+            raise ConfigError("model.window_norm cannot stream: every new observation changes the window's "
+                              "mean and spread, so every state would have to be recomputed; train with "
+                              "model.window_norm=false to stream")
+        self.network = network.eval()
+        self.series = torch.tensor([series])
+        self.states = network.encoder.initial(1)
+        # The last `season` rows: all the seasonal skip and the rolled strategies read besides the state.
+        self.recent: deque[torch.Tensor] = deque(maxlen=max(1, network.season or 1))
+        self.pending: list[torch.Tensor] = []  # rows of an incomplete segment
+        self.keys: list[torch.Tensor] = []
+        self.seen = 0
+
+    @torch.inference_mode()
+    def update(self, row: torch.Tensor) -> None:
+        """Take one (F,) input row: scaled target, scaled past covariates, calendar features."""
+        row = row.to(torch.float32).reshape(-1)
+        self.recent.append(row)
+        self.seen += 1
+        self.pending.append(row)
+        if len(self.pending) < (self.network.encoder.segment_len or 1):
+            return
+        # (1, S, F): one more segment (or row) through the encoder's cells, from the state so far
+        out, self.states = self.network.encoder.step(torch.stack(self.pending).unsqueeze(0), self.states)
+        self.pending = []
+        if self.network.attends:
+            self.keys.append(out[:, 0])
+
+    @torch.inference_mode()
+    def forecast(self, future: torch.Tensor, horizon: int | None = None) -> torch.Tensor:
+        """(H, K) known-future features of the next steps -> (H,) scaled forecast, or (H, Q) quantiles."""
+        if not self.seen or (self.network.attends and not self.keys):
+            raise ValueError("no observation yet (or, with attention, no complete segment): call update() first")
+        x = torch.stack(list(self.recent)).unsqueeze(0)
+        keys = torch.stack(self.keys, dim=1) if self.keys else None
+        forecast = self.network.decode(x, future.to(torch.float32).unsqueeze(0), (keys, self.states, None),
+                                       self.series, None, horizon or self.network.horizon)
+        return self.network.calibrated(forecast)[0]
+
+
+class SeriesStream:
+    """A saved model streaming one series in its own units: (time, value, covariates) in, a frame out; a model
+    that reads known-future covariates takes their values for the steps ahead at each forecast."""
+
+    def __init__(self, spec: ModelSpec, network: Forecaster, series_id: str | list[str]):
+        """`series_id`: the series' id as the file wrote it, or the list of its ids for several id columns."""
+        series_id = series_id if isinstance(series_id, str) else json.dumps(list(series_id), ensure_ascii=False)
+        self.spec, self.series_id = spec, series_id
+        center, scale = spec.scaler["center"], spec.scaler["scale"]
+        if series_id not in center:
+            raise ConfigError(f"series {series_id!r} was not in training; the model has no scaling for it")
+        self.center, self.scale = np.array(center[series_id]), np.array(scale[series_id])
+        self.log1p = spec.scaler.get("target_transform", "none") == "log1p"
+        self.known_ahead = list(spec.data["future_covariates"])
+        row = spec.series_ids.index(series_id) if spec.network["series_embedding"] else 0
+        self.stream = NetworkStream(network, series=row)
+        self.offset = pd.tseries.frequencies.to_offset(spec.data["freq"])
+        self.last: pd.Timestamp | None = None
+        self.zone = None  # the zone of the observations' times, when zoned
+
+    def _calendar(self, times: pd.DatetimeIndex) -> np.ndarray:
+        if not self.spec.data["calendar"]:
+            return np.zeros((len(times), 0))
+        return calendar_features(pd.Series(times), self.spec.data["freq"])
+
+    def update(self, time, value: float, *covariates: float) -> None:
+        """One observation at `time`, the next step of the series' grid: the target, then every covariate in the
+        model's order (past ones, then known-future ones)."""
+        time = pd.Timestamp(time)
+        if (time.tzinfo is None) != (self.spec.time_zone is None):
+            raise ValueError(f"series {self.series_id!r}: {time} " + (
+                "has no zone, but the model was trained on zoned times; give times with a zone" if time.tzinfo is None
+                else "has a zone, but the model was trained on wall-clock times; give times without one"))
+        if time.tzinfo is not None:
+            # Calendar features are computed in UTC, as in training; forecasts come back in this zone.
+            self.zone, time = time.tzinfo, time.tz_convert("UTC")
+        if self.last is not None and time != self.last + self.offset:
+            raise ValueError(f"series {self.series_id!r}: expected the step after {self.last}, got {time}")
+        if self.log1p and not value >= 0:
+            raise ValueError(f"series {self.series_id!r}: {value} at {time}: the model reads log(1 + value) "
+                             f"(data.transform=log1p), which needs values >= 0")
+        scaled = (np.array([np.log1p(value) if self.log1p else value, *covariates], dtype=np.float64)
+                  - self.center) / self.scale
+        row = np.concatenate([scaled, self._calendar(pd.DatetimeIndex([time]))[0]])
+        self.stream.update(torch.from_numpy(row))
+        self.last = time
+
+    def forecast(self, future: pd.DataFrame | dict | None = None) -> pd.DataFrame:
+        """The next `horizon` steps after the last observation, in the series' units. `future`: the known-future
+        covariates' values over those steps, by column name (a frame or a dict of sequences), for a model that
+        reads them."""
+        horizon = self.spec.horizon
+        times = pd.date_range(self.last + self.offset, periods=horizon, freq=self.offset)
+        ahead = np.zeros((horizon, 0))
+        if self.known_ahead:
+            given = pd.DataFrame(future if future is not None else {})
+            absent = [c for c in self.known_ahead if c not in given or given[c].isna().any() or len(given) != horizon]
+            if absent:
+                raise ValueError(f"series {self.series_id!r}: give future={{{absent[0]!r}: {horizon} values}} for the "
+                                 f"steps from {times[0]} on (the model reads {self.known_ahead} ahead)")
+            width = len(self.known_ahead)
+            ahead = (given[self.known_ahead].to_numpy(np.float64) - self.center[-width:]) / self.scale[-width:]
+        features = np.concatenate([ahead, self._calendar(times)], axis=1)
+        scaled = self.stream.forecast(torch.from_numpy(features)).numpy().astype(np.float64)
+        values = scaled * self.scale[0] + self.center[0]
+        values = np.expm1(values) if self.log1p else values
+        return pd.DataFrame({"time": times if self.zone is None else times.tz_convert(self.zone)}
+                            | forecast_columns(self.stream.network, values))

@@ -1,0 +1,20 @@
+"""The network's hyperparameters: one plain dict built from the config, what checkpoints and saved models carry."""
+
+from pipeline.config import ModelConfig, WindowConfig
+
+
+def network_args(model: ModelConfig, window: WindowConfig, *, n_features: int, n_future: int, n_series: int,
+                 season: int | None) -> dict:
+    """RecurrentNetwork's keyword arguments (and `members`, for pipeline.model.ensemble.build_network): the model
+    config plus what the data decided. Written once here; checkpoints and the saved model's spec carry this dict,
+    so nothing rebuilds a network any other way."""
+    return dict(cell=model.cell.value, n_features=n_features, n_future=n_future, lookback=window.lookback,
+                horizon=window.horizon, hidden_size=model.hidden_size, num_layers=model.num_layers,
+                bidirectional=model.bidirectional, dropout=model.dropout, nonlinearity=model.nonlinearity.value,
+                season=season if model.seasonal_skip else None, n_series=n_series,
+                series_embedding=model.series_embedding, segment_len=model.segment_len,
+                strategy=model.strategy.value, attention=model.attention,
+                attention_score=model.attention_score.value, teacher_forcing=model.teacher_forcing,
+                head_layers=list(model.head_layers), head_activation=model.head_activation.value,
+                head_dropout=model.head_dropout, init_state=model.init_state.value,
+                quantiles=list(model.quantiles), window_norm=model.window_norm, members=model.ensemble)

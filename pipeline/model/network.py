@@ -1,0 +1,341 @@
+"""The recurrent forecaster: an encoder over the lookback, then a decoder chosen once by model.strategy. No training
+code here (pipeline/model/training_module.py holds the LightningModule), so forecasting from a saved model does not
+import Lightning; nothing of the pipeline but its errors.
+
+- direct: the encoder's final state -> all H steps at once (DirectHead);
+- recursive: a one-step model; after the lookback it is rolled forward, each prediction fed back as the next
+  input with that step's known-future features (past covariates are unknown there and enter as 0, their
+  training mean) (RolledDecoder);
+- seq2seq: a causal decoder unrolled over the horizon from the encoder's final state, reading the previous
+  value and the step's known-future features, optionally attending over every encoder state (RolledDecoder).
+With model.seasonal_skip the decoders predict a correction to the seasonal-naive forecast.
+"""
+
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.errors import ConfigError
+from pipeline.model.layers import Attention, Bridge, Stack, State, layer_widths, mlp, monotone, top_state
+
+
+class Forecaster(Protocol):
+    """What the forecast, backtest, calibration and export paths read of a network: a RecurrentNetwork, or an
+    Ensemble of them (pipeline/model/ensemble.py). Called as RecurrentNetwork.forward: (B, L, F) inputs and
+    (B, H, K) known-future features -> (B, H) forecasts or (B, H, Q) quantiles, in the target's scaled units."""
+
+    horizon: int
+    n_features: int          # F: columns of x (pipeline/data/features.py)
+    n_future: int            # K: columns of future
+    quantiles: list[float]   # [] for a point forecast
+    median: int              # the level reported as the point forecast
+    interval_offsets: torch.Tensor | None  # conformal offsets, added to the quantiles (None without intervals)
+    embedding: nn.Embedding | None         # the series embedding, when there is one
+    training: bool
+
+    def __call__(self, x: torch.Tensor, future: torch.Tensor, series: torch.Tensor | None = None,
+                 lengths: torch.Tensor | None = None, target: torch.Tensor | None = None,
+                 horizon: int | None = None) -> torch.Tensor: ...
+
+    def parameters(self): ...
+
+    def eval(self): ...
+
+    def train(self, mode: bool = True): ...
+
+
+class Encoder(nn.Module):
+    """The lookback, step by step or a segment of steps at a time (SegRNN), through stacked cells; left-padded
+    windows are packed so padding never reaches the state."""
+
+    def __init__(self, *, stack: dict, n_features: int, lookback: int, segment_len: int | None,
+                 bidirectional: bool, learned_init: bool):
+        super().__init__()
+        self.segment_len = segment_len
+        self.segment = None
+        if segment_len:
+            if lookback % segment_len:
+                raise ConfigError(f"model.segment_len={segment_len} must divide window.lookback ({lookback}): set "
+                                  f"model.segment_len to a divisor of it, or null to read step by step")
+            # Each segment of S steps x F features becomes one recurrent input (SegRNN, Lin et al. 2023).
+            self.segment = nn.Linear(segment_len * n_features, stack["widths"][0])
+        self.stack = Stack(input_size=stack["widths"][0] if segment_len else n_features,
+                           bidirectional=bidirectional, learned_init=learned_init, **stack)
+        self.directions, self.output_size = self.stack.directions, self.stack.output_size
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, F) rows -> (B, T / S, width) segment embeddings, or the rows themselves without segments."""
+        if self.segment is None:
+            return x
+        # (B, T, F) -> (B, T / S, S * F) -> (B, T / S, width)
+        return self.segment(x.reshape(x.shape[0], -1, self.segment_len * x.shape[2]))
+
+    def initial(self, batch: int) -> list[State | None]:
+        """The state before the first step: zeros, or the learned initial state."""
+        return self.stack.initial(batch)
+
+    def step(self, x: torch.Tensor, states: list[State | None]) -> tuple[torch.Tensor, list[State]]:
+        """(B, S, F): one more segment (or one row) read from `states` -> outputs (B, 1, directions * width) and
+        the new states. What streaming advances the state with."""
+        return self.stack(self.embed(x), states)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None
+                ) -> tuple[torch.Tensor, list[State], torch.Tensor | None]:
+        """(B, L, F) -> outputs (B, T, directions * width), each layer's final state, and a (B, T) mask of real
+        steps when windows are padded (outputs then hold each window's real steps first)."""
+        steps = self.embed(x)
+        if lengths is not None and self.segment_len:
+            lengths = torch.div(lengths + self.segment_len - 1, self.segment_len, rounding_mode="floor")
+        if lengths is None:
+            outputs, states = self.stack(steps)
+            return outputs, states, None
+        # Left-padded windows: move each window's real steps first and pack, so padding never enters.
+        time = torch.arange(steps.shape[1], device=steps.device)
+        shift = (time.unsqueeze(0) + (steps.shape[1] - lengths).unsqueeze(1)) % steps.shape[1]
+        real_first = steps.gather(1, shift.unsqueeze(2).expand_as(steps))
+        packed = nn.utils.rnn.pack_padded_sequence(real_first, lengths.cpu(), batch_first=True,
+                                                   enforce_sorted=False)
+        outputs, states = self.stack(packed)
+        outputs, _ = nn.utils.rnn.pad_packed_sequence(outputs, batch_first=True, total_length=steps.shape[1])
+        return outputs, states, time.unsqueeze(0) < lengths.unsqueeze(1)
+
+
+def seasonal_lag(history: torch.Tensor, steps: int, season: int) -> torch.Tensor:
+    """(B, T) scaled target so far -> (B, steps): the value one (or more) seasons before each next step, which
+    the seasonal skip corrects (the baseline of the same name is pipeline.evaluation.metrics.seasonal_naive)."""
+    ahead = torch.arange(steps, device=history.device)
+    return history[:, history.shape[1] + ahead - season * (ahead // season + 1)]
+
+
+class DirectHead(nn.Module):
+    """The encoder's final state (both directions), the horizon's known-future features and the series
+    embedding -> all H steps at once."""
+
+    def __init__(self, *, encoder: Encoder, horizon: int, n_future: int, n_outputs: int, head: dict,
+                 season: int | None):
+        super().__init__()
+        self.horizon, self.n_outputs, self.season = horizon, n_outputs, season
+        self.directions = encoder.directions
+        self.head = mlp(encoder.output_size + horizon * n_future + head.pop("embedding"), horizon * n_outputs,
+                        **head)
+
+    def forward(self, x: torch.Tensor, future: torch.Tensor, encoded: tuple, embedded: torch.Tensor | None,
+                target: torch.Tensor | None, horizon: int) -> torch.Tensor:
+        """-> (B, H, Q) raw outputs; `target` and `horizon` are the rolled decoders' (a direct head has one)."""
+        outputs, states, mask = encoded
+        parts = [top_state(states, self.directions), future.flatten(1)] + ([embedded] if embedded is not None else [])
+        # (B, directions * width + H * K [+ E]) -> (B, H, Q)
+        raw = self.head(torch.cat(parts, dim=1)).view(x.shape[0], self.horizon, self.n_outputs)
+        if self.season is not None:
+            raw = raw + seasonal_lag(x[:, :, 0], self.horizon, self.season).unsqueeze(2)
+        return raw
+
+
+class RolledDecoder(nn.Module):
+    """recursive or seq2seq: one step at a time over the horizon, each step's prediction (the median) fed back,
+    or in training the true value at a model.teacher_forcing share of steps."""
+
+    def __init__(self, *, strategy: str, stack: dict, encoder: Encoder, n_features: int, n_future: int,
+                 n_quantiles: int, median: int, head: dict, season: int | None, bidirectional: bool,
+                 attention: bool, attention_score: str, teacher_forcing: float):
+        super().__init__()
+        self.strategy, self.n_features, self.n_future = strategy, n_features, n_future
+        self.n_quantiles, self.median, self.season, self.teacher_forcing = n_quantiles, median, season, teacher_forcing
+        widths = stack["widths"]
+        # recursive rolls the encoder itself on when it can (causal, reading steps: cells None); otherwise a
+        # causal stack of its own.
+        self.cells = None
+        if strategy == "seq2seq" or bidirectional or encoder.segment is not None:
+            step_size = n_features if strategy == "recursive" else 1 + n_future
+            self.cells = Stack(input_size=step_size, bidirectional=False, learned_init=False, **stack)
+        # The encoder's cells, to roll on with when there is no stack of our own: referenced, not registered,
+        # so their weights are saved once, under the encoder.
+        self.__dict__["encoder_cells"] = encoder.stack
+        self.bridge = Bridge(widths, stack["cell"] == "lstm") if bidirectional else None
+        head_in = widths[-1] + (n_future if strategy == "recursive" else 0) + head.pop("embedding")
+        self.attention = None
+        if attention:
+            self.attention = Attention(widths[-1], encoder.output_size, attention_score)
+            head_in += encoder.output_size
+        self.head = mlp(head_in, max(1, n_quantiles), **head)
+
+    def forward(self, x: torch.Tensor, future: torch.Tensor, encoded: tuple, embedded: torch.Tensor | None,
+                target: torch.Tensor | None, horizon: int) -> torch.Tensor:
+        """-> (B, H, Q) raw outputs over `horizon` steps (any number, given that many steps of `future`)."""
+        outputs, states, mask = encoded
+        if self.bridge is not None:
+            states = self.bridge(states)
+        projected = self.attention.prepare(outputs) if self.attention is not None else None
+        history, previous = x[:, :, 0], x[:, -1, 0:1]
+        cells = self.cells or self.encoder_cells
+        # Rolling the encoder on: it has read the last lookback step already, its top output predicts step one.
+        top = top_state(states, 1) if self.cells is None else None
+        steps = []
+        for j in range(horizon):
+            if top is None or j:
+                out, states = cells(self.step_input(j, x, future, previous).unsqueeze(1), states)
+                top = out[:, 0]
+            parts = [top] + ([future[:, j]] if self.strategy == "recursive" else [])
+            if self.attention is not None:
+                parts.append(self.attention(top, outputs, projected, mask))
+            # (B, width [+ K] [+ attended] [+ E]) -> (B, Q)
+            raw = self.head(torch.cat(parts + ([embedded] if embedded is not None else []), dim=1))
+            if self.season is not None:
+                raw = raw + history[:, history.shape[1] - self.season].unsqueeze(1)
+            steps.append(raw)
+            previous = self.fed_back(raw, target, j)
+            history = torch.cat([history, previous], dim=1)
+        return torch.stack(steps, dim=1)
+
+    def fed_back(self, raw: torch.Tensor, target: torch.Tensor | None, j: int) -> torch.Tensor:
+        """(B, Q) raw outputs of step j -> (B, 1) the value the next step reads: the median forecast, or with
+        teacher forcing the true value for a random share of windows (drawn on the device: no host sync)."""
+        fed = monotone(raw.unsqueeze(1), self.n_quantiles)[:, 0]
+        fed = (fed[:, self.median] if fed.dim() == 2 else fed).detach().unsqueeze(1)
+        if target is None:
+            return fed
+        keep = torch.rand(raw.shape[0], 1, device=raw.device) < self.teacher_forcing
+        return torch.where(keep, target[:, j:j + 1], fed)
+
+    def step_input(self, j: int, x: torch.Tensor, future: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """The decoder's input at horizon step j.
+
+        seq2seq: (previous value, known-future features of step j). recursive: a full input row of the step
+        before j (its value, past covariates as 0 once unknown, its known-future features), whose successor
+        the head predicts.
+        """
+        if self.strategy == "seq2seq":
+            return torch.cat([previous, future[:, j]], dim=1)
+        if j == 0:
+            return x[:, -1]
+        unknown = previous.new_zeros(x.shape[0], self.n_features - 1 - self.n_future)
+        return torch.cat([previous, unknown, future[:, j - 1]], dim=1)
+
+
+class RecurrentNetwork(nn.Module):
+    """Encoder over the lookback, then the strategy's decoder -> (B, H) forecasts, or (B, H, Q) quantiles."""
+
+    def __init__(self, *, cell: str, n_features: int, n_future: int, lookback: int, horizon: int,
+                 hidden_size: int | list[int], num_layers: int, bidirectional: bool, dropout: float,
+                 nonlinearity: str, season: int | None, n_series: int, series_embedding: int,
+                 segment_len: int | None, strategy: str, attention: bool, attention_score: str,
+                 teacher_forcing: float, head_layers: list[int], head_activation: str, head_dropout: float,
+                 init_state: str, quantiles: list[float], window_norm: bool):
+        """Keyword-only and without defaults: every value comes from one dict built from the config
+        (pipeline.model.hparams.network_args), saved with checkpoints and in the saved model's spec."""
+        super().__init__()
+        check_combination(cell, nonlinearity, strategy, attention, quantiles, season, lookback)
+        widths = layer_widths(hidden_size, num_layers)
+        self.horizon, self.window_norm, self.season = horizon, window_norm, season
+        self.n_features, self.n_future = n_features, n_future
+        self.quantiles = sorted(float(q) for q in quantiles)
+        # The value fed back when rolling forward: the median, or the quantile nearest it.
+        self.median = int(np.argmin([abs(q - 0.5) for q in self.quantiles])) if self.quantiles else 0
+        # Added to the quantiles at output (scaled units): zero in training; set after it by conformal
+        # calibration on the validation block (pipeline/training/calibration.py), and saved with the weights.
+        self.register_buffer("interval_offsets", torch.zeros(len(self.quantiles)) if len(self.quantiles) > 1
+                             else None)
+        stack = dict(cell=cell, widths=widths, dropout=dropout if len(widths) > 1 else 0.0, nonlinearity=nonlinearity)
+        self.encoder = Encoder(stack=stack, n_features=n_features, lookback=lookback, segment_len=segment_len,
+                               bidirectional=bidirectional, learned_init=init_state == "learned")
+        self.embedding = nn.Embedding(n_series, series_embedding) if series_embedding else None
+        head = dict(layers=list(head_layers), activation=head_activation, dropout=head_dropout,
+                    embedding=series_embedding)
+        if strategy == "direct":
+            self.decoder = DirectHead(encoder=self.encoder, horizon=horizon, n_future=n_future,
+                                      n_outputs=max(1, len(self.quantiles)), head=head, season=season)
+        else:
+            self.decoder = RolledDecoder(strategy=strategy, stack=stack, encoder=self.encoder, n_features=n_features,
+                                         n_future=n_future, n_quantiles=len(self.quantiles), median=self.median,
+                                         head=head, season=season, bidirectional=bidirectional, attention=attention,
+                                         attention_score=attention_score, teacher_forcing=teacher_forcing)
+        if season is not None:
+            # Start exactly at seasonal naive; training learns the correction.
+            nn.init.zeros_(self.decoder.head[-1].weight)
+            nn.init.zeros_(self.decoder.head[-1].bias)
+
+    def forward(self, x: torch.Tensor, future: torch.Tensor, series: torch.Tensor | None = None,
+                lengths: torch.Tensor | None = None, target: torch.Tensor | None = None,
+                horizon: int | None = None) -> torch.Tensor:
+        """(B, L, F) inputs, (B, H, K) known-future features -> (B, H) or (B, H, Q).
+
+        `target` (B, H), in training only, is fed back instead of predictions at a model.teacher_forcing share
+        of steps (1.0 trains a pure one-step model). `horizon` may exceed the trained one for rolled
+        strategies, given that many steps of `future`.
+        """
+        target = target if self.training else None
+        level = spread = None
+        if self.window_norm:
+            # (B, L, F) -> (B, L, F): the target column centred and scaled by the window's own statistics
+            level, spread = window_statistics(x[:, :, 0], lengths)
+            x = torch.cat([((x[:, :, 0] - level) / spread).unsqueeze(2), x[:, :, 1:]], dim=2)
+            target = None if target is None else (target - level) / spread
+        # (B, L, F) -> outputs (B, T, directions * width), each layer's final state, (B, T) mask of real steps
+        encoded = self.encoder(x, lengths)
+        # -> (B, H) or (B, H, Q) in the window's normalised units
+        forecast = self.decode(x, future, encoded, series, target, horizon or self.horizon)
+        if self.window_norm:
+            # (B, 1) -> (B, 1) or (B, 1, 1): back to the scaled units of the target
+            shape = (-1,) + (1,) * (forecast.dim() - 1)
+            forecast = forecast * spread.view(shape) + level.view(shape)
+        return self.calibrated(forecast)
+
+    def decode(self, x: torch.Tensor, future: torch.Tensor, encoded: tuple, series: torch.Tensor | None,
+               target: torch.Tensor | None, horizon: int) -> torch.Tensor:
+        """From the encoder's (outputs, final states, mask) to the forecast: (B, H) or monotone (B, H, Q). `x`
+        needs only its last `season` steps (at least one): the seasonal skip and the rolled strategies read
+        nothing older. What streaming forecasts with."""
+        embedded = self.embedding(series.long()) if self.embedding is not None else None
+        # -> (B, H, Q) raw -> (B, H) or (B, H, Q) monotone
+        return monotone(self.decoder(x, future, encoded, embedded, target, horizon), len(self.quantiles))
+
+    @property
+    def attends(self) -> bool:
+        """Whether the decoder attends over every encoder state (seq2seq with model.attention)."""
+        return getattr(self.decoder, "attention", None) is not None
+
+    def calibrated(self, forecast: torch.Tensor) -> torch.Tensor:
+        """Quantiles widened (or narrowed) by the conformal offsets, in the scaled units of the target."""
+        return calibrated(forecast, self.interval_offsets)
+
+
+def calibrated(forecast: torch.Tensor, offsets: torch.Tensor | None) -> torch.Tensor:
+    if offsets is None:
+        return forecast
+    # Calibration may narrow an interval past its neighbour; sorting keeps the levels monotone.
+    return (forecast + offsets).sort(dim=-1).values
+
+
+def check_combination(cell: str, nonlinearity: str, strategy: str, attention: bool, quantiles: list[float],
+                      season: int | None, lookback: int) -> None:
+    """What the schema's per-key checks cannot see: values that do not fit together."""
+    if cell != "rnn" and nonlinearity != "tanh":
+        raise ConfigError(f"model.nonlinearity={nonlinearity!r} applies to the vanilla RNN only; "
+                          f"use model=rnn or drop the override")
+    if attention and strategy != "seq2seq":
+        raise ConfigError("model.attention needs a decoder to attend from; set model.strategy=seq2seq")
+    if any(not 0 < q < 1 for q in quantiles):
+        raise ConfigError(f"model.quantiles={quantiles}: each must lie strictly between 0 and 1")
+    if season is not None and season > lookback:
+        raise ConfigError(f"model.seasonal_skip needs data.season ({season}) <= window.lookback ({lookback})")
+
+
+def window_statistics(history: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of each window's target over its real (unpadded) steps: (B, 1) each.
+
+    Per-window normalisation (RevIN, Kim et al. 2022) removes the window's level and spread before the network
+    reads it and restores them at output, so a level shift since training needs no extrapolation.
+    """
+    if lengths is None:
+        level = history.mean(dim=1, keepdim=True)
+        spread = history.std(dim=1, keepdim=True, correction=0)
+    else:
+        real = (torch.arange(history.shape[1], device=history.device).unsqueeze(0)
+                >= (history.shape[1] - lengths).unsqueeze(1)).to(history.dtype)
+        count = real.sum(dim=1, keepdim=True)
+        level = (history * real).sum(dim=1, keepdim=True) / count
+        spread = (((history - level) * real) ** 2).sum(dim=1, keepdim=True).div(count).sqrt()
+    # A flat window would divide by zero; it keeps its level and unit spread (already scaled units).
+    return level, spread.clamp_min(1e-3)
