@@ -43,12 +43,13 @@ class Bounds:
                 and (self.high is None or value < self.high or (value == self.high and not self.high_open)))
 
     def __str__(self) -> str:
+        low, high = (v if isinstance(v, int) or v is None else f"{v:g}" for v in (self.low, self.high))
         if self.low is not None and self.high is not None:
-            text = f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+            text = f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
         elif self.low is not None:
-            text = f"{'>' if self.low_open else '>='} {self.low:g}"
+            text = f"{'>' if self.low_open else '>='} {low}"
         else:
-            text = f"{'<' if self.high_open else '<='} {self.high:g}"
+            text = f"{'<' if self.high_open else '<='} {high}"
         text = f"an int {text} or a float in (0, 1]" if self.share else text
         return text + "".join(f" or {v}" for v in self.also)
 
@@ -86,6 +87,7 @@ def season_check(value: Any) -> str | None:
 
 
 def frequency_check(value: str) -> str | None:
+    """data.freq: a pandas offset alias (30min, h, D, W, MS, QS)."""
     try:
         pd.tseries.frequencies.to_offset(value)
     except ValueError:
@@ -94,7 +96,7 @@ def frequency_check(value: str) -> str | None:
 
 
 def time_format_check(value: str) -> str | None:
-    """A strftime format that pandas parses with, or an epoch unit (EPOCH_FORMATS)."""
+    """data.time_format: a strftime format pandas parses with, or unix / unix_ms (epoch seconds, milliseconds)."""
     if value in EPOCH_FORMATS:
         return None
     sample = pd.Timestamp("2001-02-03 04:05:06")

@@ -100,9 +100,10 @@ def as_list(value: Any) -> list:
 
 @dataclass
 class DataConfig:
+    # The series file (CSV, optionally compressed, or Parquet, by extension), or a folder of Parquet files.
     path: str = "data/vic_elec.parquet"
-    time_column: str = "time"
-    target_column: str = "demand"
+    time_column: str = "time"  # the file's column of timestamps
+    target_column: str = "demand"  # the column to forecast
     # null: the file holds one series; a column name, or a list of columns that together name a series. A list
     # from composition on ([] for null): nothing downstream normalises it again.
     id_column: Any = None
@@ -115,11 +116,11 @@ class DataConfig:
     covariates: list[str] = field(default_factory=list)
     # Known-future inputs (holiday flags, planned prices): read over the lookback and the horizon alike.
     future_covariates: list[str] = field(default_factory=list)
-    # As-of honesty for known-future inputs that are themselves forecasts (pipeline/vintages.py): a file of every
-    # issued value (ids, time, this issue-time column, the columns); each window's horizon then reads the values
+    # As-of honesty for known-future inputs that are themselves forecasts (pipeline/data/vintages.py): a file of
+    # every issued value (ids, time, this issue-time column, the columns); each window's horizon then reads the values
     # issued by its origin. null: the main file's values are taken as known in advance.
     vintages: Optional[str] = None
-    future_covariates_known_at: Optional[str] = None
+    future_covariates_known_at: Optional[str] = None  # data.vintages' column of issue times
     # Cyclic calendar features of each timestamp (known in the future too).
     calendar: bool = True
     # Pandas offset alias ("30min", "h", "D", "MS"); null infers it from the timestamps.
@@ -150,9 +151,10 @@ class DataConfig:
 class WindowConfig:
     # A week of half-hours in, a day out (the default data).
     lookback: int = bounded(336, low=1)
-    horizon: int = bounded(48, low=1)
+    horizon: int = bounded(48, low=1)  # steps forecast from each origin
     # Steps between the starts of consecutive training windows.
     stride: int = bounded(1, low=1)
+    # Windows a training step reads (for each member of an ensemble); the default experiment sets 96.
     batch_size: int = bounded(256, low=1)
 
 
@@ -161,30 +163,30 @@ class SplitConfig:
     # The last steps of every series, by time: test is the very end, validation just before it (28 days of
     # half-hours each on the default data).
     val_steps: int = bounded(1344, low=0)
-    test_steps: int = bounded(1344, low=0)
+    test_steps: int = bounded(1344, low=0)  # the test block: never read to choose anything
 
 
 @dataclass
 class ModelConfig:
-    """The network (README, "Model options"); model=rnn|lstm|gru sets the cell."""
+    """The network (pipeline/model/network.py); model=rnn|lstm|gru sets the cell."""
 
-    cell: Cell = Cell.lstm
+    cell: Cell = Cell.lstm  # set by model=rnn|lstm|gru
     # One width for every layer, or a list with one width per layer (its length must equal num_layers).
     hidden_size: Any = bounded(64, low=1)
-    num_layers: int = bounded(2, low=1)
+    num_layers: int = bounded(2, low=1)  # stacked recurrent layers
     # direct: all steps from the encoder's final state | recursive: a one-step model rolled forward |
     # seq2seq: a decoder unrolled over the horizon.
     strategy: Strategy = Strategy.direct
     # seq2seq only: each decoder step attends over every encoder state, scored by dot product or additively.
     attention: bool = False
-    attention_score: AttentionScore = AttentionScore.dot
+    attention_score: AttentionScore = AttentionScore.dot  # dot (Luong, general) or additive (Bahdanau)
     # recursive and seq2seq: the share of rolled steps fed the true previous value during training
     # (1.0: pure teacher forcing, a one-step model; 0.0: always its own predictions).
     teacher_forcing: float = bounded(0.5, low=0, high=1)
     # Hidden widths of an MLP output head; [] is one linear map.
     head_layers: list[int] = bounded([], low=1)
-    head_activation: Activation = Activation.relu
-    head_dropout: float = bounded(0.0, low=0, high=1, high_open=True)
+    head_activation: Activation = Activation.relu  # between the head's hidden layers
+    head_dropout: float = bounded(0.0, low=0, high=1, high_open=True)  # after each hidden layer of the head
     # Initial hidden state of the encoder: zeros, or learned per layer and direction.
     init_state: InitState = InitState.zeros
     # Train with the pinball loss and forecast these quantiles (e.g. [0.1, 0.5, 0.9]); [] forecasts a point.
@@ -192,8 +194,9 @@ class ModelConfig:
     # With quantiles: widen (or narrow) each central interval after training so that it covers its nominal
     # share of the validation block (conformalized quantile regression).
     conformal: bool = True
+    # The encoder reads the lookback both ways (decoders stay causal); such a model cannot stream.
     bidirectional: bool = False
-    dropout: float = bounded(0.0, low=0, high=1, high_open=True)
+    dropout: float = bounded(0.0, low=0, high=1, high_open=True)  # between stacked layers
     # Vanilla RNN only.
     nonlinearity: Nonlinearity = Nonlinearity.tanh
     # Predict a correction to the seasonal-naive forecast read from the input window.
@@ -204,13 +207,13 @@ class ModelConfig:
     # Per-window normalisation (RevIN): each window's target is centred and scaled by its own mean and
     # standard deviation before the network reads it, and the forecast is mapped back. Chosen on the validation
     # block of the default data (val MASE 0.506, 0.500 over seeds 0, 1 against 0.498, 0.553 without). Such a
-    # model cannot stream (pipeline/streaming.py): set false for that.
+    # model cannot stream (pipeline/inference/streaming.py): set false for that.
     window_norm: bool = True
     # Size of a learned embedding of the series id fed to the head; 0 turns it off.
     series_embedding: int = bounded(0, low=0)
     # Read the lookback as non-overlapping segments of this many steps, each embedded by a linear map (SegRNN):
     # 336 steps become 28 recurrent steps of 12, 11x faster steps on CPU, but worse on the validation block of
-    # the default data than step by step (README, "Results"). null reads step by step.
+    # the default data than step by step (bench/ACCURACY.md). null reads step by step.
     segment_len: Optional[int] = bounded(None, low=1)
     # Train this many networks of this configuration side by side (different initial weights, each on its own
     # batches and its own loss) and forecast their mean: one logged model, `ensemble` times the training cost.
@@ -221,8 +224,8 @@ class ModelConfig:
 class OptimConfig:
     # Training and validation loss on the scaled target (MAE: chosen on the default data's validation block).
     loss: Loss = Loss.mae
-    lr: float = bounded(3e-3, low=0, low_open=True)
-    weight_decay: float = bounded(0.0, low=0)
+    lr: float = bounded(3e-3, low=0, low_open=True)  # AdamW's learning rate
+    weight_decay: float = bounded(0.0, low=0)  # AdamW's decoupled weight decay
     # Cosine decay to zero over the planned steps (needs trainer.max_steps or max_epochs).
     cosine_schedule: bool = True
     # Stop when the validation loss has not improved for this many validations; null trains the whole budget.
@@ -238,36 +241,37 @@ class TrainerConfig:
 
     # auto: a GPU when there is one.
     accelerator: str = "auto"
-    devices: Any = "auto"
+    devices: Any = "auto"  # how many (or which) devices; auto: one
     # auto: one process, or Lightning's choice for several devices; ddp (trainer=ddp) for data parallel.
     strategy: str = "auto"
-    num_nodes: int = bounded(1, low=1)
+    num_nodes: int = bounded(1, low=1)  # machines of a distributed training
     # auto: bf16-mixed for an LSTM on a CPU with native bfloat16 (AVX-512 BF16/AMX), 32-true otherwise
-    # (pipeline.trainer.resolve_precision). On the default data it steps 1.6x faster at equal validation MASE
-    # (bench/RESULTS.md); the run's `precision` tag says what it resolved to. Any Lightning value overrides it.
+    # (pipeline.training.precision); the log and the run's `precision` tag say what it resolved to and why. Any
+    # Lightning value overrides it; bf16 on a CPU without native bfloat16 is refused.
     precision: Any = "auto"
-    max_epochs: Optional[int] = bounded(None, low=1, also=(-1,))
-    # ~0.24 s a step for the default LSTM on 2 CPU cores in bf16 (0.39 s in 32-true): about 2.5 minutes in all.
+    max_epochs: Optional[int] = bounded(None, low=1, also=(-1,))  # a budget in epochs instead of steps
+    # The default recipe takes ~0.1 s a step on 2 CPU cores, in bf16 or float32: about a minute in all.
     max_steps: int = bounded(600, low=1, also=(-1,))
+    # Gradients clipped by Lightning before each update, to this norm (or value); null: not clipped.
     gradient_clip_val: Optional[float] = bounded(1.0, low=0)
-    gradient_clip_algorithm: ClipAlgorithm = ClipAlgorithm.norm
-    log_every_n_steps: int = bounded(50, low=1)
+    gradient_clip_algorithm: ClipAlgorithm = ClipAlgorithm.norm  # norm (the total norm) or value (each element)
+    log_every_n_steps: int = bounded(50, low=1)  # train_loss and grad_norm to MLflow every this many steps
     # Validate every 100 optimizer steps (not per epoch), so the best checkpoint is picked often enough.
     val_check_interval: Any = bounded(100, low=1, share=True)
-    check_val_every_n_epoch: Optional[int] = bounded(None, low=1)
-    limit_train_batches: Any = bounded(None, low=1, share=True)
+    check_val_every_n_epoch: Optional[int] = bounded(None, low=1)  # validate per epoch instead
+    limit_train_batches: Any = bounded(None, low=1, share=True)  # batches (or share of them) an epoch reads
     # null: Lightning's progress bar (with the training loss) when stderr is a terminal, else one log line per
     # validation (what a cron log wants).
     enable_progress_bar: Optional[bool] = None
-    enable_model_summary: bool = False
-    deterministic: Any = False
+    enable_model_summary: bool = False  # Lightning's table of the network's layers, at the start
+    deterministic: Any = False  # torch's deterministic algorithms (slower; the CPU path is already repeatable)
 
 
 @dataclass
 class TrackingConfig:
     # Default: a local sqlite store under outputs/, browsed with `mlflow ui --backend-store-uri ...`.
     uri: str = "sqlite:///outputs/mlflow.db"
-    experiment: str = "pipeline"
+    experiment: str = "pipeline"  # the MLflow experiment, created if needed
     # Where new experiments keep artifacts; null puts them beside a sqlite/file store.
     artifact_location: Optional[str] = None
     # Log the trained model as an MLflow pyfunc model (with input example and signature).
@@ -275,17 +279,18 @@ class TrackingConfig:
     # A tracking server that does not answer: retries of `timeout` seconds each (with 1, 2, 4 ... s between
     # them), then the stage fails in one line, or with offline_fallback records into offline_uri instead.
     retries: int = bounded(2, low=0)
-    timeout: int = bounded(10, low=1)
+    timeout: int = bounded(10, low=1)  # seconds each try may take
     # Once a run is open, how long the server may be away (a restart) before a request gives up: requests are
     # retried meanwhile, so training pauses rather than fails. At most 480.
     outage_seconds: int = bounded(120, low=0, high=480)
-    offline_fallback: bool = False
-    offline_uri: str = "sqlite:///outputs/mlflow-offline.db"
+    offline_fallback: bool = False  # record into offline_uri when tracking.uri does not answer
+    offline_uri: str = "sqlite:///outputs/mlflow-offline.db"  # where offline_fallback records
 
 
 @dataclass
 class SearchConfig:
-    """conf/hparams_search/: an Optuna search over config keys against the validation loss (pipeline/search.py)."""
+    """conf/hparams_search/: an Optuna search over config keys against the validation loss
+    (pipeline/training/search.py)."""
 
     # Trainings to run, one after another; each is an MLflow run of its own.
     n_trials: int = bounded(20, low=1)
@@ -295,7 +300,7 @@ class SearchConfig:
     # The Optuna storage the study lives in (e.g. sqlite:///outputs/search.db); null: optuna.db in the run
     # folder. Run the command again with the same storage and the search resumes where it stopped.
     storage: Optional[str] = None
-    study_name: str = "search"
+    study_name: str = "search"  # the Optuna study in that storage
 
 
 @dataclass
@@ -307,10 +312,13 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    seed: int = bounded(0, low=0, high=2**32 - 1)
-    # A training run id, or `last`, to continue from its last checkpoint (pipeline/resume.py).
+    seed: int = bounded(0, low=0, high=2**32 - 1)  # torch, numpy, Python and the window shuffling
+    # torch's compute threads. null: the cores free when the stage starts (OMP_NUM_THREADS wins when set), and in
+    # training again every 25 steps, so that jobs sharing the cores step aside for each other.
+    threads: Optional[int] = bounded(None, low=1)
+    # A training run id, or `last`, to continue from its last checkpoint (pipeline/training/resume.py).
     resume: Optional[str] = None
-    # null trains once; hparams_search=optuna searches (pipeline/search.py).
+    # null trains once; hparams_search=optuna searches (pipeline/training/search.py).
     hparams_search: Optional[SearchConfig] = None
 
 
@@ -325,7 +333,7 @@ class ExportConfig:
 
     # The training run whose model to export, or any MLflow model URI (models:/NAME@champion, runs:/ID/model).
     run_id: Optional[str] = None
-    model_uri: Optional[str] = None
+    model_uri: Optional[str] = None  # instead of run_id
     # onnx (runs on onnxruntime) | torchscript (runs on torch.jit alone).
     format: ExportFormat = ExportFormat.onnx
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -349,8 +357,8 @@ class DaskConfig:
     # A running scheduler (tcp://HOST:8786), whose workers can reach the tracking server and the data and output
     # folders; null: a cluster of `workers` processes on this machine, for this job only.
     address: Optional[str] = None
-    workers: int = bounded(2, low=1)
-    threads_per_worker: int = bounded(1, low=1)
+    workers: int = bounded(2, low=1)  # processes of the local cluster
+    threads_per_worker: int = bounded(1, low=1)  # threads of each
 
 
 @dataclass
@@ -366,6 +374,8 @@ class ForecastConfig:
     # What forecasts a folder of Parquet files: this process, or a Dask cluster (pip install 'pipeline[dask]').
     engine: Engine = Engine.local
     dask: DaskConfig = field(default_factory=DaskConfig)
+    # torch's compute threads (engine=local). null: the cores free when the stage starts (OMP_NUM_THREADS wins).
+    threads: Optional[int] = bounded(None, low=1)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
@@ -383,10 +393,12 @@ class EvaluateConfig:
 
     # The training run whose model to evaluate, or instead any MLflow model URI (models:/NAME@champion).
     run_id: Optional[str] = None
-    model_uri: Optional[str] = None
+    model_uri: Optional[str] = None  # instead of run_id
     # null: the file the model was trained on (its columns and policies are always the model's).
     data: ForecastDataConfig = field(default_factory=ForecastDataConfig)
     evaluate: BacktestConfig = field(default_factory=BacktestConfig)
+    # torch's compute threads. null: the cores free when the stage starts (OMP_NUM_THREADS wins when set).
+    threads: Optional[int] = bounded(None, low=1)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
@@ -394,8 +406,8 @@ class EvaluateConfig:
 class RegisterConfig:
     """conf/register.yaml: which training run goes into which registered model."""
 
-    run_id: Optional[str] = None
-    name: Optional[str] = None
+    run_id: Optional[str] = None  # the training run whose model to register
+    name: Optional[str] = None  # the registered model's name (created if new)
     # Move the champion alias to the new version even when it does not beat the current champion.
     force: bool = False
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

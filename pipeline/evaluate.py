@@ -18,6 +18,7 @@ from pipeline.errors import ConfigError
 from pipeline.evaluation.backtest import backtest_file
 from pipeline.evaluation.metrics import backtest_metrics
 from pipeline.evaluation.reports import log_evaluation
+from pipeline.host import set_threads
 from pipeline.inference.batch import check_time_zone
 from pipeline.inference.saved_model import load_model
 from pipeline.tracking.store import start_run
@@ -30,6 +31,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     if not cfg.run_id and not cfg.model_uri:
         raise ConfigError("give run_id=<training run> or model_uri=<MLflow model URI> to evaluate")
     model_uri = cfg.model_uri or f"runs:/{cfg.run_id}/model"
+    set_threads(cfg.threads)
     model = load_model(model_uri, cfg.tracking)
     data = model.data
     data.path, data.time_zone = cfg.data.path or data.path, cfg.data.time_zone or data.time_zone

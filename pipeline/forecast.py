@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from pipeline.cli import finish
 from pipeline.config import CONF_DIR, ForecastConfig, to_config
 from pipeline.errors import ConfigError
+from pipeline.host import set_threads
 from pipeline.inference.folder import forecast_folder, forecast_path
 from pipeline.inference.output import check_output, check_output_folder, write_atomically
 from pipeline.inference.saved_model import SavedModel, load_model
@@ -29,6 +30,7 @@ def run_forecast(cfg: ForecastConfig) -> dict:
     if not cfg.model_uri or not cfg.data.path or not cfg.output:
         raise ConfigError("give model_uri=<MLflow model URI>, data.path=<new data> and output=<file>")
     output, source = Path(cfg.output), Path(cfg.data.path)
+    set_threads(cfg.threads)
     folder = source.is_dir()
     if folder:  # before anything is loaded or a run opens
         check_output_folder(output)

@@ -2,6 +2,7 @@
 on, and whether one of its processes is still alive."""
 
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -46,3 +47,49 @@ def process_alive(pid: int, started: str = "") -> bool:
         return True
     now = start_time(pid)
     return not started or now is None or now == started
+
+
+def set_threads(threads: int | None) -> int:
+    """Compute on `threads` threads (torch's intra-op pool), or with None on those choose_threads gives. Returns
+    the number."""
+    chosen = threads or choose_threads()
+    if chosen != torch.get_num_threads():
+        torch.set_num_threads(chosen)
+    return chosen
+
+
+def choose_threads() -> int:
+    """OMP_NUM_THREADS when set (the environment's choice wins); else the cores this process may run on, less those
+    other processes keep busy right now, at least one. Two 2-thread trainings on 2 cores each stepped 4.4x slower
+    than alone, two 1-thread ones 0.9x (bench/RESULTS.md, "Threads on a shared machine")."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, round(cores - busy_elsewhere())))
+
+
+def busy_elsewhere(samples: int = 4, pause: float = 0.005) -> float:
+    """Threads of other processes running right now: the kernel's count of runnable threads (/proc/loadavg) less
+    this process's own, the mean of a few samples `pause` seconds apart; 0 where /proc cannot tell. Instantaneous,
+    unlike the load averages, which take a minute to see a job that has just started."""
+    counts = []
+    for i in range(samples):
+        try:
+            running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            return 0.0
+        counts.append(max(0, running - own_running_threads()))
+        if i + 1 < samples:
+            time.sleep(pause)
+    return sum(counts) / len(counts)
+
+
+def own_running_threads() -> int:
+    """This process's threads that are running or runnable (a thread may end while it is read)."""
+    running = 0
+    for stat in Path("/proc/self/task").glob("*/stat"):
+        try:
+            running += stat.read_text().rsplit(")", 1)[1].split()[0] == "R"
+        except (OSError, IndexError):
+            continue
+    return running

@@ -67,7 +67,8 @@ def register(cfg: RegisterConfig) -> dict:
         champion_run = client.get_run(champion.run_id)
         decision |= {"champion_version": champion.version,
                      f"champion_{SCORE}": champion_run.data.metrics.get(SCORE)}
-        differing = [k for k in SAME_BACKTEST if run.data.params.get(k) != champion_run.data.params.get(k)]
+        differing = [k for k in SAME_BACKTEST
+                     if same_form(k, run.data.params.get(k)) != same_form(k, champion_run.data.params.get(k))]
         if differing:
             promote = cfg.force
             reason = (f"not the same backtest as champion v{champion.version} ({', '.join(differing)} differ)"
@@ -86,6 +87,14 @@ def register(cfg: RegisterConfig) -> dict:
              f"now {ALIAS}" if promote else f"{ALIAS} unchanged", SCORE, score,
              "" if decision[f"champion_{SCORE}"] is None else f" against {decision[f'champion_{SCORE}']:.4f}")
     return decision
+
+
+def same_form(key: str, value: str | None) -> str | None:
+    """A logged param as runs of every version log it: data.id_column was logged as written (None, a name) before
+    2026-12-03 and as a list since ([], ['name'])."""
+    if key != "data.id_column" or value is None or value.startswith("["):
+        return value
+    return "[]" if value == "None" else str([value])
 
 
 def _champion(client: MlflowClient, name: str):

@@ -26,6 +26,7 @@ from pipeline.data.windows import Windows
 from pipeline.errors import ConfigError, TrainingDiverged
 from pipeline.evaluation.plots import plot_learning_curves
 from pipeline.evaluation.reports import backtest_and_log
+from pipeline.host import set_threads
 from pipeline.inference.model_format import model_spec, write_model
 from pipeline.inference.saved_model import SavedModel, input_example, log_model
 from pipeline.model.hparams import network_args
@@ -56,6 +57,7 @@ def train(cfg: DictConfig, output_dir: Path, *, resume: Resume | None = None, ru
     (pipeline/training/resume.py). `run_tags` go on a new run (a sweep's, from sweep_tags). `extra_callbacks` join
     the stage's own (the speed benchmark times steps with one)."""
     config, run_tags = to_config(cfg), run_tags or {}
+    log.info("computing on %d threads", set_threads(config.threads))
     # Before the data: bf16 on a CPU that cannot compute it is refused without reading a row.
     trainer_args = trainer_kwargs(cfg) | {"precision": resolve_precision(trainer_kwargs(cfg), config.model.cell.value)}
     series, windows = load_windows(config.data, config.window, config.split, output_dir)
@@ -73,7 +75,8 @@ def train(cfg: DictConfig, output_dir: Path, *, resume: Resume | None = None, ru
     module = build_module(config, windows, config.model.skip_season or series.season)
     fitting = prepare(trainer_args, windows, batch_size=config.window.batch_size,
                       seed=config.seed, patience=config.optim.patience, output_dir=output_dir, run_tags=run_tags,
-                      extra_callbacks=extra_callbacks, members=config.model.ensemble)
+                      extra_callbacks=extra_callbacks, members=config.model.ensemble,
+                      adapt_threads=config.threads is None)
     if not is_rank_zero():
         # Another process of a distributed training: it trains its share of each batch; rank zero tracks,
         # evaluates and writes everything.

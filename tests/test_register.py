@@ -8,6 +8,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.config import RegisterConfig, TrackingConfig
 from pipeline.register import register as register_stage
+from pipeline.register import same_form
 from tests.helpers import run_stage
 
 
@@ -69,3 +70,11 @@ def test_a_run_on_another_split_is_not_compared_unless_forced(store, two_runs):
     assert not refused["champion"] and "split.val_steps" in refused["reason"]
     forced = register(store, different["run_id"], "force=true", name="other")
     assert forced["champion"] and "force=true" in forced["reason"]
+
+
+def test_a_champion_logged_before_ids_became_lists_counts_as_the_same_backtest():
+    # data.id_column was logged as written (None, a name) before 2026-12-03, as a list since.
+    assert same_form("data.id_column", "None") == same_form("data.id_column", "[]")
+    assert same_form("data.id_column", "store") == same_form("data.id_column", "['store']")
+    assert same_form("data.id_column", "store") != same_form("data.id_column", "['region']")
+    assert same_form("data.path", "None") == "None"

@@ -15,7 +15,7 @@ from pipeline.data.series import OBSERVED, SERIES_ID, TARGET, TIME, Series
 from pipeline.data.windows import Windows
 
 # Overrides that say where a run is recorded or written, not what it trains: never in its name.
-PLUMBING = ("tracking.", "hydra.", "resume=")
+PLUMBING = ("tracking.", "hydra.", "resume=", "threads=")
 
 
 def run_name(cell: str, overrides: list[str]) -> str:
@@ -33,7 +33,7 @@ def run_name(cell: str, overrides: list[str]) -> str:
 
 
 # Keys that say how a run is recorded or shown, not what it trains: in config.yaml, not among the params.
-PLUMBING_PARAMS = ("tracking.", "resume", "hparams_search", "trainer.enable_progress_bar",
+PLUMBING_PARAMS = ("tracking.", "resume", "threads", "hparams_search", "trainer.enable_progress_bar",
                    "trainer.enable_model_summary", "trainer.log_every_n_steps")
 
 

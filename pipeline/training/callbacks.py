@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
 from pipeline.data.sampler import WindowSampler
 from pipeline.errors import ConfigError
+from pipeline.host import choose_threads
 
 log = logging.getLogger(__name__)
 
@@ -111,3 +112,21 @@ class LightningNoise(logging.Filter):
 
 
 LIGHTNING_NOISE = LightningNoise()
+
+
+class AdaptThreads(L.Callback):
+    """Every `every` steps, compute on the cores other processes leave free (pipeline.host.choose_threads): a job
+    that started alone steps aside when another starts beside it, and takes the cores back when it ends."""
+
+    def __init__(self, every: int = 25):
+        self.every = every
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+                           ) -> None:
+        if trainer.global_step % self.every:
+            return
+        chosen, now = choose_threads(), torch.get_num_threads()
+        if chosen != now:
+            log.info("step %d: computing on %d threads instead of %d (%s)", trainer.global_step, chosen, now,
+                     "other processes are busy on the cores" if chosen < now else "cores came free")
+            torch.set_num_threads(chosen)

@@ -27,7 +27,14 @@ from pipeline.data.sampler import batches
 from pipeline.data.windows import Windows
 from pipeline.errors import ConfigError, Terminated
 from pipeline.model.training_module import TrainingModule
-from pipeline.training.callbacks import LIGHTNING_NOISE, ExactResume, ShardWindows, StderrProgressBar, ValidationLines
+from pipeline.training.callbacks import (
+    LIGHTNING_NOISE,
+    AdaptThreads,
+    ExactResume,
+    ShardWindows,
+    StderrProgressBar,
+    ValidationLines,
+)
 from pipeline.training.distributed import check_distributed, is_rank_zero
 from pipeline.training.resume import Resume
 
@@ -49,10 +56,10 @@ class Fitting:
 
 def prepare(trainer_args: dict[str, Any], windows: Windows, *, batch_size: int, seed: int,
             patience: int | None, output_dir: Path, run_tags: dict[str, str],
-            extra_callbacks: Sequence[L.Callback] = (), members: int = 1) -> Fitting:
+            extra_callbacks: Sequence[L.Callback] = (), members: int = 1, adapt_threads: bool = False) -> Fitting:
     """The Trainer for `trainer_args`, whose precision is resolved (pipeline/training/precision.py); a misspelled
     argument fails first, in one line. An ensemble of `members` networks draws `members` batches a step, one for
-    each (TrainingModule.ensemble_loss)."""
+    each (TrainingModule.ensemble_loss). With `adapt_threads` the threads follow the cores left free (AdaptThreads)."""
     check_trainer_args(trainer_args)
     trainer_args = validate_by_the_end(trainer_args)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(LIGHTNING_NOISE)  # once: the same filter
@@ -63,7 +70,7 @@ def prepare(trainer_args: dict[str, Any], windows: Windows, *, batch_size: int, 
     best = ModelCheckpoint(dirpath=output_dir / "checkpoints", monitor="val_loss", mode="min", save_top_k=1,
                            filename="best-{step}")
     callbacks = [best, ExactResume(train_batches.sampler), ShardWindows(train_batches.sampler, val_batches.sampler),
-                 *extra_callbacks]
+                 *([AdaptThreads()] if adapt_threads else []), *extra_callbacks]
     if is_rank_zero():  # the only process with a logger
         callbacks.append(LearningRateMonitor("step"))
         callbacks.append(StderrProgressBar() if trainer_args["enable_progress_bar"] else ValidationLines(best))

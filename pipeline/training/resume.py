@@ -25,8 +25,9 @@ from pipeline.training.distributed import is_rank_zero
 # Tags a training run carries so it can be found and resumed.
 STAGE, OUTPUT_DIR = "stage", "output_dir"
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
-# What a resume may change: where the run is recorded. Anything else would make it a different training.
-RESUME_MAY_CHANGE = ("tracking", "resume")
+# What a resume may change: where the run is recorded and how many threads compute it. Anything else would make
+# it a different training.
+RESUME_MAY_CHANGE = ("tracking", "resume", "threads")
 
 
 @dataclass
