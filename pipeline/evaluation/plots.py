@@ -32,7 +32,8 @@ def plot_forecasts(result: Backtest, target: np.ndarray, times: np.ndarray, n_pl
         axis.set_title(f"{result.series_ids[i]}: forecast from {pd.Timestamp(times[origin])}", fontsize=9)
         axis.set_ylabel(unit)
     axes[0, 0].legend(loc="upper left", fontsize=8, ncol=5)
-    figure.autofmt_xdate()
+    for axis in axes[:, 0]:  # each its own dates (autofmt_xdate would label the bottom axis alone)
+        axis.tick_params(axis="x", labelrotation=20, labelsize=8)
     figure.tight_layout()
     return figure
 
