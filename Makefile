@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: train test test-fast ui clean bench bench-accuracy
+.PHONY: train test test-fast ui docs docs-serve clean bench bench-accuracy
 
 # torch first, pinned: it is a local CPU wheel here; an unpinned torch pulls gigabytes of CUDA packages.
 # Byte-compiled on every core afterwards: pip compiles one file at a time (~45 s of a fresh set-up's ~70 s here),
@@ -56,5 +56,13 @@ ui: $(BIN)/pipeline-installed
 	@echo "open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db
 
+# The docs site (mkdocs.yml, docs/): built with every link checked, as the tests build it; served on 127.0.0.1.
+docs: $(BIN)/pipeline-installed
+	$(BIN)/python docs/make_reference.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: $(BIN)/pipeline-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+
 clean:
-	rm -rf outputs/runs outputs/multiruns outputs/exports outputs/evaluations outputs/forecasts outputs/registrations outputs/mlflow.db outputs/mlartifacts
+	rm -rf site outputs/runs outputs/multiruns outputs/exports outputs/evaluations outputs/forecasts outputs/registrations outputs/mlflow.db outputs/mlartifacts

@@ -1,11 +1,13 @@
-"""Screenshots of the MLflow UI as a user opens it: the experiment's landing page, a training run's overview, its
-metrics and its artifacts. Headless Chromium against a real `mlflow ui` on 127.0.0.1.
+"""The docs' pictures: screenshots of the MLflow UI as a user opens it (the experiment's landing page, a training
+run's overview, its metrics and its artifacts), by headless Chromium against a real `mlflow ui` on 127.0.0.1, and
+the run's own figures (forecasts, learning curves, scores).
 
     apt-get install chromium                 # once (Debian's package; any Chromium or Chrome will do)
     python bench/ui_screenshots.py           # trains a small model into a fresh store, then screenshots
     python bench/ui_screenshots.py --store sqlite:///outputs/mlflow.db --run RUN_ID   # an existing run
 
-Writes outputs/bench/ui/{landing,run,metrics,artifacts}.png.
+Writes outputs/bench/ui/*.png at full size, and docs/images/*.png scaled down to a palette of 128 colours (a few
+hundred kB in all: they are committed).
 """
 
 import argparse
@@ -23,6 +25,10 @@ from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "outputs" / "bench" / "ui"
+DOCS = ROOT / "docs" / "images"
+# The run's own figures shown in the docs.
+FIGURES = ["forecasts.png", "learning_curves.png", "scores.png"]
+WIDTH = 900  # of the docs' copies, in pixels
 SMALL = ["window.lookback=336", "window.horizon=48", "window.stride=4", "split.val_steps=336", "split.test_steps=336",
          "trainer.max_steps=200", "trainer.val_check_interval=25"]
 # MLflow 3.17's UI opens in its GenAI mode until a user picks "Model training" (kept in the browser); the link
@@ -95,6 +101,23 @@ def main() -> None:
         finally:
             ui.terminate()
             ui.wait(timeout=30)
+        for figure in FIGURES:
+            MlflowClient(store).download_artifacts(run_id, figure, str(OUT))
+    DOCS.mkdir(parents=True, exist_ok=True)
+    for path in [*(OUT / f"{name}.png" for name in PAGES), *(OUT / f for f in FIGURES)]:
+        shrink(path, DOCS / path.name)
+        print(DOCS / path.name, (DOCS / path.name).stat().st_size // 1024, "kB")
+
+
+def shrink(source: Path, target: Path) -> None:
+    """`source` at WIDTH pixels wide, in 128 colours: small enough to commit, sharp enough to read."""
+    from PIL import Image  # matplotlib's own dependency
+
+    with Image.open(source) as image:
+        image = image.convert("RGB")
+        if image.width > WIDTH:
+            image = image.resize((WIDTH, round(image.height * WIDTH / image.width)), Image.LANCZOS)
+        image.quantize(colors=128).save(target, optimize=True)
 
 
 if __name__ == "__main__":
