@@ -22,11 +22,12 @@ train: $(BIN)/pipeline-installed
 	$(BIN)/python -m pipeline.train $(ARGS)
 
 # pytest-xdist workers, each computing on one thread (tests/conftest.py): one per core and one more, since many
-# tests wait on a server or a retry rather than compute.
+# tests wait on a server or a retry rather than compute. --dist loadgroup keeps the tests of one MLflow server
+# (xdist_group) on one worker, so each server starts once.
 WORKERS = $(shell $(PYTHON) -c "import os; print(os.cpu_count() + 1)")
 
 test: $(BIN)/pipeline-installed
-	$(BIN)/python -m pytest -n $(WORKERS) $(ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup $(ARGS)
 
 # The inner loop (under a minute): every test that starts no process (the `slow` marker marks those).
 test-fast: $(BIN)/pipeline-installed

@@ -28,7 +28,8 @@ STAGES = [("Training", "python -m pipeline.train", config.Config),
           ("Forecast", "python -m pipeline.forecast", config.ForecastConfig),
           ("Evaluate", "python -m pipeline.evaluate", config.EvaluateConfig),
           ("Register", "python -m pipeline.register", config.RegisterConfig),
-          ("Export", "python -m pipeline.export", config.ExportConfig)]
+          ("Export", "python -m pipeline.export", config.ExportConfig),
+          ("Serve", "python -m pipeline.serve", config.ServeConfig)]
 # Sections shared by several stages are written once, under the first stage that has them.
 SHARED = {config.TrackingConfig}
 

@@ -10,6 +10,7 @@ STAGES = {
     "forecast": "forecast new data with a saved model (what scheduled jobs run)",
     "register": "register a training run's model; move the champion alias if it is better",
     "export": "export a tracked model to ONNX or TorchScript",
+    "serve": "serve a model over HTTP (MLflow's scoring server), once its files match their digests",
 }
 
 

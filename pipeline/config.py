@@ -413,6 +413,19 @@ class RegisterConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
+@dataclass
+class ServeConfig:
+    """conf/serve.yaml: which model, on which address, and how large a request may be."""
+
+    # Any MLflow model URI: models:/NAME@champion, models:/NAME/3, runs:/RUN_ID/model.
+    model_uri: Optional[str] = None
+    host: str = "127.0.0.1"  # the interface to listen on: 0.0.0.0 for every one (behind a TLS proxy)
+    port: int = bounded(5001, low=1, high=65535)  # where /invocations, /ping and /health answer
+    # Larger requests are answered 413 unread: a day of half-hours for 10^4 series is about 10 MB of JSON.
+    max_request_bytes: int = bounded(16_000_000, low=1)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
 def register_configs() -> None:
     """Make the schemas the base of each stage's config file, so Hydra type-checks every key."""
     ConfigStore.instance().store(name="config_schema", node=Config)
@@ -420,6 +433,7 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="forecast_schema", node=ForecastConfig)
     ConfigStore.instance().store(name="register_schema", node=RegisterConfig)
     ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
+    ConfigStore.instance().store(name="serve_schema", node=ServeConfig)
 
 
 def to_config(cfg: DictConfig) -> Config:
@@ -430,7 +444,7 @@ def to_config(cfg: DictConfig) -> Config:
         raise ConfigError(f"{unknown[0]} is not a config key; check its spelling (Lightning Trainer arguments "
                           f"go in with ++trainer.NAME=VALUE)")
     config = OmegaConf.to_object(cfg)
-    assert isinstance(config, (Config, ExportConfig, ForecastConfig, RegisterConfig, EvaluateConfig))
+    assert isinstance(config, (Config, ExportConfig, ForecastConfig, RegisterConfig, EvaluateConfig, ServeConfig))
     check_values(config)
     return config  # type: ignore[return-value]
 

@@ -10,7 +10,7 @@ import hydra
 import pandas as pd
 from omegaconf import DictConfig
 
-from pipeline.cli import finish
+from pipeline.cli import command, finish
 from pipeline.config import CONF_DIR, EvaluateConfig, to_config
 from pipeline.data.load import load_series
 from pipeline.data.series import TIME
@@ -54,8 +54,12 @@ def evaluate(cfg: EvaluateConfig) -> dict:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="evaluate", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    finish(lambda: evaluate(to_config(cfg)), cfg.tracking.uri)
+def hydra_main(cfg: DictConfig) -> None:
+    finish(lambda: evaluate(to_config(cfg)), cfg.tracking.uri, experiment=cfg.tracking.experiment)
+
+
+def main() -> None:
+    command("evaluate", hydra_main)
 
 
 if __name__ == "__main__":

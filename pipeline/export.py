@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from torch import nn
 
-from pipeline.cli import finish
+from pipeline.cli import command, finish
 from pipeline.config import CONF_DIR, ExportConfig, ExportFormat, to_config
 from pipeline.errors import ConfigError
 from pipeline.inference.model_format import SPEC_FILE
@@ -133,8 +133,13 @@ def export(cfg: ExportConfig, output_dir: Path) -> dict:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="export", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    finish(lambda: export(to_config(cfg), Path(HydraConfig.get().runtime.output_dir)), cfg.tracking.uri)
+def hydra_main(cfg: DictConfig) -> None:
+    finish(lambda: export(to_config(cfg), Path(HydraConfig.get().runtime.output_dir)), cfg.tracking.uri,
+           experiment=cfg.tracking.experiment)
+
+
+def main() -> None:
+    command("export", hydra_main)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ import hydra
 import mlflow
 from omegaconf import DictConfig
 
-from pipeline.cli import finish
+from pipeline.cli import command, finish
 from pipeline.config import CONF_DIR, ForecastConfig, to_config
+from pipeline.data.sources import parquet_files
 from pipeline.errors import ConfigError
 from pipeline.host import set_threads
 from pipeline.inference.folder import forecast_folder, forecast_path
@@ -33,6 +34,7 @@ def run_forecast(cfg: ForecastConfig) -> dict:
     set_threads(cfg.threads)
     folder = source.is_dir()
     if folder:  # before anything is loaded or a run opens
+        parquet_files(source)
         check_output_folder(output)
     else:
         check_output(output)
@@ -52,7 +54,7 @@ def run_forecast(cfg: ForecastConfig) -> dict:
 
 
 def forecast_into_folder(cfg: ForecastConfig, model: SavedModel, source: Path, output: Path) -> dict:
-    """A folder of Parquet files into a folder of forecasts (pipeline/forecast_folder.py), recorded as a run; the
+    """A folder of Parquet files into a folder of forecasts (pipeline/inference/folder.py), recorded as a run; the
     forecasts themselves stay in the folder (a run artifact of a million series would copy gigabytes)."""
     with start_run(cfg.tracking) as run:
         tag_forecast_run(cfg, model)
@@ -69,8 +71,12 @@ def tag_forecast_run(cfg: ForecastConfig, model: SavedModel) -> None:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="forecast", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    finish(lambda: run_forecast(to_config(cfg)), cfg.tracking.uri)
+def hydra_main(cfg: DictConfig) -> None:
+    finish(lambda: run_forecast(to_config(cfg)), cfg.tracking.uri, experiment=cfg.tracking.experiment)
+
+
+def main() -> None:
+    command("forecast", hydra_main)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from pipeline.cli import finish
+from pipeline.cli import command, finish
 from pipeline.config import CONF_DIR, RegisterConfig, to_config
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, redact
 from pipeline.inference.saved_model import DIGESTS_TAG
 from pipeline.tracking.store import reachable
 
@@ -39,7 +39,8 @@ def register(cfg: RegisterConfig) -> dict:
     try:
         run = client.get_run(cfg.run_id)
     except MlflowException as error:
-        raise ConfigError(f"run {cfg.run_id} not found in {cfg.tracking.uri}; check run_id and tracking.uri") from error
+        raise ConfigError(f"run {cfg.run_id} not found in {redact(cfg.tracking.uri)}; check run_id and tracking.uri"
+                          ) from error
     if SCORE not in run.data.metrics:
         raise ConfigError(f"run {cfg.run_id} has no {SCORE} metric: it did not finish training; register a "
                           f"finished training run")
@@ -105,8 +106,12 @@ def _champion(client: MlflowClient, name: str):
 
 
 @hydra.main(config_path=CONF_DIR, config_name="register", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    finish(lambda: register(to_config(cfg)), cfg.tracking.uri)
+def hydra_main(cfg: DictConfig) -> None:
+    finish(lambda: register(to_config(cfg)), cfg.tracking.uri, experiment=cfg.tracking.experiment, model=cfg.name)
+
+
+def main() -> None:
+    command("register", hydra_main)
 
 
 if __name__ == "__main__":

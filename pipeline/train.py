@@ -18,19 +18,19 @@ from hydra.types import RunMode
 from mlflow.entities import Run
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.cli import finish
+from pipeline.cli import command, finish
 from pipeline.config import CONF_DIR, Config, plain, to_config, trainer_kwargs
 from pipeline.data.series import Series
 from pipeline.data.sources import load_windows
 from pipeline.data.windows import Windows
-from pipeline.errors import ConfigError, TrainingDiverged
+from pipeline.errors import ConfigError, Terminated, TrainingDiverged, redact
 from pipeline.evaluation.plots import plot_learning_curves
 from pipeline.evaluation.reports import backtest_and_log
 from pipeline.host import set_threads
 from pipeline.inference.model_format import model_spec, write_model
 from pipeline.inference.saved_model import SavedModel, input_example, log_model
 from pipeline.model.hparams import network_args
-from pipeline.tracking.records import log_config, log_data_report, run_name
+from pipeline.tracking.records import log_config, log_data_report, redact_values, run_name
 from pipeline.tracking.store import start_run
 from pipeline.training.calibration import calibrate_intervals
 from pipeline.training.distributed import is_rank_zero
@@ -96,7 +96,7 @@ def train(cfg: DictConfig, output_dir: Path, *, resume: Resume | None = None, ru
         mlflow.log_artifact(fitting.best.best_model_path, "checkpoints")
         if config.tracking.log_model:
             save_and_log_model(config, series, windows, module, output_dir)
-        summary = {"run_id": run.info.run_id, "tracking_uri": mlflow.get_tracking_uri(),
+        summary = {"run_id": run.info.run_id, "tracking_uri": redact(mlflow.get_tracking_uri()),
                    "val_loss": float(fitting.best.best_model_score), "fit_seconds": round(fit_seconds, 1),
                    "fit_steps": fitting.trainer.global_step, "val": scores["val"]["model"],
                    "val_seasonal_naive": scores["val"]["seasonal_naive"], "test": scores["test"]["model"],
@@ -115,8 +115,9 @@ def record_start(cfg: DictConfig, run: Run, fitting: "Fitting", series: Series, 
     if resume is not None:
         mlflow.set_tag("resumed", int(run.data.tags.get("resumed", 0)) + 1)
         return
-    # Enums as their values ("error", not "Missing.error") in the logged params and config.yaml.
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    # Enums as their values ("error", not "Missing.error") in the logged params and config.yaml; URIs without the
+    # credentials they may carry (MLFLOW_TRACKING_URI=http://user:PW@host resolves into tracking.uri).
+    resolved = redact_values(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     log_config(resolved, OmegaConf.to_yaml(resolved))
     mlflow.log_params(fitting.shares)
     mlflow.set_tags({"precision": fitting.precision, STAGE: "train", OUTPUT_DIR: str(output_dir.resolve())}
@@ -126,7 +127,7 @@ def record_start(cfg: DictConfig, run: Run, fitting: "Fitting", series: Series, 
 
 def fit_and_log(fitting: "Fitting", module: "TrainingModule", resume: Resume | None, logger: "Logger") -> float:
     """fit, logging its time and steps; after a divergence the best checkpoint so far is kept on the run (which
-    ends FAILED with the reason)."""
+    ends FAILED with the reason); a stop by SIGTERM or Ctrl-C says where it stopped and how to continue."""
     from pipeline.training.fitting import fit
 
     try:
@@ -135,8 +136,21 @@ def fit_and_log(fitting: "Fitting", module: "TrainingModule", resume: Resume | N
         if fitting.best.best_model_path:
             mlflow.log_artifact(fitting.best.best_model_path, "checkpoints")
         raise
+    except (Terminated, KeyboardInterrupt) as stopped:
+        raise type(stopped)(stopped_at(fitting, mlflow.active_run().info.run_id, stopped)) from stopped
     mlflow.log_metrics({"fit_seconds": seconds, "fit_steps": fitting.trainer.global_step})
     return seconds
+
+
+def stopped_at(fitting: "Fitting", run_id: str, stopped: BaseException) -> str:
+    """Where a stopped training stands, and what continues it: one line for the command's stderr and the run."""
+    signal = "SIGTERM" if isinstance(stopped, Terminated) else "Ctrl-C"
+    trainer, checkpoint = fitting.trainer, fitting.best.dirpath and Path(fitting.best.dirpath) / "last.ckpt"
+    where = f"{signal} at step {trainer.global_step} of {trainer.max_steps if trainer.max_steps > 0 else '?'}"
+    if checkpoint and checkpoint.exists():
+        return (f"{where}; run {run_id} is KILLED, its last checkpoint kept: continue it with "
+                f"python -m pipeline.train resume={run_id} (or resume=last)")
+    return f"{where}, before its first checkpoint; run {run_id} is KILLED: start it again"
 
 
 def log_learning_curves(run_id: str) -> None:
@@ -181,11 +195,11 @@ def build_module(cfg: Config, windows: Windows, season: int) -> "TrainingModule"
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float:
+def hydra_main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     tags = sweep_tags(hydra_cfg)
     summary = finish(lambda: run_training(cfg, hydra_cfg.overrides.task, Path(hydra_cfg.runtime.output_dir), tags),
-                     cfg.tracking.uri, in_sweep=bool(tags), reports=is_rank_zero())
+                     cfg.tracking.uri, in_sweep=bool(tags), reports=is_rank_zero(), experiment=cfg.tracking.experiment)
     # Sweepers minimise this: the validation loss, so no choice is ever made on the test block.
     return summary.get("val_loss", float("nan"))
 
@@ -211,6 +225,10 @@ def run_training(cfg: DictConfig, overrides: list[str], output_dir: Path, run_ta
     else:
         run_tags = run_tags | {"mlflow.runName": run_name(to_config(cfg).model.cell.value, overrides)}
     return train(cfg, output_dir, resume=resume, run_tags=run_tags)
+
+
+def main() -> None:
+    command("train", hydra_main)
 
 
 if __name__ == "__main__":

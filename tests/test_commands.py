@@ -22,10 +22,10 @@ def test_python_m_pipeline_lists_the_stages_and_refuses_an_unknown_one_in_one_li
     done = run(sys.executable, "-m", "pipeline")
     assert done.returncode == 0
     assert [line.split()[0] for line in done.stdout.splitlines() if line.startswith("  ")] == [
-        "train", "evaluate", "forecast", "register", "export"]
+        "train", "evaluate", "forecast", "register", "export", "serve"]
     wrong = run(sys.executable, "-m", "pipeline", "trian")
     assert wrong.returncode == 2 and wrong.stderr.strip() == (
-        "pipeline: no stage 'trian'; one of train, evaluate, forecast, register, export")
+        "pipeline: no stage 'trian'; one of train, evaluate, forecast, register, export, serve")
 
 
 def test_the_console_scripts_compose_each_stage_config_from_any_folder(tmp_path):

@@ -49,7 +49,7 @@ def test_the_configuration_reference_names_every_key_of_every_stage_with_a_comme
         return found
 
     for schema in (config.Config, config.ForecastConfig, config.EvaluateConfig, config.RegisterConfig,
-                   config.ExportConfig):
+                   config.ExportConfig, config.ServeConfig):
         for key in keys(schema):
             row = next((line for line in page.splitlines() if line.startswith(f"| `{key}` |")), None)
             assert row is not None and not row.endswith("|  |"), f"{key}: not in the reference, or without a comment"
@@ -82,7 +82,8 @@ def docs_folder(tmp_path_factory, vic_elec, migrated_store) -> Path:
         return json.loads(done.stdout)
 
     for name, recipe in (("demand", []), ("demand-stream", ["model.window_norm=false", "model.ensemble=1"])):
-        trained = stage("train", "data.path=train.parquet", *DEFAULT_RECIPE, *recipe, run=f"runs/{name}")
+        trained = stage("train", "data.path=train.parquet", *DEFAULT_RECIPE, *recipe, "trainer.max_steps=4",
+                        run=f"runs/{name}")
         stage("register", f"run_id={trained['run_id']}", f"name={name}", run=f"registrations/{name}")
     stage("export", "model_uri=models:/demand@champion", "format=onnx", run="outputs/exports/demand")
     return folder

@@ -25,13 +25,15 @@ HORIZON, HISTORY = 48, 144
 @pytest.fixture(scope="module")
 def trained(store, vic_elec, tmp_path_factory):
     """A model reading the holiday flag ahead, trained by the real command on two sites (so an unknown one can
-    be tried), per-window normalisation off so that it also streams; and a forecast input of both sites."""
+    be tried), per-window normalisation off so that it also streams, gaps filled by interpolation as the docs' "Your
+    data" suggests; and a forecast input of both sites."""
     folder = tmp_path_factory.mktemp("future")
     sites = pd.concat([vic_elec.iloc[:1200].assign(site=name, demand=lambda f: f["demand"] * factor)
                        for name, factor in [("north", 1.0), ("south", 0.5)]], ignore_index=True)
     sites.groupby("site").head(1008).to_parquet(folder / "train.parquet", index=False)
     done = run_stage("pipeline.train", f"data.path={folder / 'train.parquet'}", "data.id_column=site",
-                     "data.future_covariates=[holiday]", "model.window_norm=false", f"tracking.uri={store.uri}",
+                     "data.future_covariates=[holiday]", "model.window_norm=false", "data.gaps=fill",
+                     "data.missing=interpolate", f"tracking.uri={store.uri}",
                      f"hydra.run.dir={folder / 'run'}", *SMALL)
     assert done.returncode == 0, done.stderr[-3000:]
     # Each site: HISTORY observed rows, then HORIZON future rows (demand empty, holiday given).
@@ -148,3 +150,21 @@ def test_the_evaluate_stage_reads_known_future_values_from_the_file_as_training_
     summary = evaluate(EvaluateConfig(model_uri=uri, data=ForecastDataConfig(path=str(folder / "train.parquet")),
                                       evaluate=BacktestConfig(origins=2), tracking=TrackingConfig(uri=store.uri)))
     assert summary["origins"] == 4 and summary["series"] == 2 and np.isfinite(summary["model"]["mase"])
+
+
+@pytest.mark.slow
+def test_a_history_with_a_filled_gap_forecasts_as_the_same_history_filled_by_hand(store, trained, tmp_path):
+    uri, folder, frame = trained
+    gap = frame[["site", "time", "demand", "holiday"]].drop(index=[50, 51, 52, 250, 251])  # inside both histories
+    gap.to_csv(tmp_path / "gap.csv", index=False)
+    by_hand = frame[["site", "time", "demand", "holiday"]].copy()
+    history = by_hand.groupby("site").cumcount() < HISTORY
+    by_hand.loc[[50, 51, 52, 250, 251], "demand"] = np.nan
+    by_hand.loc[history, "demand"] = by_hand[history].groupby("site")["demand"].transform(lambda s: s.interpolate())
+    model = load_model(uri, TrackingConfig(uri=store.uri))
+    expected = model.forecast(by_hand)
+    pd.testing.assert_frame_equal(model.forecast(gap), expected)
+    done = run_stage("pipeline.forecast", f"model_uri={uri}", f"data.path={tmp_path / 'gap.csv'}",
+                     f"output={tmp_path / 'out.csv'}", f"tracking.uri={store.uri}", f"hydra.run.dir={tmp_path / 'h'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert np.allclose(pd.read_csv(tmp_path / "out.csv")["forecast"], expected["forecast"])

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
-STAGES = {"train", "evaluate", "forecast", "register", "export"}
+STAGES = {"train", "evaluate", "forecast", "register", "export", "serve"}
 # Lowest first: a module may import its own layer and those below it. "ground" is the top-level shared modules
 # (config, bounds, errors, cli, host); "api" the package itself (pipeline.load_model) and `python -m pipeline`.
 LAYERS = ["ground", "data", "model", "tracking", "inference", "evaluation", "training", "stages", "api"]
 # What may import Lightning: training, the LightningModule, and the training stage (once its data has loaded).
 LIGHTNING_SIDE = ("pipeline.training.", "pipeline.model.training_module", "pipeline.train")
-FORECAST_SIDE = ["pipeline.forecast", "pipeline.evaluate", "pipeline.register", "pipeline.export"]
+FORECAST_SIDE = ["pipeline.forecast", "pipeline.evaluate", "pipeline.register", "pipeline.export", "pipeline.serve"]
 
 
 def read_modules(package: Path = PACKAGE) -> dict[str, Path]:

@@ -38,10 +38,14 @@ def test_a_signalled_training_run_is_killed_with_the_reason_and_keeps_its_checkp
     wait_for(last, process)
     process.send_signal(sent)
     _, err = process.communicate(timeout=120)
-    assert process.returncode != 0
+    # The exit code a scheduler reads as that signal, and one line saying where it stopped and how to continue.
+    assert process.returncode == {signal.SIGTERM: 143, signal.SIGINT: 130}[sent], err[-3000:]
     run = latest_run(store.uri)
     assert run.info.status == "KILLED" and reason in run.data.tags.get("failure.reason", ""), err[-3000:]
     assert last.exists()  # for resumption
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"pipeline.train: stopped: {reason} at step ")
+    assert f"continue it with python -m pipeline.train resume={run.info.run_id}" in err.strip().splitlines()[-1]
 
 
 @pytest.mark.slow

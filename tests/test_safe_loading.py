@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import re
+import resource
 import socket
 import subprocess
 import sys
@@ -207,3 +208,32 @@ def test_a_spec_written_before_the_package_moved_still_reads_and_forecasts_the_s
     now = SavedModel(*read_model(folder / "artifacts" / SPEC_FILE, folder / "artifacts" / WEIGHTS_FILE))
     before = SavedModel(*read_model(old, folder / "artifacts" / WEIGHTS_FILE))
     pd.testing.assert_frame_equal(before.forecast(history), now.forecast(history))
+
+
+@pytest.mark.slow
+def test_a_file_named_like_mlflows_download_marker_below_the_root_is_checked_like_any(store, trained):
+    # MLflow's downloader writes registered_model_meta at a models:/ folder's root only; elsewhere it is the model's.
+    run_id, folder = trained
+    planted = folder / "code" / "pipeline" / "registered_model_meta"
+    planted.write_text("import os\n")
+    try:
+        with pytest.raises(ConfigError, match="file code/pipeline/registered_model_meta was added"):
+            load_model(f"runs:/{run_id}/model", TrackingConfig(uri=store.uri))
+    finally:
+        planted.unlink()
+
+
+@pytest.mark.slow
+def test_a_spec_whose_sizes_were_changed_is_refused_before_any_of_its_size_is_allocated(trained, tmp_path):
+    # hidden_size 200000 would be tens of GB of weights; the check builds the described network on the meta device.
+    _, folder = trained
+    spec = json.loads((folder / "artifacts" / SPEC_FILE).read_text())
+    spec["network"]["hidden_size"] = 200_000
+    altered_spec = tmp_path / SPEC_FILE
+    altered_spec.write_text(json.dumps(spec))
+    started = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ConfigError, match=r"weights.pt: the weights do not fit the network its model_spec.json "
+                                          r"describes \(decoder.head.0.weight: \(48, 296\) in the weights, "
+                                          r"\(48, 2002\d\d\) in the spec\)"):
+        read_model(altered_spec, folder / "artifacts" / WEIGHTS_FILE)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - started < 500_000  # KiB: nothing near its size

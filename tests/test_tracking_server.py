@@ -9,14 +9,19 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from mlflow.server import get_app_client
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import RegisterConfig, TrackingConfig
 from pipeline.register import register
 from tests.helpers import SMALL, Store, free_port, run_stage, start_mlflow_server, start_stage
 
+# Tests of one server share a pytest-xdist worker (make test: --dist loadgroup), so each server starts once.
+SERVER, AUTH = pytest.mark.xdist_group("server"), pytest.mark.xdist_group("auth")
+
 
 @pytest.mark.slow
+@SERVER
 def test_a_sweep_through_the_team_server_preset_records_every_run_on_the_server(server_store, tmp_path):
     sweep_dir = tmp_path / "sweep"
     done = run_stage("pipeline.train", "-m", "tracking=server", f"data.path={server_store.folder / 'train.parquet'}",
@@ -70,6 +75,7 @@ def auth_store(tmp_path_factory, vic_elec, migrated_store):
 
 
 @pytest.mark.slow
+@AUTH
 def test_train_register_and_forecast_through_a_server_with_sign_in_and_nothing_without_it(
         auth_store, tmp_path, monkeypatch):
     # With the credentials in the environment, as MLflow clients read them, every stage works.
@@ -121,6 +127,7 @@ def test_train_register_and_forecast_through_a_server_with_sign_in_and_nothing_w
 
 
 @pytest.mark.slow
+@SERVER
 def test_four_trainings_and_two_forecasts_at_once_share_one_server_and_outputs_folder(server_store, trained,
                                                                                       tmp_path):
     outputs = tmp_path / "outputs"
@@ -162,3 +169,55 @@ def test_four_trainings_and_two_forecasts_at_once_share_one_server_and_outputs_f
     assert forecast.stat().st_mode & 0o777 == 0o666 & ~umask  # readable as any file the job writes, not 0600
     for summary in summaries[4:]:
         assert client.get_run(summary["run_id"]).info.status == "FINISHED"
+
+
+@pytest.mark.slow
+@AUTH
+def test_a_password_in_the_tracking_uri_is_never_printed_logged_or_recorded(auth_store, tmp_path, monkeypatch):
+    # MLflow's clients take the credentials from the URI itself; the training stage must publish none of it.
+    host = auth_store.uri.removeprefix("http://")
+    done = run_stage("pipeline.train", f"data.path={auth_store.folder / 'train.parquet'}", "tracking=server",
+                     f"hydra.run.dir={tmp_path / 'run'}", *SMALL, "trainer.max_steps=4",
+                     env={"MLFLOW_TRACKING_URI": f"http://{ADMIN}:{PASSWORD}@{host}"})
+    assert done.returncode == 0, done.stderr[-3000:].replace(PASSWORD, "***")
+    summary = json.loads(done.stdout)
+    assert summary["tracking_uri"] == f"http://***@{host}"
+    written = [done.stdout, done.stderr] + [path.read_text() for path in (tmp_path / "run").rglob("*")
+                                            if path.suffix in (".log", ".json", ".yaml")]
+    assert all(PASSWORD not in text for text in written)
+    # Read back as another signed-in user, as the team's default READ permission lets anyone.
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    get_app_client("basic-auth", tracking_uri=auth_store.uri).create_user("reader", "another-long-password")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "reader")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "another-long-password")
+    client = MlflowClient(auth_store.uri)
+    run = client.get_run(summary["run_id"])
+    assert PASSWORD not in json.dumps([run.data.params, run.data.tags, run.data.metrics])
+    folder = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path / "artifacts")))
+    texts = [p.read_bytes() for p in folder.rglob("*") if p.is_file()]
+    assert texts and all(PASSWORD.encode() not in text for text in texts)
+    assert f"uri: http://***@{host}" in (folder / "config.yaml").read_text()
+
+
+@pytest.mark.slow
+@AUTH
+def test_a_job_user_without_edit_on_the_experiment_is_told_what_to_grant_and_runs_once_granted(
+        auth_store, tmp_path, monkeypatch):
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    admin = get_app_client("basic-auth", tracking_uri=auth_store.uri)
+    admin.create_user("forecast-job", "a-job-password-123")
+    experiment = MlflowClient(auth_store.uri).create_experiment("jobs")  # the admin's: the job may read it only
+    job = {"MLFLOW_TRACKING_USERNAME": "forecast-job", "MLFLOW_TRACKING_PASSWORD": "a-job-password-123"}
+    train = ["pipeline.train", f"data.path={auth_store.folder / 'train.parquet'}", f"tracking.uri={auth_store.uri}",
+             "tracking.experiment=jobs", *SMALL, "trainer.max_steps=2"]
+    done = run_stage(*train, f"hydra.run.dir={tmp_path / 'refused'}", env=job)
+    assert done.returncode == 2, done.stderr[-3000:]
+    line = done.stderr.strip().splitlines()[-1]
+    assert f"tracking.uri={auth_store.uri} refused user 'forecast-job' /api/2.0/mlflow/" in line, line
+    assert "(HTTP 403): that user needs EDIT on experiment 'jobs'" in line, line
+    assert "grant_user_permission('forecast-job', 'experiment', EXPERIMENT_ID, 'EDIT')" in line
+    admin.grant_user_permission("forecast-job", "experiment", experiment, "EDIT")
+    done = run_stage(*train, f"hydra.run.dir={tmp_path / 'granted'}", env=job)
+    assert done.returncode == 0, done.stderr[-3000:]

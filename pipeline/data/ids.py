@@ -29,8 +29,9 @@ def series_keys(raw: pd.DataFrame, id_columns: list[str], target: str, source: s
             raise DataError(f"{source}: id column {column!r} holds nested values ({type(raw[column].iloc[0]).__name__})"
                             f"; ids must be text or numbers: flatten it into columns and name them in "
                             f"data.id_column") from error
-        if (column_codes < 0).any():
-            row = int(np.flatnonzero(column_codes < 0)[0])
+        empty = [i for i, u in enumerate(uniques) if isinstance(u, str) and not u.strip()]
+        if (column_codes < 0).any() or empty:
+            row = int(np.flatnonzero((column_codes < 0) | np.isin(column_codes, empty))[0])
             raise DataError(f"{source}: column {column!r} row {row} has no series id; give every row its id")
         codes.append(column_codes)
         labels.append([u if isinstance(u, str) else str(u) for u in uniques])

@@ -4,6 +4,7 @@ Every problem either stops the run with one line naming the source, column, seri
 handled by an explicit `data.*` policy whose effect is counted in `Series.report`.
 """
 
+import csv
 import logging
 from pathlib import Path
 
@@ -23,15 +24,17 @@ from pipeline.errors import DataError
 log = logging.getLogger(__name__)
 
 
-def read_table(path: Path, columns: list[str] | None = None, text_columns: list[str] = ()) -> pd.DataFrame:
+def read_table(path: Path, columns: list[str] | None = None, text_columns: list[str] = (), key: str = "data.path"
+               ) -> pd.DataFrame:
     """Read by extension: .parquet, or .csv (optionally .gz/.bz2/.zip/.xz/.zst compressed).
 
     With `columns`, only those are read when the file has them all (wide files cost what the model uses);
     otherwise every column, so that the missing one can be reported beside what the file holds. A CSV file's
-    `text_columns` (the series ids) are read as the text they hold: "007" stays "007", and "NA" is an id.
+    `text_columns` (the series ids) are read as the text they hold: "007" stays "007", and "NA" is an id. `key`
+    names the config key that gave `path`, for the message when it is missing.
     """
     if not path.exists():
-        raise DataError(f"{path}: file not found; set data.path to a CSV or Parquet file")
+        raise DataError(f"{path}: file not found; set {key} to a CSV or Parquet file")
     suffixes = [s.lower() for s in path.suffixes]
     try:
         if suffixes[-1:] == [".parquet"]:
@@ -43,13 +46,35 @@ def read_table(path: Path, columns: list[str] | None = None, text_columns: list[
             wanted = columns if columns and set(columns) <= set(names) else None
             text = [c for c in text_columns if c in names]
             missing = {c: list(STR_NA_VALUES) for c in wanted or names if c not in text}
-            return pd.read_csv(path, usecols=wanted, dtype=dict.fromkeys(text, str), keep_default_na=False,
-                               na_values=missing)
+            frame = pd.read_csv(path, usecols=wanted, dtype=dict.fromkeys(text, str), keep_default_na=False,
+                                na_values=missing)
+            if suffixes[-1:] == [".csv"]:  # a cut-off compressed file fails to decompress instead
+                check_complete(path, len(names), len(frame))
+            return frame
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
+    except DataError:
+        raise
     except (OSError, EOFError, ValueError, pa.ArrowException) as error:  # EOFError: a truncated .gz/.bz2/.xz
         raise DataError(f"{path}: cannot be read ({error}); check that it is a valid file") from error
     raise DataError(f"{path}: unknown extension {''.join(path.suffixes)!r}; use .csv, .csv.gz or .parquet")
+
+
+def check_complete(path: Path, fields: int, rows: int) -> None:
+    """A CSV file cut off mid-write (a copy still in progress, the cron case) is refused: pandas would read its
+    last line, cut mid-number or mid-line, as a short row. Its last line does not end with a newline, or has fewer
+    fields than the header."""
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - (1 << 16)))
+        tail = f.read()
+    if not tail or rows == 0:
+        return
+    last = tail.rstrip(b"\r\n").rsplit(b"\n", 1)[-1].decode("utf-8", "replace")
+    found = len(next(csv.reader([last]), []))
+    if not tail.endswith(b"\n") or found < fields:
+        why = "does not end with a newline" if not tail.endswith(b"\n") else f"has {found} fields, the header {fields}"
+        raise DataError(f"{path}: its last line (line {rows + 1}, {last[:40]!r}) {why}: the file seems cut off, "
+                        f"perhaps still being copied; wait for the whole file, or complete its last line")
 
 
 def _read_parquet(path: Path, columns: list[str] | None) -> pd.DataFrame:

@@ -42,8 +42,8 @@ class Scaler:
         codes, ids = pd.factorize(frame[SERIES_ID])
         unknown = [i for i in ids if i not in self.center]
         if unknown:
-            raise DataError(f"series {unknown[0]!r} was not seen in training; the scaler has no statistics "
-                            f"for it")
+            raise DataError(f"series {str(unknown[0])[:60]!r} was not in the training data, so the scaler has no "
+                            f"statistics for it; give only series the model was trained on")
         center = np.array([self.center[i] for i in ids])[codes]
         scale = np.array([self.scale[i] for i in ids])[codes]
         return (transformed(frame[self.columns].to_numpy(np.float64), self.target_transform, frame) - center) / scale

@@ -6,7 +6,7 @@ import re
 import pandas as pd
 
 from pipeline.bounds import EPOCH_FORMATS
-from pipeline.errors import DataError
+from pipeline.errors import DataError, first_line
 
 # Seasonal period of calendar frequencies (offsets of no fixed length), by the first letter of their alias.
 _SEASON_OF_CALENDAR_UNIT = {"B": 5, "W": 52, "M": 12, "S": 24, "Q": 4, "Y": 1, "A": 1}
@@ -19,6 +19,25 @@ def parse_times(column: pd.Series, time_format: str | None, time_zone: str | Non
     """Timestamps, and the zone they were given in. Zoned times (a zoned column, UTC offsets in the text, or
     times without offsets in `time_zone`) become UTC: one regular grid across daylight-saving changes. Times
     without a zone, and no `time_zone`, stay wall-clock times (zone None)."""
+    try:
+        return _parse_times(column, time_format, time_zone, source, name)
+    except pd.errors.OutOfBoundsDatetime as error:
+        row = next((i for i, value in enumerate(column) if not _within_range(value)), None)
+        where = f"row {row}: {column.iloc[row]!r}" if row is not None else first_line(error)
+        raise DataError(f"{source}: column {name!r} {where} lies outside the times pandas holds "
+                        f"({pd.Timestamp.min:%Y-%m-%d} to {pd.Timestamp.max:%Y-%m-%d}); fix the value") from error
+
+
+def _within_range(value) -> bool:
+    try:
+        pd.Timestamp(value).as_unit("ns")
+    except (ValueError, OverflowError):  # OutOfBoundsDatetime is a ValueError; text that is no time at all too
+        return str(value).strip() == "" or not any(ch.isdigit() for ch in str(value))
+    return True
+
+
+def _parse_times(column: pd.Series, time_format: str | None, time_zone: str | None, source: str, name: str
+                 ) -> tuple[pd.Series, str | None]:
     if time_zone is not None:
         check_time_zone_name(time_zone)
     if time_format in EPOCH_FORMATS:
@@ -36,6 +55,9 @@ def parse_times(column: pd.Series, time_format: str | None, time_zone: str | Non
     with_offset = text.str.contains(_UTC_OFFSET, na=False)
     if with_offset.any() and not with_offset.all():
         row = int((~with_offset).to_numpy().nonzero()[0][0])
+        if pd.isna(pd.to_datetime(text.iloc[row], format=time_format, errors="coerce")):  # no time at all
+            raise DataError(f"{source}: column {name!r} row {row}: cannot parse timestamp {column.iloc[row]!r}; fix "
+                            f"the value, or set data.time_format (e.g. '%d/%m/%Y %H:%M')")
         raise DataError(f"{source}: column {name!r} row {row}: {column.iloc[row]!r} has no UTC offset while "
                         f"other rows do (mixed time zones); give every timestamp an offset, or none")
     times = pd.to_datetime(text, format=time_format, errors="coerce", utc=bool(with_offset.any()))

@@ -44,7 +44,7 @@ def load_vintages(data: DataConfig) -> Vintages | None:
                           "data.future_covariates (the columns it issues)")
     path, ids = Path(data.vintages), data.id_column
     wanted = [data.time_column, data.future_covariates_known_at, *data.future_covariates, *ids]
-    raw = read_table(path, wanted, ids)
+    raw = read_table(path, wanted, ids, key="data.vintages")
     absent = [c for c in wanted if c not in raw.columns]
     if raw.empty or absent:
         raise DataError(f"{path}: column {(absent or wanted)[0]!r} not found or no rows (columns: "

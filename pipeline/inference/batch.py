@@ -13,10 +13,11 @@ from pipeline.data.features import build_inputs
 from pipeline.data.ids import id_columns_of
 from pipeline.data.load import validate_frame
 from pipeline.data.scaling import Scaler
-from pipeline.data.series import SERIES_ID, TIME, Series
+from pipeline.data.series import SERIES_ID, TARGET, TIME, Series
 from pipeline.data.windows import last_windows
 from pipeline.errors import DataError
 from pipeline.inference.model_format import ModelSpec
+from pipeline.inference.range_checks import check_forecast, check_inputs, quoted_id
 from pipeline.model.network import Forecaster
 from pipeline.model.predict import predict
 
@@ -70,17 +71,29 @@ def forecast_series(spec: ModelSpec, network: Forecaster, series: Series, source
     # Each series' horizon rows: the given future rows, whose known-future values are read (a future row's target
     # and past covariates are not), or rows made after its last one.
     if data.future_covariates:
-        future = series.future[recent.columns]
+        # A history with filled gaps has an `observed` column its future rows lack: they are never scored anyway.
+        future = series.future.reindex(columns=recent.columns)
         future = future.fillna(dict.fromkeys(future.columns.difference([SERIES_ID, TIME]), 0.0))
     else:
         future = future_rows(recent, data.freq, horizon)
     extended = pd.concat([recent, future]).sort_values([SERIES_ID, TIME], kind="stable").reset_index(drop=True)
     scaler = Scaler(**spec.scaler)
     series_ids = [str(s) for s in lengths.index]
+    unseen = [s for s in series_ids if s not in scaler.center]
+    if unseen:
+        raise DataError(f"{source}: series {quoted_id(unseen[0])} was not in the model's training data, so the "
+                        f"model has no scaling for it; forecast only the {len(scaler.center)} series it was trained "
+                        f"on, or train a model on data that includes it")
+    names = {TARGET: data.target_column} | {c: c for c in [*data.covariates, *data.future_covariates]}
+    check_inputs(recent, scaler, scaler.columns, names, source)
+    if data.future_covariates:  # the future rows' target and past covariates are never read
+        check_inputs(future, scaler, list(data.future_covariates), names, source)
     inputs = build_inputs(extended, scaler, data.freq, data.calendar, len(data.covariates))
     dataset = last_windows(inputs, lengths.to_numpy(), lookback, horizon, padded,
                            embedding_rows(spec, series_ids, source))
-    values = scaler.inverse_target(predict(network, dataset, batch_size=1024), series_ids)
+    scaled = predict(network, dataset, batch_size=1024)
+    check_forecast(scaled, series_ids, future[TIME].to_numpy(), data.target_column, source)
+    values = scaler.inverse_target(scaled, series_ids)
     columns = forecast_columns(network, values)
     times = future[TIME] if series.time_zone is None else future[TIME].dt.tz_convert(series.time_zone)
     out = pd.DataFrame({TIME: times.to_numpy()} | {k: v.reshape(-1) for k, v in columns.items()})

@@ -27,7 +27,7 @@ from pipeline.data.series import TIME
 from pipeline.data.sources import parquet_files
 from pipeline.errors import ConfigError
 from pipeline.inference.batch import forecast_series
-from pipeline.inference.output import replace_folder
+from pipeline.inference.output import replace_folder, writing
 from pipeline.inference.saved_model import SavedModel, load_model
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 def forecast_folder(cfg: ForecastConfig, model: SavedModel, source: Path, output: Path) -> dict:
     """Every file of `source` forecast into `output` (replaced whole); totals over the files."""
     files = parquet_files(source)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}~", dir=output.parent))
+    with writing(output):
+        output.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}~", dir=output.parent))
     try:
         if cfg.engine == Engine.dask:
             parts = on_dask(cfg, model, files, staging)
@@ -65,7 +66,8 @@ def forecast_path(model: SavedModel, path: str, time_zone: str | None) -> tuple[
 def forecast_file(model: SavedModel, path: str, folder: str, time_zone: str | None) -> dict:
     """One input file's forecasts as folder/<its name>; what it held."""
     out, held = forecast_path(model, path, time_zone)
-    out.to_parquet(Path(folder) / Path(path).name, index=False)
+    with writing(Path(folder) / Path(path).name):
+        out.to_parquet(Path(folder) / Path(path).name, index=False)
     return held
 
 

@@ -25,7 +25,8 @@ from pipeline.model.network import Forecaster
 
 FORMAT = 2  # 1: the spec without `format` (before digests, text ids and time zones); refused with a hint
 SPEC_FILE, WEIGHTS_FILE = "model_spec.json", "weights.pt"
-# Written into a downloaded models:/ folder by MLflow's own downloader, after the digests were taken.
+# Written into a downloaded models:/ folder's root by MLflow's own downloader, after the digests were taken (a file
+# of that name anywhere else is the model's, and checked).
 DOWNLOADER_FILES = {"registered_model_meta"}
 
 
@@ -107,6 +108,7 @@ def read_model(spec_path: Path, weights_path: Path) -> tuple[ModelSpec, Forecast
         raise ConfigError(f"{weights_path}: cannot be read as model weights ({first_line(error)}); the model "
                           f"artifact is damaged or was altered: log the model again") from error
     try:
+        check_sizes(spec, state, weights_path)
         network = build_network(**spec.network)
         network.load_state_dict(state)
     except (RuntimeError, TypeError) as error:
@@ -115,10 +117,25 @@ def read_model(spec_path: Path, weights_path: Path) -> tuple[ModelSpec, Forecast
     return spec, network.eval()
 
 
+def check_sizes(spec: ModelSpec, state: dict[str, torch.Tensor], weights_path: Path) -> None:
+    """The network the spec describes, built on the meta device (no memory), against the weights' shapes: a spec
+    whose sizes were changed is refused before anything of its size is allocated."""
+    with torch.device("meta"):
+        expected = {name: tuple(t.shape) for name, t in build_network(**spec.network).state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in state.items()}
+    wrong = next((name for name in sorted(expected.keys() | found.keys()) if expected.get(name) != found.get(name)),
+                 None)
+    if wrong is not None:
+        raise ConfigError(f"{weights_path}: the weights do not fit the network its {SPEC_FILE} describes ({wrong}: "
+                          f"{found.get(wrong)} in the weights, {expected.get(wrong)} in the spec); the model artifact "
+                          f"was altered: log the model again")
+
+
 def file_digests(folder: Path) -> dict[str, str]:
     """SHA-256 of every file under `folder` by relative path, but those MLflow's downloader adds."""
     digests = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in DOWNLOADER_FILES):
+    for path in sorted(p for p in folder.rglob("*")
+                       if p.is_file() and p.relative_to(folder).as_posix() not in DOWNLOADER_FILES):
         with path.open("rb") as f:
             digests[path.relative_to(folder).as_posix()] = hashlib.file_digest(f, "sha256").hexdigest()
     return digests

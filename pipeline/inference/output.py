@@ -1,11 +1,13 @@
 """Where forecasts go: one file written atomically (readers and a killed job see the old file or the new one), or a
 folder of files that replaces the previous one whole; the output path checked before any work is done."""
 
+import contextlib
 import logging
 import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -21,12 +23,12 @@ def write_atomically(frame: pd.DataFrame, path: Path) -> None:
     killed job see the old file or the new one, never half of one. Temporaries that killed jobs of this host
     left beside it are removed first."""
     suffixes = check_output(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     # The temporary's name says which process writes it (host, pid and the pid's start time, which a later
     # process reusing the pid does not share), and keeps the extensions, so pandas picks the same format.
     writer = f"{socket.gethostname()}~{os.getpid()}.{start_time(os.getpid()) or ''}"
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=suffixes, prefix=f".{path.name}~{writer}~")
+    with writing(path):
+        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=suffixes, prefix=f".{path.name}~{writer}~")
     os.close(handle)
     try:
         if suffixes.endswith(".parquet"):
@@ -37,10 +39,36 @@ def write_atomically(frame: pd.DataFrame, path: Path) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
+        with writing(path):
+            os.replace(temporary, path)
+    except OSError as error:  # a full disk while the forecast is written
+        Path(temporary).unlink(missing_ok=True)
+        raise ConfigError(f"output={path}: cannot be written ({error.strerror or error}); the previous output stands: "
+                          f"free space or choose another folder") from error
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """A failure to write `path` (a read-only or full folder) as one line naming it."""
+    try:
+        yield
+    except OSError as error:
+        raise ConfigError(f"output={path}: {path.parent} cannot be written ({error.strerror or error}); choose a "
+                          f"folder this user can write to, with free space") from error
+
+
+def check_writable(folder: Path, name: str) -> None:
+    """That `folder` takes a file, before any work: it is created if need be, and a temporary of 64 KiB is written,
+    synced and removed there, so a read-only folder, or one on a full disk, fails before the model loads."""
+    with writing(folder / name):
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{name}~probe~") as probe:
+            probe.write(bytes(1 << 16))
+            probe.flush()
+            os.fsync(probe.fileno())
 
 
 def check_output(path: Path) -> str:
@@ -52,6 +80,7 @@ def check_output(path: Path) -> str:
     if not (suffixes.endswith(".parquet") or ".csv" in suffixes):
         raise ConfigError(f"output={path}: use a .csv, .csv.gz or .parquet file name")
     check_parents(path)
+    check_writable(path.parent, path.name)
     return suffixes
 
 
@@ -76,6 +105,7 @@ def check_output_folder(path: Path) -> None:
         raise ConfigError(f"output={path}: data.path is a folder of Parquet files, so the forecasts are a folder "
                           f"too (one file per input file); give a folder name without an extension")
     check_parents(path)
+    check_writable(path.parent, path.name)
 
 
 def check_parents(path: Path) -> None:

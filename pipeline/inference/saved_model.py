@@ -27,7 +27,7 @@ from pipeline.config import DataConfig, TrackingConfig
 from pipeline.data.ids import id_columns_of
 from pipeline.data.series import OBSERVED, SERIES_ID, TARGET, TIME, Series
 from pipeline.data.windows import Split
-from pipeline.errors import ConfigError, first_line
+from pipeline.errors import ConfigError, first_line, redact
 from pipeline.inference import batch
 from pipeline.inference.model_format import SPEC_FILE, WEIGHTS_FILE, ModelSpec, check_digests, file_digests, read_model
 from pipeline.inference.streaming import SeriesStream
@@ -127,19 +127,25 @@ def load_model(uri: str, cfg: TrackingConfig | str) -> SavedModel:
     """A model logged by pipeline.train (runs:/ID/model, models:/NAME@ALIAS, models:/NAME/N, a folder), from the
     store `cfg` names (a TrackingConfig, or a tracking URI), each file checked against the digests the tracking
     database recorded when it was logged. Read into memory; the downloaded copy is removed."""
-    cfg = TrackingConfig(uri=cfg) if isinstance(cfg, str) else cfg
-    mlflow.set_tracking_uri(reachable(cfg, may_fall_back=False).uri)  # the model lives there: no fallback
-    client = MlflowClient()
     with tempfile.TemporaryDirectory(prefix="pipeline-model-") as folder:
-        try:
-            local = download(uri, folder)
-            expected, run_id, version, where = recorded_digests(client, uri, local)
-        except (MlflowException, OSError) as error:
-            raise ConfigError(f"cannot load model {uri} from {cfg.uri}: {first_line(error)}; check the model URI "
-                              f"(or run_id) and tracking.uri") from error
-        check_digests(local, expected, uri, where)
+        local, run_id, version = download_verified(uri, cfg, folder)
         spec, network = read_model(local / "artifacts" / SPEC_FILE, local / "artifacts" / WEIGHTS_FILE)
     return SavedModel(spec, network, run_id, version)
+
+
+def download_verified(uri: str, cfg: TrackingConfig | str, folder: str) -> tuple[Path, str | None, str | None]:
+    """The model at `uri` downloaded into `folder`, every file checked against the digests recorded when it was
+    logged (a ConfigError naming the file otherwise); its folder, training run and registry version."""
+    cfg = TrackingConfig(uri=cfg) if isinstance(cfg, str) else cfg
+    mlflow.set_tracking_uri(reachable(cfg, may_fall_back=False).uri)  # the model lives there: no fallback
+    try:
+        local = download(uri, folder)
+        expected, run_id, version, where = recorded_digests(MlflowClient(), uri, local)
+    except (MlflowException, OSError) as error:
+        raise ConfigError(f"cannot load model {uri} from {redact(cfg.uri)}: {first_line(error)}; check the model "
+                          f"URI (or run_id) and tracking.uri") from error
+    check_digests(local, expected, uri, where)
+    return local, run_id, version
 
 
 def download(uri: str, folder: str) -> Path:
@@ -186,5 +192,5 @@ def recorded_digests(client: MlflowClient, uri: str, local: Path) -> tuple[dict,
     tags = client.get_run(run_id).data.tags if run_id else {}
     if DIGESTS_TAG not in tags:
         raise ConfigError(f"model {uri}: {where} has no {DIGESTS_TAG} tag, so its files cannot be checked; load "
-                          f"only models that pipeline.train logged into {mlflow.get_tracking_uri()}")
+                          f"only models that pipeline.train logged into {redact(mlflow.get_tracking_uri())}")
     return json.loads(tags[DIGESTS_TAG]), run_id, version, where

@@ -13,6 +13,7 @@ import pandas as pd
 
 from pipeline.data.series import OBSERVED, SERIES_ID, TARGET, TIME, Series
 from pipeline.data.windows import Windows
+from pipeline.errors import redact
 
 # Overrides that say where a run is recorded or written, not what it trains: never in its name.
 PLUMBING = ("tracking.", "hydra.", "resume=", "threads=")
@@ -35,6 +36,15 @@ def run_name(cell: str, overrides: list[str]) -> str:
 # Keys that say how a run is recorded or shown, not what it trains: in config.yaml, not among the params.
 PLUMBING_PARAMS = ("tracking.", "resume", "threads", "hparams_search", "trainer.enable_progress_bar",
                    "trainer.enable_model_summary", "trainer.log_every_n_steps")
+
+
+def redact_values(tree: Any) -> Any:
+    """A resolved config with the user info of every URI in it replaced (pipeline.errors.redact)."""
+    if isinstance(tree, dict):
+        return {key: redact_values(value) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [redact_values(value) for value in tree]
+    return redact(tree) if isinstance(tree, str) else tree
 
 
 def log_config(config: dict[str, Any], yaml_text: str) -> None:

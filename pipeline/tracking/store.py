@@ -7,6 +7,7 @@ import importlib.metadata
 import logging
 import os
 import platform
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -17,7 +18,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import TrackingConfig
-from pipeline.errors import ConfigError, first_line
+from pipeline.errors import ConfigError, first_line, redact
 from pipeline.tracking.run_lifetime import lost_connection, mark_abandoned_runs, run_until_end
 
 log = logging.getLogger(__name__)
@@ -39,13 +40,18 @@ def start_run(cfg: TrackingConfig, resume_run_id: str | None = None) -> Iterator
     experiment = experiment_id(cfg)
     for run_id in mark_abandoned_runs(MlflowClient(cfg.uri), experiment):
         log.warning("MLflow run %s was left RUNNING by a killed process; marked KILLED", run_id)
+    # MLflow prints a server's run link with the tracking URI as given, credentials and all; ours is logged below.
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     # From here on a server that goes away is waited for (training pauses), not given up on after `retries`.
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries_to_outlast(cfg.outage_seconds))
     run_id = resume_run_id
     try:
         with run_until_end(experiment, resume_run_id) as run:
             run_id = run.info.run_id
-            log.info("MLflow run %s in experiment %r at %s", run_id, cfg.experiment, cfg.uri)
+            log.info("MLflow run %s in experiment %r at %s", run_id, cfg.experiment, redact(cfg.uri))
+            if cfg.uri.startswith(("http://", "https://")):
+                address = re.sub(r"//[^/@]+@", "//", cfg.uri).rstrip("/")  # without user info, to click
+                log.info("open it at %s/#/experiments/%s/runs/%s", address, experiment, run_id)
             # With MLflow's own mlflow.source.git.commit, what any run needs to be traced back and rerun.
             mlflow.set_tags({f"versions.{name}": library_version(name) for name in VERSIONED}
                             | {"versions.python": platform.python_version(),
@@ -55,7 +61,7 @@ def start_run(cfg: TrackingConfig, resume_run_id: str | None = None) -> Iterator
         if not lost_connection(error):
             raise
         raise TrackingUnavailable(
-            f"tracking.uri={cfg.uri} stopped answering during run {run_id} for longer than "
+            f"tracking.uri={redact(cfg.uri)} stopped answering during run {run_id} for longer than "
             f"tracking.outage_seconds={cfg.outage_seconds} ({first_line(error, 200)}); once it is back, run the "
             f"stage again (a training run continues from its last checkpoint with resume={run_id})") from error
 
@@ -77,13 +83,15 @@ def reachable(cfg: TrackingConfig, may_fall_back: bool = True) -> TrackingConfig
     except Exception as error:  # requests' connection errors and MLflow's own, whichever the transport raised
         reason = first_line(error, 200)
         if "error code 401" in reason or "error code 403" in reason:
-            raise ConfigError(f"tracking.uri={cfg.uri} refused the request ({reason}): {credentials_hint()}") from error
+            raise ConfigError(f"tracking.uri={redact(cfg.uri)} refused the request ({reason}): {credentials_hint()}"
+                              ) from error
         if cfg.offline_fallback and may_fall_back:
             log.warning("tracking server %s does not answer (%s); recording this run into %s instead",
-                        cfg.uri, reason, cfg.offline_uri)
+                        redact(cfg.uri), reason, redact(cfg.offline_uri))
             return replace(cfg, uri=cfg.offline_uri)
         raise TrackingUnavailable(
-            f"tracking.uri={cfg.uri} does not answer ({reason}) after {cfg.retries} retries of {cfg.timeout} s; "
+            f"tracking.uri={redact(cfg.uri)} does not answer ({reason}) after {cfg.retries} retries of "
+            f"{cfg.timeout} s; "
             f"start the server or fix tracking.uri, or set tracking.offline_fallback=true to record into "
             f"{cfg.offline_uri}") from error
 

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import CONF_DIR, Config, TrackingConfig, to_config
-from pipeline.errors import ConfigError, first_line
+from pipeline.errors import ConfigError, first_line, redact
 from pipeline.tracking.records import file_sha256
 from pipeline.tracking.run_lifetime import holder_alive
 from pipeline.tracking.store import reachable
@@ -91,15 +91,15 @@ def find_run(cfg: TrackingConfig, which: str) -> Run:
         runs = client.search_runs([experiment.experiment_id], f"tags.{STAGE} = 'train'",
                                   order_by=["attributes.start_time DESC"], max_results=1) if experiment else []
         if not runs:
-            raise ConfigError(f"resume=last: experiment {cfg.experiment!r} at {cfg.uri} has no training run to "
+            raise ConfigError(f"resume=last: experiment {cfg.experiment!r} at {redact(cfg.uri)} has no training run to "
                               f"resume; check tracking.uri and tracking.experiment")
         run = runs[0]
     else:
         try:
             run = client.get_run(which)
         except mlflow.exceptions.MlflowException as error:
-            raise ConfigError(f"resume={which}: no such run at {cfg.uri}; give a training run id from the MLflow "
-                              f"UI, or resume=last") from error
+            raise ConfigError(f"resume={which}: no such run at {redact(cfg.uri)}; give a training run id from the "
+                              f"MLflow UI, or resume=last") from error
         if run.data.tags.get(STAGE) != "train":
             raise ConfigError(f"resume={which}: run {which} is not a training run")
     status = run.info.status

@@ -1,0 +1,85 @@
+"""pipeline.serve: MLflow's scoring server over a copy of the model whose every file matched its recorded digests,
+with a limit on a request's size; a model whose files were altered is refused and never served."""
+
+import io
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline.config import RegisterConfig, TrackingConfig
+from pipeline.inference.saved_model import load_model
+from pipeline.register import register
+from tests.helpers import free_port, run_stage, start_stage
+
+pytestmark = pytest.mark.slow  # every test here starts the stage
+
+
+@pytest.fixture(scope="module")
+def served(store):
+    """A model trained by the real command, registered as `served` version 1, and its folder in the store."""
+    run_id = store.train()["run_id"]
+    register(RegisterConfig(run_id=run_id, name="served", tracking=TrackingConfig(uri=store.uri)))
+    model_id = MlflowClient(store.uri).get_run(run_id).outputs.model_outputs[0].model_id
+    return Path(MlflowClient(store.uri).get_logged_model(model_id).artifact_location.removeprefix("file://"))
+
+
+def post(url: str, body: bytes, content_type: str = "text/csv") -> tuple[int, bytes]:
+    request = urllib.request.Request(url, body, {"Content-Type": content_type}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_the_checked_model_is_served_and_a_request_over_the_limit_gets_413(store, served, vic_elec, tmp_path):
+    port = free_port()
+    process = start_stage("pipeline.serve", "model_uri=models:/served@champion", f"port={port}",
+                          "max_request_bytes=100000", f"tracking.uri={store.uri}", f"hydra.run.dir={tmp_path / 'run'}")
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, process.stderr.read()[-3000:]
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "pipeline.serve did not answer"
+                time.sleep(0.5)
+        history = vic_elec.iloc[1000:1200][["time", "demand"]]
+        status, body = post(f"http://127.0.0.1:{port}/invocations", history.to_csv(index=False).encode())
+        assert status == 200, body[-2000:]
+        served_forecast = pd.DataFrame(json.loads(body)["predictions"])
+        expected = load_model("models:/served@champion", TrackingConfig(uri=store.uri)).forecast(history)
+        assert served_forecast["forecast"].to_numpy() == pytest.approx(expected["forecast"].to_numpy(), rel=1e-9)
+        buffer = io.StringIO()
+        pd.concat([history] * 40).to_csv(buffer, index=False)  # about 200 kB
+        status, body = post(f"http://127.0.0.1:{port}/invocations", buffer.getvalue().encode())
+        assert status == 413 and b"max_request_bytes=100000" in body
+        status, _ = post(f"http://127.0.0.1:{port}/invocations", b"time,demand\n2012-01-01,oops\n")
+        assert status == 400  # the pipeline's one line, as `mlflow models serve` answers it
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def test_a_model_whose_code_was_altered_is_refused_in_one_line_and_never_served(store, served, tmp_path):
+    canary = tmp_path / "canary"
+    code = served / "code" / "pipeline" / "inference" / "pyfunc.py"
+    original = code.read_bytes()
+    code.write_bytes(original + f"\nopen({str(canary)!r}, 'w').write('ran')\n".encode())
+    try:
+        done = run_stage("pipeline.serve", "model_uri=models:/served@champion", f"port={free_port()}",
+                         f"tracking.uri={store.uri}", f"hydra.run.dir={tmp_path / 'run'}")
+    finally:
+        code.write_bytes(original)
+    assert done.returncode == 2 and not canary.exists()
+    assert done.stderr.strip().splitlines()[-1].endswith(
+        "file code/pipeline/inference/pyfunc.py differs from the SHA-256 recorded when it was logged; the model "
+        "store was altered: log the model again, and let only trusted people write to the store")
