@@ -49,7 +49,7 @@ from pipeline.config import to_config  # noqa: E402
 from pipeline.data.load import load_series, read_table  # noqa: E402
 from pipeline.data.times import parse_times  # noqa: E402
 from pipeline.data.windows import make_windows  # noqa: E402
-from pipeline.evaluation.metrics import mase_scales, point_metrics  # noqa: E402
+from pipeline.evaluation.metrics import history_rows, mase_scale, point_metrics  # noqa: E402
 
 CLASSICAL_NAMES = {"mstl": "MSTL", "autoets": "AutoETS"}
 RESULTS = ROOT / "outputs" / "bench" / "accuracy.jsonl"
@@ -392,7 +392,8 @@ def block_origins(windows, series, block: str) -> Origins:
     """The origins of the training stage's backtest of `block`, in its order."""
     dataset = windows.test if block == "test" else windows.val_origins
     starts, rows = dataset.windows.locate(torch.arange(len(dataset)))
-    scales = mase_scales(windows.target, windows.splits, series.season, block=block)
+    scales = {s: mase_scale(windows.target[rows], series.season)
+              for s, rows in history_rows(windows.splits, block).items()}
     return Origins(np.array([windows.splits[i].first for i in rows.tolist()]), (starts + windows.lookback).numpy(),
                    np.array([scales[windows.splits[i].series_id] for i in rows.tolist()]), windows.horizon,
                    windows.target, windows.times)

@@ -66,8 +66,9 @@ def test_evaluate_scores_the_model_beside_both_baselines_per_step_and_per_series
     assert run.data.tags["mlflow.parentRunId"] == trained["run_id"]  # nested under it in the UI
     metrics = run.data.metrics
     # Named as in the training run: the baseline a suffix.
-    assert {"mase", "smape", "rmse", "mae", "mase_naive", "mase_seasonal_naive", "quantile_loss",
-            "coverage_10_90", "mase_seasonal_naive_48", "mase_seasonal_naive_96"} <= set(metrics)
+    assert {"mase", "smape", "rmse", "mae", "mase_naive", "mase_seasonal_naive", "quantile_loss", "crps", "wql",
+            "coverage_80", "width_80", "crps_seasonal_naive", "wql_seasonal_naive", "coverage_80_seasonal_naive",
+            "mase_seasonal_naive_48", "mase_seasonal_naive_96"} <= set(metrics)
     assert metrics["mase"] == pytest.approx(summary["model"]["mase"])
     history = client.get_metric_history(summary["run_id"], "mase_by_step")
     assert sorted(m.step for m in history) == list(range(1, 49))

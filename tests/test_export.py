@@ -40,10 +40,18 @@ def quantile_run(store):
 
 
 @pytest.mark.slow
-def test_a_quantile_model_logs_coverage_and_forecasts_quantile_columns(quantile_run, vic_elec):
+def test_a_quantile_model_logs_proper_scores_beside_seasonal_naive_and_forecasts_quantile_columns(quantile_run,
+                                                                                                 vic_elec):
     run_id, uri = quantile_run
-    metrics = MlflowClient(uri).get_run(run_id).data.metrics
-    assert 0 <= metrics["test_coverage_10_90"] <= 1 and metrics["test_quantile_loss"] > 0
+    client = MlflowClient(uri)
+    metrics = client.get_run(run_id).data.metrics
+    for block in ("val", "test"):
+        for name in ("crps", "wql", "coverage_80", "width_80"):
+            assert np.isfinite(metrics[f"{block}_{name}"]) and np.isfinite(metrics[f"{block}_{name}_seasonal_naive"])
+    assert 0 <= metrics["test_coverage_80"] <= 1
+    assert metrics["test_crps"] == pytest.approx(2 * metrics["test_quantile_loss"])
+    assert len(client.get_metric_history(run_id, "test_crps_by_step")) == 48
+    assert "calibration.png" in {a.path for a in client.list_artifacts(run_id)}
     model = load_model(f"runs:/{run_id}/model", TrackingConfig(uri=uri))
     out = model.forecast(vic_elec.iloc[:200][["time", "demand"]])
     assert list(out.columns) == ["time", "forecast", "q10", "q50", "q90"] and len(out) == 48

@@ -142,9 +142,9 @@ def test_conformal_calibration_makes_validation_intervals_cover_their_nominal_sh
     net = network(windows, quantiles=[0.1, 0.5, 0.9], season=SEASON).eval()
     with torch.no_grad():
         net.decoder.head[-1].bias[1::3] = -4.0  # squeeze the 10-90 interval far too narrow
-    before = backtest_metrics(backtest(net, windows, [SEASON], block="val"))["model"]["coverage_10_90"]
+    before = backtest_metrics(backtest(net, windows, [SEASON], block="val"))["model"]["coverage_80"]
     offsets = calibrate_intervals(net, windows)
-    after = backtest_metrics(backtest(net, windows, [SEASON], block="val"))["model"]["coverage_10_90"]
+    after = backtest_metrics(backtest(net, windows, [SEASON], block="val"))["model"]["coverage_80"]
     assert before < 0.5 and offsets["10_90"] > 0
     assert 0.8 <= after <= 0.85
     expected = torch.tensor([-offsets["10_90"], 0.0, offsets["10_90"]], dtype=torch.float32)
@@ -158,13 +158,15 @@ def test_refused_model_options_name_the_key(windows):
         network(windows, quantiles=[0.5, 1.0])
 
 
-def test_pinball_loss_and_coverage_on_known_numbers():
+def test_pinball_loss_crps_wql_coverage_and_width_on_known_numbers():
     actual = np.array([[0.0, 10.0]])
     quantiles = np.array([[[-1.0, 0.0, 1.0], [11.0, 12.0, 13.0]]])
     metrics = quantile_metrics(actual, quantiles, [0.1, 0.5, 0.9])
-    # Step 0 lies inside its band, step 1 below it.
-    assert metrics["coverage_10_90"] == 0.5
+    # Step 0 lies inside its band, step 1 below it; each band is 2 wide.
+    assert metrics["coverage_80"] == 0.5 and metrics["width_80"] == 2.0
     # Pinball terms: step 0: 0.1, 0, 0.1; step 1: 0.9, 1.0, 0.3 -> mean 2.4 / 6
-    assert metrics["quantile_loss"] == pytest.approx(2.4 / 6)
+    assert metrics["quantile_loss"] == pytest.approx(2.4 / 6) and metrics["crps"] == pytest.approx(4.8 / 6)
+    # Per level, 2 * summed pinball over summed |actual| (10): 0.2, 0.2, 0.08.
+    assert metrics["wql"] == pytest.approx(0.16)
     torch_loss = pinball_loss(torch.tensor(quantiles), torch.tensor(actual), torch.tensor([0.1, 0.5, 0.9]))
     assert torch_loss.mean().item() == pytest.approx(2.4 / 6)

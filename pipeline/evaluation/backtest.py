@@ -12,7 +12,16 @@ from pipeline.data.scaling import Scaler
 from pipeline.data.series import SERIES_ID, TARGET, TIME, Series, observed_targets
 from pipeline.data.vintages import load_vintages, values_as_of
 from pipeline.data.windows import WindowDataset, Windows, rolling_origins, series_starts
-from pipeline.evaluation.metrics import Backtest, mase_scale, mase_scales, naive, point_metrics, seasonal_naive
+from pipeline.evaluation.metrics import (
+    Backtest,
+    history_rows,
+    mase_scale,
+    naive,
+    point_metrics,
+    quantile_metrics,
+    residual_quantiles,
+    seasonal_naive,
+)
 from pipeline.inference.batch import embedding_rows
 from pipeline.inference.saved_model import SavedModel
 from pipeline.model.network import Forecaster
@@ -26,18 +35,18 @@ def backtest(network: Forecaster, windows: Windows, seasons: list[int], block: s
     dataset = windows.test if block == "test" else windows.val_origins
     series_ids = [s.series_id for s in windows.splits]
     return score_windows(network, dataset, windows.target, windows.scaler, series_ids, seasons,
-                         mase_scales(windows.target, windows.splits, min(seasons), windows.observed, block),
-                         batch_size, windows.observed)
+                         history_rows(windows.splits, block), batch_size, windows.observed)
 
 
 def score_windows(network: Forecaster, dataset: WindowDataset, target: np.ndarray, scaler: Scaler,
-                  series_ids: list[str], seasons: list[int], scales: dict[str, float], batch_size: int = 1024,
+                  series_ids: list[str], seasons: list[int], history: dict[str, slice], batch_size: int = 1024,
                   observed: np.ndarray | None = None) -> Backtest:
     """Forecasts of every window of `dataset` in original units, beside its actuals and the baselines: naive,
     and seasonal naive of each period in `seasons` (`seasonal_naive`: the strongest of them on these points).
 
     `target` is the original-unit target of the rows `dataset` indexes (`observed`: whether each was observed,
-    None when all were); `series_ids` names its series numbers; MASE scales by `scales[series]`.
+    None when all were); `series_ids` names its series numbers; `history[series]` are its rows before the block,
+    which give its MASE scale and, for a quantile model, seasonal naive's interval at the model's levels.
     """
     starts, series = dataset.windows.locate(torch.arange(len(dataset)))
     origins = (starts + dataset.lookback).numpy()
@@ -47,7 +56,9 @@ def score_windows(network: Forecaster, dataset: WindowDataset, target: np.ndarra
     quantiles = forecast if forecast.ndim == 3 else None
     targets = origins[:, None] + np.arange(horizon)
     each = {period: seasonal_naive(target, origins, horizon, period) for period in seasons}
-    return Backtest(
+    scales = {s: mase_scale(target[rows], min(seasons), None if observed is None else observed[rows])
+              for s, rows in history.items()}
+    result = Backtest(
         series_ids=row_ids,
         origins=origins,
         actual=target[targets],
@@ -61,6 +72,12 @@ def score_windows(network: Forecaster, dataset: WindowDataset, target: np.ndarra
         season=seasons[0],
         seasonal_naives=each if len(seasons) > 1 else {},
     ).strongest_seasonal_naive()
+    if quantiles is None:
+        return result
+    errors = {s: residual_quantiles(target[rows], result.season, horizon, network.quantiles,
+                                    None if observed is None else observed[rows]) for s, rows in history.items()}
+    result.seasonal_naive_quantiles = result.seasonal_naive[..., None] + np.stack([errors[s] for s in row_ids])
+    return result
 
 
 def backtest_frame(result: Backtest, times: np.ndarray, id_columns: list[str]) -> pd.DataFrame:
@@ -102,9 +119,8 @@ def backtest_file(model: SavedModel, series: Series, origins: int, step: int) ->
     target, observed = frame[TARGET].to_numpy(np.float64), observed_targets(frame)
     seasons = data.season
     firsts = windows.first.numpy() + spec.lookback
-    scales = {s: mase_scale(target[a:b], min(seasons), None if observed is None else observed[a:b])
-              for s, a, b in zip(series_ids, series_starts(sizes), firsts)}
-    return score_windows(model.network, dataset, target, scaler, series_ids, seasons, scales, observed=observed)
+    history = {s: slice(a, b) for s, a, b in zip(series_ids, series_starts(sizes), firsts)}
+    return score_windows(model.network, dataset, target, scaler, series_ids, seasons, history, observed=observed)
 
 
 BASELINES = ("naive", "seasonal_naive")
@@ -117,6 +133,11 @@ def _columns(result: Backtest, scored: np.ndarray, rows: np.ndarray | slice, ste
     for name in BASELINES:
         metrics[f"mase_{name}"] = point_metrics(result.actual[rows, steps], getattr(result, name)[rows, steps],
                                                 scale, scored)["mase"]
+    if result.quantiles is not None:  # a quantile model's CRPS, beside seasonal naive's interval's
+        metrics["crps"] = quantile_metrics(result.actual[rows, steps], result.quantiles[rows, steps],
+                                           result.levels, scored)["crps"]
+        metrics["crps_seasonal_naive"] = quantile_metrics(
+            result.actual[rows, steps], result.seasonal_naive_quantiles[rows, steps], result.levels, scored)["crps"]
     return metrics
 
 

@@ -35,6 +35,8 @@ class Backtest:
     mase_scale: np.ndarray    # (n,) in-sample seasonal-naive MAE of the row's series before the block
     levels: list[float] = field(default_factory=list)  # quantile levels, when the model forecasts quantiles
     quantiles: np.ndarray | None = None  # (n, H, Q); `forecast` is then the median (or the level nearest it)
+    # (n, H, Q) seasonal naive plus its series' in-sample error quantiles at `levels` (see residual_quantiles)
+    seasonal_naive_quantiles: np.ndarray | None = None
     observed: np.ndarray | None = None  # (n, H) whether each actual was observed, not filled; None: all were
     season: int = 0           # the period of `seasonal_naive`
     seasonal_naives: dict[int, np.ndarray] = field(default_factory=dict)  # every period's (n, H), when several
@@ -47,6 +49,8 @@ class Backtest:
                         seasonal_naive=self.seasonal_naive[picks], naive=self.naive[picks],
                         mase_scale=self.mase_scale[picks], levels=self.levels,
                         quantiles=None if self.quantiles is None else self.quantiles[picks],
+                        seasonal_naive_quantiles=None if self.seasonal_naive_quantiles is None
+                        else self.seasonal_naive_quantiles[picks],
                         observed=None if self.observed is None else self.observed[picks], season=self.season,
                         seasonal_naives={p: f[picks] for p, f in self.seasonal_naives.items()})
 
@@ -112,19 +116,71 @@ def interval_name(levels: list[float], lo: int) -> str:
     return f"{100 * levels[lo]:g}_{100 * levels[len(levels) - 1 - lo]:g}"
 
 
-def quantile_metrics(actual: np.ndarray, quantiles: np.ndarray, levels: list[float],
-                     scored: np.ndarray | None = None) -> dict[str, float]:
-    """Mean pinball loss over every level, and the empirical coverage of each central interval: levels q and
-    1 - q paired from the outside in (0.1 with 0.9 gives coverage_10_90, expected 0.8); over the scored points."""
-    scored = np.ones(actual.shape, bool) if scored is None else scored
-    actual, quantiles = actual[scored], quantiles[scored]
+def nominal_name(levels: list[float], lo: int) -> str:
+    """The central interval of levels[lo] and its mirror by its nominal coverage: "80" for 0.1 and 0.9."""
+    return f"{100 * (levels[len(levels) - 1 - lo] - levels[lo]):.4g}"
+
+
+def pinball(actual: np.ndarray, quantiles: np.ndarray, levels: list[float]) -> np.ndarray:
+    """(...,) actuals and (..., Q) quantiles -> (..., Q) pinball losses."""
     error = actual[..., None] - quantiles
     q = np.asarray(levels)
-    metrics = {"quantile_loss": _mean(np.maximum(q * error, (q - 1) * error))}
+    return np.maximum(q * error, (q - 1) * error)
+
+
+def quantile_metrics(actual: np.ndarray, quantiles: np.ndarray, levels: list[float],
+                     scored: np.ndarray | None = None) -> dict[str, float]:
+    """Proper scores of quantile forecasts over the scored points (all when `scored` is None):
+
+    - quantile_loss: the mean pinball loss over every point and level;
+    - crps: CRPS by its quantile decomposition, CRPS = 2 * integral over q of the pinball loss, estimated by twice
+      the mean pinball loss over the levels (exact as the levels fill (0, 1) evenly; with 0.1, 0.5, 0.9 an estimate
+      that weighs the tails as those levels do), in the target's units;
+    - wql: the weighted quantile loss of GluonTS and M5, 2 * sum of pinball losses / sum of |actual| per level,
+      averaged over the levels (scale-free; NaN when every actual is 0);
+    - coverage_80, width_80 (each central interval, levels q and 1 - q paired from the outside in, named by its
+      nominal coverage): the share of actuals inside it, and its mean width in the target's units.
+    """
+    scored = np.ones(actual.shape, bool) if scored is None else scored
+    actual, quantiles = actual[scored], quantiles[scored]
+    loss = pinball(actual, quantiles, levels)
+    total = np.abs(actual).sum()
+    metrics = {"quantile_loss": _mean(loss), "crps": 2 * _mean(loss),
+               "wql": float(np.mean(2 * loss.sum(axis=0) / total)) if total > 0 and loss.size else float("nan")}
     for i in range(len(levels) // 2):
         lo, hi = quantiles[..., i], quantiles[..., len(levels) - 1 - i]
-        metrics[f"coverage_{interval_name(levels, i)}"] = _mean((actual >= lo) & (actual <= hi))
+        name = nominal_name(levels, i)
+        metrics[f"coverage_{name}"] = _mean((actual >= lo) & (actual <= hi))
+        metrics[f"width_{name}"] = _mean(hi - lo)
     return metrics
+
+
+def crps_from_samples(actual: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """(...,) actuals and (..., S) samples -> (...,) CRPS by the energy form E|X - y| - E|X - X'| / 2 (Gneiting &
+    Raftery, 2007) over the empirical distribution of the samples, in O(S log S) per point through the sorted
+    samples: E|X - X'| = 2 / S^2 * sum_i (2i - S - 1) x_(i)."""
+    s = samples.shape[-1]
+    ordered = np.sort(samples, axis=-1)
+    spread = 2 / s**2 * (ordered * (2 * np.arange(1, s + 1) - s - 1)).sum(axis=-1)
+    return np.abs(samples - actual[..., None]).mean(axis=-1) - spread / 2
+
+
+def residual_quantiles(history: np.ndarray, season: int, horizon: int, levels: list[float],
+                       observed: np.ndarray | None = None) -> np.ndarray:
+    """(H, Q) empirical quantiles of a series' in-sample seasonal-naive errors at each horizon step: the interval
+    every probabilistic paper puts beside its model (step h repeats the value k = h // season + 1 seasons back, so
+    its errors are y_t - y_(t - k * season) over the history; pairs of observed values only). NaN where the
+    history holds no such pair."""
+    history = np.asarray(history, np.float64)
+    out = np.full((horizon, len(levels)), np.nan)
+    for k in range(1, (horizon - 1) // season + 2):
+        lag = k * season
+        errors = history[lag:] - history[:-lag]
+        if observed is not None:
+            errors = errors[observed[lag:] & observed[:-lag]]
+        if errors.size:
+            out[(k - 1) * season:k * season] = np.quantile(errors, levels)
+    return out
 
 
 def naive(target: np.ndarray, origins: np.ndarray, horizon: int) -> np.ndarray:
@@ -138,15 +194,11 @@ def seasonal_naive(target: np.ndarray, origins: np.ndarray, horizon: int, season
     return target[origins[:, None] + steps - season * (steps // season + 1)]
 
 
-def mase_scales(target: np.ndarray, splits: list[Split], season: int, observed: np.ndarray | None = None,
-                block: str = "test") -> dict[str, float]:
-    """Per series: the MASE denominator over its history before the "val" or "test" block's first origin, as
-    the evaluate stage scales a file's backtest: one definition, so the same forecasts score the same MASE in
-    both stages."""
-    ends = {s.series_id: s.val_start if block == "val" else s.test_start for s in splits}
-    return {s.series_id: mase_scale(target[s.first:ends[s.series_id]], season,
-                                    None if observed is None else observed[s.first:ends[s.series_id]])
-            for s in splits}
+def history_rows(splits: list[Split], block: str = "test") -> dict[str, slice]:
+    """Per series: its rows before the "val" or "test" block's first origin, from which the MASE scale and the
+    seasonal-naive residual quantiles are read, as the evaluate stage reads a file's history: one definition, so
+    the same forecasts score the same in both stages."""
+    return {s.series_id: slice(s.first, s.val_start if block == "val" else s.test_start) for s in splits}
 
 
 def mase_scale(history: np.ndarray, season: int, observed: np.ndarray | None = None) -> float:
@@ -166,12 +218,15 @@ def backtest_metrics(result: Backtest) -> dict[str, dict[str, float]]:
     """The model's metrics beside naive's and seasonal naive's, on the same origins and scored points."""
     scored = result.scored()
     model = point_metrics(result.actual, result.forecast, result.mase_scale, scored)
+    baseline = point_metrics(result.actual, result.seasonal_naive, result.mase_scale, scored)
     if result.quantiles is not None:
         model |= quantile_metrics(result.actual, result.quantiles, result.levels, scored)
+    if result.seasonal_naive_quantiles is not None:
+        baseline |= quantile_metrics(result.actual, result.seasonal_naive_quantiles, result.levels, scored)
     return {
         "model": model,
         "naive": point_metrics(result.actual, result.naive, result.mase_scale, scored),
-        "seasonal_naive": point_metrics(result.actual, result.seasonal_naive, result.mase_scale, scored),
+        "seasonal_naive": baseline,
     } | {f"seasonal_naive_{period}": point_metrics(result.actual, forecast, result.mase_scale, scored)
          for period, forecast in result.seasonal_naives.items()}
 

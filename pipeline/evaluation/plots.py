@@ -119,3 +119,29 @@ def plot_best_and_worst(result: Backtest, target: np.ndarray, times: np.ndarray,
         order = np.argsort(error, kind="stable")
         picks = list(dict.fromkeys([*order[:n_each].tolist(), *order[-n_each:].tolist()]))
     return plot_forecasts(result.rows(picks), target, times, n_plots=len(picks), unit=unit)
+
+
+def plot_calibration(result: Backtest, per_step: pd.DataFrame) -> plt.Figure:
+    """A quantile model's intervals: each central interval's observed coverage against its nominal one (the
+    diagonal is perfect calibration), and CRPS at each horizon step; beside seasonal naive's interval from its
+    in-sample errors. Over the scored points."""
+    scored, levels = result.scored(), result.levels
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
+    nominal = [levels[len(levels) - 1 - i] - levels[i] for i in range(len(levels) // 2)]
+    for quantiles, label, color in ((result.quantiles, "model", "tab:blue"),
+                                    (result.seasonal_naive_quantiles, "seasonal naive", "tab:orange")):
+        actual, bands = result.actual[scored], quantiles[scored]
+        observed = [np.mean((actual >= bands[:, i]) & (actual <= bands[:, len(levels) - 1 - i]))
+                    for i in range(len(nominal))]
+        left.plot(nominal, observed, marker="o", color=color, label=label)
+    left.plot([0, 1], [0, 1], color="0.6", lw=0.8)
+    left.set_xlabel("nominal coverage of the central interval")
+    left.set_ylabel("observed coverage")
+    left.legend(fontsize=8)
+    right.plot(per_step["step"], per_step["crps"], marker=".", label="model")
+    right.plot(per_step["step"], per_step["crps_seasonal_naive"], ls="--", color="tab:orange", label="seasonal naive")
+    right.set_xlabel("steps after the origin")
+    right.set_ylabel("CRPS (target units)")
+    right.legend(fontsize=8)
+    figure.tight_layout()
+    return figure

@@ -12,6 +12,7 @@ from pipeline.evaluation.backtest import backtest, backtest_frame, by_series, by
 from pipeline.evaluation.metrics import Backtest, backtest_metrics, exclusions
 from pipeline.evaluation.plots import (
     plot_best_and_worst,
+    plot_calibration,
     plot_error_by_step,
     plot_forecasts,
     plot_residuals,
@@ -48,8 +49,11 @@ def backtest_and_log(network: Forecaster, windows: Windows, seasons: list[int], 
     test = results["test"]
     per_step = by_step(test)
     for row in per_step.itertuples():
-        mlflow.log_metrics({"test_mase_by_step": row.mase}, step=int(row.step))
+        mlflow.log_metrics({f"test_{name}_by_step": getattr(row, name) for name in ("mase", "crps")
+                            if name in per_step}, step=int(row.step))
     mlflow.log_figure(plot_error_by_step(per_step), "error_by_step.png")
+    if test.quantiles is not None and len(test.levels) > 1:
+        mlflow.log_figure(plot_calibration(test, per_step), "calibration.png")
     mlflow.log_figure(plot_residuals(test, windows.times, test.scored(), unit), "residuals.png")
     mlflow.log_figure(plot_forecasts(test, windows.target, windows.times, unit=unit), "forecasts.png")
     # The run page's description, the first thing it shows: the scores beside seasonal naive.
@@ -78,7 +82,8 @@ def log_evaluation(experiment_name: str, model: SavedModel, model_uri: str, summ
         mlflow.log_metrics({f"{k}{suffix}": v for k, v in metrics.items() if k == "mase" or not each_period})
     per_step, per_series = by_step(result), by_series(result)
     for row in per_step.itertuples():
-        mlflow.log_metrics({"mase_by_step": row.mase, "mase_seasonal_naive_by_step": row.mase_seasonal_naive},
+        mlflow.log_metrics({f"{name}_by_step": getattr(row, name) for name in
+                            ("mase", "mase_seasonal_naive", "crps", "crps_seasonal_naive") if name in per_step},
                            step=int(row.step))
     id_column, target, times = model.data.id_column, series.frame[TARGET].to_numpy(), series.frame[TIME].to_numpy()
     table = pd.concat([series_columns(per_series[SERIES_ID], id_column), per_series.drop(columns=[SERIES_ID])], axis=1)
@@ -86,5 +91,7 @@ def log_evaluation(experiment_name: str, model: SavedModel, model_uri: str, summ
     mlflow.log_text(per_step.to_csv(index=False), "evaluation/per_step.csv")
     log_frame(backtest_frame(result, times, id_column), "evaluation/forecasts.parquet")
     mlflow.log_figure(plot_error_by_step(per_step), "evaluation/error_by_step.png")
+    if result.quantiles is not None and len(result.levels) > 1:
+        mlflow.log_figure(plot_calibration(result, per_step), "evaluation/calibration.png")
     mlflow.log_figure(plot_best_and_worst(result, target, times, per_series, unit=model.data.target_column),
                       "evaluation/best_and_worst.png")
