@@ -64,6 +64,11 @@ class Activation(str, Enum):
     tanh = "tanh"
 
 
+class Likelihood(str, Enum):
+    normal = "normal"
+    student_t = "student_t"
+
+
 class Loss(str, Enum):
     mse = "mse"
     mae = "mae"
@@ -190,7 +195,11 @@ class ModelConfig:
     # Initial hidden state of the encoder: zeros, or learned per layer and direction.
     init_state: InitState = InitState.zeros
     # Train with the pinball loss and forecast these quantiles (e.g. [0.1, 0.5, 0.9]); [] forecasts a point.
+    # With model.likelihood: the levels it forecasts ([]: 0.025, 0.1, 0.5, 0.9, 0.975).
     quantiles: list[float] = bounded([], low=0, high=1, low_open=True, high_open=True)
+    # Output a distribution per horizon step, trained by its negative log-likelihood on the scaled target:
+    # normal or student_t (location, scale, degrees of freedom >= 3); null trains model.quantiles or a point.
+    likelihood: Optional[Likelihood] = None
     # With quantiles: widen (or narrow) each central interval after training so that it covers its nominal
     # share of the validation block (conformalized quantile regression).
     conformal: bool = True

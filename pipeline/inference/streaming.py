@@ -39,6 +39,9 @@ class NetworkStream:
             raise ConfigError("model.window_norm cannot stream: every new observation changes the window's "
                               "mean and spread, so every state would have to be recomputed; train with "
                               "model.window_norm=false to stream")
+        if network.likelihood:
+            raise ConfigError(f"a model.likelihood={network.likelihood.name} model does not stream yet: train with "
+                              "model.quantiles=[...] and model.likelihood=null to stream intervals")
         self.network = network.eval()
         self.series = torch.tensor([series])
         self.states = network.encoder.initial(1)

@@ -21,7 +21,7 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(RecurrentNetwork(**network) for _ in range(members))
         first = self.members[0]
         self.horizon, self.n_features, self.n_future = first.horizon, first.n_features, first.n_future
-        self.quantiles, self.median = first.quantiles, first.median
+        self.quantiles, self.median, self.likelihood = first.quantiles, first.median, first.likelihood
         # The conformal offsets of the ensemble's forecast (the members' own stay zero).
         self.register_buffer("interval_offsets", torch.zeros(len(self.quantiles)) if len(self.quantiles) > 1
                              else None)
@@ -40,7 +40,8 @@ class Ensemble(nn.Module):
     def forward(self, x: torch.Tensor, future: torch.Tensor, series: torch.Tensor | None = None,
                 lengths: torch.Tensor | None = None, target: torch.Tensor | None = None,
                 horizon: int | None = None) -> torch.Tensor:
-        """RecurrentNetwork's forward, averaged over the members (a mean of monotone quantiles stays monotone)."""
+        """RecurrentNetwork's forward, averaged over the members (a mean of monotone quantiles stays monotone; with
+        a likelihood, the members' quantiles averaged: Vincentization, not yet their mixture)."""
         return calibrated(self.each(x, future, series, lengths, target, horizon).mean(0), self.interval_offsets)
 
 

@@ -17,4 +17,5 @@ def network_args(model: ModelConfig, window: WindowConfig, *, n_features: int, n
                 attention_score=model.attention_score.value, teacher_forcing=model.teacher_forcing,
                 head_layers=list(model.head_layers), head_activation=model.head_activation.value,
                 head_dropout=model.head_dropout, init_state=model.init_state.value,
-                quantiles=list(model.quantiles), window_norm=model.window_norm, members=model.ensemble)
+                quantiles=list(model.quantiles), window_norm=model.window_norm, members=model.ensemble,
+                likelihood=model.likelihood.value if model.likelihood else None)

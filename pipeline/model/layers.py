@@ -145,3 +145,22 @@ def monotone(raw: torch.Tensor, n_quantiles: int) -> torch.Tensor:
     if n_quantiles == 1:
         return raw
     return torch.cat([raw[..., :1], raw[..., :1] + nn.functional.softplus(raw[..., 1:]).cumsum(-1)], dim=-1)
+
+
+def window_statistics(history: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of each window's target over its real (unpadded) steps: (B, 1) each.
+
+    Per-window normalisation (RevIN, Kim et al. 2022) removes the window's level and spread before the network
+    reads it and restores them at output, so a level shift since training needs no extrapolation.
+    """
+    if lengths is None:
+        level = history.mean(dim=1, keepdim=True)
+        spread = history.std(dim=1, keepdim=True, correction=0)
+    else:
+        real = (torch.arange(history.shape[1], device=history.device).unsqueeze(0)
+                >= (history.shape[1] - lengths).unsqueeze(1)).to(history.dtype)
+        count = real.sum(dim=1, keepdim=True)
+        level = (history * real).sum(dim=1, keepdim=True) / count
+        spread = (((history - level) * real) ** 2).sum(dim=1, keepdim=True).div(count).sqrt()
+    # A flat window would divide by zero; it keeps its level and unit spread (already scaled units).
+    return level, spread.clamp_min(1e-3)

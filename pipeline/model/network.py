@@ -18,7 +18,9 @@ import torch
 from torch import nn
 
 from pipeline.errors import ConfigError
-from pipeline.model.layers import Attention, Bridge, Stack, State, layer_widths, mlp, monotone, top_state
+from pipeline.model import likelihoods
+from pipeline.model.layers import (Attention, Bridge, Stack, State, layer_widths, mlp, monotone, top_state,
+                                   window_statistics)
 
 
 class Forecaster(Protocol):
@@ -30,6 +32,7 @@ class Forecaster(Protocol):
     n_features: int          # F: columns of x (pipeline/data/features.py)
     n_future: int            # K: columns of future
     quantiles: list[float]   # [] for a point forecast
+    likelihood: type | None  # pipeline/model/likelihoods.py, or None
     median: int              # the level reported as the point forecast
     interval_offsets: torch.Tensor | None  # conformal offsets, added to the quantiles (None without intervals)
     embedding: nn.Embedding | None         # the series embedding, when there is one
@@ -102,6 +105,11 @@ class Encoder(nn.Module):
         return outputs, states, time.unsqueeze(0) < lengths.unsqueeze(1)
 
 
+def skipped(raw: torch.Tensor, skip: int) -> torch.Tensor:
+    """(n_outputs,) 1 for the first `skip` outputs, which the seasonal skip moves, 0 for the rest."""
+    return (torch.arange(raw.shape[-1], device=raw.device) < skip).to(raw.dtype)
+
+
 def seasonal_lag(history: torch.Tensor, steps: int, season: int) -> torch.Tensor:
     """(B, T) scaled target so far -> (B, steps): the value one (or more) seasons before each next step, which
     the seasonal skip corrects (the baseline of the same name is pipeline.evaluation.metrics.seasonal_naive)."""
@@ -113,10 +121,10 @@ class DirectHead(nn.Module):
     """The encoder's final state (both directions), the horizon's known-future features and the series
     embedding -> all H steps at once."""
 
-    def __init__(self, *, encoder: Encoder, horizon: int, n_future: int, n_outputs: int, head: dict,
+    def __init__(self, *, encoder: Encoder, horizon: int, n_future: int, n_outputs: int, skip: int, head: dict,
                  season: int | None):
         super().__init__()
-        self.horizon, self.n_outputs, self.season = horizon, n_outputs, season
+        self.horizon, self.n_outputs, self.season, self.skip = horizon, n_outputs, season, skip
         self.directions = encoder.directions
         self.head = mlp(encoder.output_size + horizon * n_future + head.pop("embedding"), horizon * n_outputs,
                         **head)
@@ -129,7 +137,7 @@ class DirectHead(nn.Module):
         # (B, directions * width + H * K [+ E]) -> (B, H, Q)
         raw = self.head(torch.cat(parts, dim=1)).view(x.shape[0], self.horizon, self.n_outputs)
         if self.season is not None:
-            raw = raw + seasonal_lag(x[:, :, 0], self.horizon, self.season).unsqueeze(2)
+            raw = raw + seasonal_lag(x[:, :, 0], self.horizon, self.season).unsqueeze(2) * skipped(raw, self.skip)
         return raw
 
 
@@ -138,9 +146,10 @@ class RolledDecoder(nn.Module):
     or in training the true value at a model.teacher_forcing share of steps."""
 
     def __init__(self, *, strategy: str, stack: dict, encoder: Encoder, n_features: int, n_future: int,
-                 n_quantiles: int, median: int, head: dict, season: int | None, bidirectional: bool,
-                 attention: bool, attention_score: str, teacher_forcing: float):
+                 n_quantiles: int, n_outputs: int, skip: int, median: int, head: dict, season: int | None,
+                 bidirectional: bool, attention: bool, attention_score: str, teacher_forcing: float):
         super().__init__()
+        self.skip = skip
         self.strategy, self.n_features, self.n_future = strategy, n_features, n_future
         self.n_quantiles, self.median, self.season, self.teacher_forcing = n_quantiles, median, season, teacher_forcing
         widths = stack["widths"]
@@ -159,7 +168,7 @@ class RolledDecoder(nn.Module):
         if attention:
             self.attention = Attention(widths[-1], encoder.output_size, attention_score)
             head_in += encoder.output_size
-        self.head = mlp(head_in, max(1, n_quantiles), **head)
+        self.head = mlp(head_in, n_outputs, **head)
 
     def forward(self, x: torch.Tensor, future: torch.Tensor, encoded: tuple, embedded: torch.Tensor | None,
                 target: torch.Tensor | None, horizon: int) -> torch.Tensor:
@@ -183,7 +192,7 @@ class RolledDecoder(nn.Module):
             # (B, width [+ K] [+ attended] [+ E]) -> (B, Q)
             raw = self.head(torch.cat(parts + ([embedded] if embedded is not None else []), dim=1))
             if self.season is not None:
-                raw = raw + history[:, history.shape[1] - self.season].unsqueeze(1)
+                raw = raw + history[:, history.shape[1] - self.season].unsqueeze(1) * skipped(raw, self.skip)
             steps.append(raw)
             previous = self.fed_back(raw, target, j)
             history = torch.cat([history, previous], dim=1)
@@ -222,11 +231,15 @@ class RecurrentNetwork(nn.Module):
                  nonlinearity: str, season: int | None, n_series: int, series_embedding: int,
                  segment_len: int | None, strategy: str, attention: bool, attention_score: str,
                  teacher_forcing: float, head_layers: list[int], head_activation: str, head_dropout: float,
-                 init_state: str, quantiles: list[float], window_norm: bool):
+                 init_state: str, quantiles: list[float], window_norm: bool, likelihood: str | None = None):
         """Keyword-only and without defaults: every value comes from one dict built from the config
-        (pipeline.model.hparams.network_args), saved with checkpoints and in the saved model's spec."""
+        (pipeline.model.hparams.network_args), saved with checkpoints and in the saved model's spec (`likelihood`
+        alone has one: models saved before it had none)."""
         super().__init__()
         check_combination(cell, nonlinearity, strategy, attention, quantiles, season, lookback)
+        # With a likelihood the head outputs its parameters, and the forecast is its quantiles at the levels.
+        self.likelihood = likelihoods.likelihood(likelihood)
+        quantiles = (quantiles or likelihoods.DEFAULT_LEVELS) if self.likelihood else quantiles
         widths = layer_widths(hidden_size, num_layers)
         self.horizon, self.window_norm, self.season = horizon, window_norm, season
         self.n_features, self.n_future = n_features, n_future
@@ -237,6 +250,10 @@ class RecurrentNetwork(nn.Module):
         # calibration on the validation block (pipeline/training/calibration.py), and saved with the weights.
         self.register_buffer("interval_offsets", torch.zeros(len(self.quantiles)) if len(self.quantiles) > 1
                              else None)
+        self.register_buffer("z", likelihoods.normal_quantiles(self.quantiles) if self.likelihood else None,
+                             persistent=False)
+        n_outputs = self.likelihood.n_params if self.likelihood else max(1, len(self.quantiles))
+        skip = 1 if self.likelihood else n_outputs  # the seasonal skip moves a likelihood's location alone
         stack = dict(cell=cell, widths=widths, dropout=dropout if len(widths) > 1 else 0.0, nonlinearity=nonlinearity)
         self.encoder = Encoder(stack=stack, n_features=n_features, lookback=lookback, segment_len=segment_len,
                                bidirectional=bidirectional, learned_init=init_state == "learned")
@@ -245,10 +262,11 @@ class RecurrentNetwork(nn.Module):
                     embedding=series_embedding)
         if strategy == "direct":
             self.decoder = DirectHead(encoder=self.encoder, horizon=horizon, n_future=n_future,
-                                      n_outputs=max(1, len(self.quantiles)), head=head, season=season)
+                                      n_outputs=n_outputs, skip=skip, head=head, season=season)
         else:
             self.decoder = RolledDecoder(strategy=strategy, stack=stack, encoder=self.encoder, n_features=n_features,
-                                         n_future=n_future, n_quantiles=len(self.quantiles), median=self.median,
+                                         n_future=n_future, n_outputs=n_outputs, skip=skip, median=self.median,
+                                         n_quantiles=0 if self.likelihood else len(self.quantiles),
                                          head=head, season=season, bidirectional=bidirectional, attention=attention,
                                          attention_score=attention_score, teacher_forcing=teacher_forcing)
         if season is not None:
@@ -258,8 +276,9 @@ class RecurrentNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor, future: torch.Tensor, series: torch.Tensor | None = None,
                 lengths: torch.Tensor | None = None, target: torch.Tensor | None = None,
-                horizon: int | None = None) -> torch.Tensor:
-        """(B, L, F) inputs, (B, H, K) known-future features -> (B, H) or (B, H, Q).
+                horizon: int | None = None, params: bool = False) -> torch.Tensor:
+        """(B, L, F) inputs, (B, H, K) known-future features -> (B, H) or (B, H, Q); with a likelihood and
+        `params`, its (B, H, P) parameters instead (what training scores).
 
         `target` (B, H), in training only, is fed back instead of predictions at a model.teacher_forcing share
         of steps (1.0 trains a pure one-step model). `horizon` may exceed the trained one for rolled
@@ -276,10 +295,16 @@ class RecurrentNetwork(nn.Module):
         encoded = self.encoder(x, lengths)
         # -> (B, H) or (B, H, Q) in the window's normalised units
         forecast = self.decode(x, future, encoded, series, target, horizon or self.horizon)
-        if self.window_norm:
+        if self.window_norm and self.likelihood:
+            forecast = likelihoods.rescale(forecast, level, spread)
+        elif self.window_norm:
             # (B, 1) -> (B, 1) or (B, 1, 1): back to the scaled units of the target
             shape = (-1,) + (1,) * (forecast.dim() - 1)
             forecast = forecast * spread.view(shape) + level.view(shape)
+        if self.likelihood:
+            if params:
+                return forecast
+            forecast = self.likelihood.quantiles(forecast, self.z)
         return self.calibrated(forecast)
 
     def decode(self, x: torch.Tensor, future: torch.Tensor, encoded: tuple, series: torch.Tensor | None,
@@ -288,8 +313,9 @@ class RecurrentNetwork(nn.Module):
         needs only its last `season` steps (at least one): the seasonal skip and the rolled strategies read
         nothing older. What streaming forecasts with."""
         embedded = self.embedding(series.long()) if self.embedding is not None else None
-        # -> (B, H, Q) raw -> (B, H) or (B, H, Q) monotone
-        return monotone(self.decoder(x, future, encoded, embedded, target, horizon), len(self.quantiles))
+        # -> (B, H, Q) raw -> (B, H) or (B, H, Q) monotone, or (B, H, P) a likelihood's parameters
+        raw = self.decoder(x, future, encoded, embedded, target, horizon)
+        return self.likelihood.constrain(raw) if self.likelihood else monotone(raw, len(self.quantiles))
 
     @property
     def attends(self) -> bool:
@@ -321,21 +347,3 @@ def check_combination(cell: str, nonlinearity: str, strategy: str, attention: bo
     if season is not None and season > lookback:
         raise ConfigError(f"model.seasonal_skip needs data.season ({season}) <= window.lookback ({lookback})")
 
-
-def window_statistics(history: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and standard deviation of each window's target over its real (unpadded) steps: (B, 1) each.
-
-    Per-window normalisation (RevIN, Kim et al. 2022) removes the window's level and spread before the network
-    reads it and restores them at output, so a level shift since training needs no extrapolation.
-    """
-    if lengths is None:
-        level = history.mean(dim=1, keepdim=True)
-        spread = history.std(dim=1, keepdim=True, correction=0)
-    else:
-        real = (torch.arange(history.shape[1], device=history.device).unsqueeze(0)
-                >= (history.shape[1] - lengths).unsqueeze(1)).to(history.dtype)
-        count = real.sum(dim=1, keepdim=True)
-        level = (history * real).sum(dim=1, keepdim=True) / count
-        spread = (((history - level) * real) ** 2).sum(dim=1, keepdim=True).div(count).sqrt()
-    # A flat window would divide by zero; it keeps its level and unit spread (already scaled units).
-    return level, spread.clamp_min(1e-3)

@@ -8,6 +8,7 @@ from torch import nn
 from pipeline.data.windows import Batch
 from pipeline.errors import TrainingDiverged
 from pipeline.model.ensemble import Ensemble, build_network
+from pipeline.model.likelihoods import negative_log_likelihood
 
 LOSSES = {"mse": nn.functional.mse_loss, "mae": nn.functional.l1_loss, "huber": nn.functional.huber_loss}
 
@@ -19,8 +20,8 @@ def pinball_loss(forecast: torch.Tensor, actual: torch.Tensor, quantiles: torch.
 
 
 class TrainingModule(L.LightningModule):
-    """Trains RecurrentNetwork on batches of windows; the loss (MSE, MAE, Huber, or pinball with quantiles) is
-    on the scaled target."""
+    """Trains RecurrentNetwork on batches of windows; the loss (MSE, MAE, Huber, pinball with quantiles, or the
+    negative log-likelihood with model.likelihood) is on the scaled target."""
 
     def __init__(self, network: dict, optim: dict):
         """`network`: RecurrentNetwork's keyword arguments (pipeline.model.hparams.network_args); `optim`: the
@@ -30,6 +31,9 @@ class TrainingModule(L.LightningModule):
         self.save_hyperparameters(logger=False)
         self.network = build_network(**network)
         self.register_buffer("quantiles", torch.tensor(self.network.quantiles), persistent=False)
+        self.likelihood = self.network.likelihood
+        # A likelihood's networks are asked for its parameters, which the loss scores.
+        self.outputs = {"params": True} if self.likelihood else {}
         self.point_loss = LOSSES[optim["loss"]]
         self.skipped = 0          # batches skipped for a non-finite loss or gradient
         self.last_loss: torch.Tensor | None = None
@@ -50,7 +54,10 @@ class TrainingModule(L.LightningModule):
     def loss_sum(self, forecast: torch.Tensor, actual: torch.Tensor, observed: torch.Tensor | None
                  ) -> tuple[torch.Tensor, torch.Tensor | int]:
         """The loss summed over the observed (B, H) targets, and their number: filled targets count for nothing."""
-        if self.network.quantiles:
+        if self.likelihood:  # (B, H, P) parameters, or (members, B, H, P): the members' mean
+            losses = negative_log_likelihood(self.likelihood, forecast, actual)
+            losses = losses.mean(0) if losses.dim() == 3 else losses
+        elif self.network.quantiles:
             losses = pinball_loss(forecast, actual, self.quantiles)
         else:
             losses = self.point_loss(forecast, actual, reduction="none")
@@ -59,7 +66,10 @@ class TrainingModule(L.LightningModule):
         return (losses * observed).sum(), observed.sum()
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        return self.network(batch.x, batch.future, batch.series, batch.lengths, target=batch.y)
+        if self.likelihood and isinstance(self.network, Ensemble):  # each member's parameters
+            return torch.stack([member(batch.x, batch.future, batch.series, batch.lengths, target=batch.y,
+                                       params=True) for member in self.network.members])
+        return self.network(batch.x, batch.future, batch.series, batch.lengths, target=batch.y, **self.outputs)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if isinstance(self.network, Ensemble):
@@ -86,8 +96,8 @@ class TrainingModule(L.LightningModule):
         else:
             shares = [Batch(*parts) for parts in zip(*(
                 [None] * members if part is None else part.tensor_split(members) for part in batch))]
-        losses = [self.loss(member(share.x, share.future, share.series, share.lengths, target=share.y),
-                            share.y, share.observed)
+        losses = [self.loss(member(share.x, share.future, share.series, share.lengths, target=share.y,
+                                   **self.outputs), share.y, share.observed)
                   for member, share in zip(self.network.members, shares)]
         return torch.stack(losses).mean()
 

@@ -1,0 +1,93 @@
+"""Distribution heads (model.likelihood): the network outputs a distribution's parameters per horizon step, is
+trained by its negative log-likelihood, and forecasts quantiles of it at the model's levels.
+
+Parameters are in the units the network computes in (the scaled target, or the window's own when
+model.window_norm) and live in the last axis: (..., P). The location comes first, so the rolled decoders feed back
+params[..., 0], the median of both distributions here. Quantiles are computed from constants fixed at the levels
+(no inverse CDF at run time), so exported graphs need nothing beyond arithmetic.
+"""
+
+from statistics import NormalDist
+
+import torch
+from torch import distributions
+from torch.nn.functional import softplus
+
+from pipeline.errors import ConfigError
+
+# Scales below this (in scaled units) would let the likelihood grow without bound on a flat stretch.
+MIN_SCALE = 1e-3
+# Student's t with fewer degrees of freedom has tails too heavy for its variance to exist, and for the quantile
+# expansion below to hold within 1%.
+MIN_DF = 3.0
+# The levels a likelihood model forecasts when model.quantiles is empty: the 80% and 95% central intervals and
+# the median, the intervals every probabilistic score here reports.
+DEFAULT_LEVELS = [0.025, 0.1, 0.5, 0.9, 0.975]
+
+
+class Normal:
+    name, n_params = "normal", 2  # location, scale
+
+    @staticmethod
+    def constrain(raw: torch.Tensor) -> torch.Tensor:
+        return torch.stack([raw[..., 0], softplus(raw[..., 1]) + MIN_SCALE], dim=-1)
+
+    @staticmethod
+    def distribution(params: torch.Tensor) -> distributions.Distribution:
+        return distributions.Normal(params[..., 0], params[..., 1])
+
+    @staticmethod
+    def quantiles(params: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """(..., P) parameters and (Q,) standard normal quantiles of the levels -> (..., Q)."""
+        return params[..., :1] + params[..., 1:2] * z
+
+
+class StudentT:
+    name, n_params = "student_t", 3  # location, scale, degrees of freedom
+
+    @staticmethod
+    def constrain(raw: torch.Tensor) -> torch.Tensor:
+        return torch.stack([raw[..., 0], softplus(raw[..., 1]) + MIN_SCALE, softplus(raw[..., 2]) + MIN_DF], dim=-1)
+
+    @staticmethod
+    def distribution(params: torch.Tensor) -> distributions.Distribution:
+        return distributions.StudentT(params[..., 2], params[..., 0], params[..., 1])
+
+    @staticmethod
+    def quantiles(params: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The t quantile by its Cornish-Fisher expansion in the normal quantile z (Abramowitz & Stegun 26.7.5,
+        three terms): within 1% of the exact value at 2.5% and 97.5% for df >= 3, closer as df grows; torch has no
+        t inverse CDF."""
+        df = params[..., 2:3]
+        t = (z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+             + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3))
+        return params[..., :1] + params[..., 1:2] * t
+
+
+LIKELIHOODS = {kind.name: kind for kind in (Normal, StudentT)}
+
+
+def likelihood(name: str | None) -> type[Normal] | type[StudentT] | None:
+    if name is None:
+        return None
+    if name not in LIKELIHOODS:
+        raise ConfigError(f"model.likelihood={name!r}: choose one of {', '.join(LIKELIHOODS)} or null")
+    return LIKELIHOODS[name]
+
+
+def normal_quantiles(levels: list[float]) -> torch.Tensor:
+    """(Q,) the standard normal's quantiles at `levels`, computed once."""
+    return torch.tensor([NormalDist().inv_cdf(q) for q in levels])
+
+
+def rescale(params: torch.Tensor, level: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+    """Parameters in a window's own units -> the scaled target's: the location shifted and stretched, the scale
+    stretched, the shape (degrees of freedom) kept. `level` and `spread` are (B, 1)."""
+    level, spread = level.unsqueeze(-1), spread.unsqueeze(-1)
+    return torch.cat([params[..., :1] * spread + level, params[..., 1:2] * spread, params[..., 2:]], dim=-1)
+
+
+def negative_log_likelihood(kind, params: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
+    """(B, H) negative log-likelihood of the actuals, in float32 whatever the training precision."""
+    return -kind.distribution(params.float()).log_prob(actual.float())
+

@@ -1,0 +1,120 @@
+"""Distribution heads (model.likelihood): the negative log-likelihood against the densities written out, the
+quantiles against exact ones, masked targets ignored, and a model trained by the command forecasting the
+distribution's quantiles through the forecast stage and the MLflow pyfunc, scored with proper scores."""
+
+import json
+import math
+from statistics import NormalDist
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from scipy.stats import t as student_t
+
+from pipeline.data.sampler import batches
+from pipeline.errors import ConfigError
+from pipeline.model.likelihoods import (
+    DEFAULT_LEVELS,
+    Normal,
+    StudentT,
+    likelihood,
+    negative_log_likelihood,
+    normal_quantiles,
+    rescale,
+)
+from tests.helpers import forecaster_for, run_stage
+
+LOOKBACK, HORIZON = 48, 12
+
+
+def test_the_negative_log_likelihood_is_the_density_written_out():
+    actual = torch.tensor([[0.0, 3.0]])
+    normal = torch.tensor([[[1.0, 2.0], [1.0, 2.0]]])  # location 1, scale 2
+    expected = [math.log(2) + 0.5 * math.log(2 * math.pi) + 0.5 * ((y - 1) / 2) ** 2 for y in (0.0, 3.0)]
+    assert negative_log_likelihood(Normal, normal, actual)[0].tolist() == pytest.approx(expected)
+    df, loc, scale, y = 4.0, 1.0, 2.0, 3.0
+    t = torch.tensor([[[loc, scale, df]]])
+    by_hand = (-math.lgamma((df + 1) / 2) + math.lgamma(df / 2) + 0.5 * math.log(df * math.pi) + math.log(scale)
+               + (df + 1) / 2 * math.log(1 + ((y - loc) / scale) ** 2 / df))
+    assert negative_log_likelihood(StudentT, t, torch.tensor([[y]])).item() == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_quantiles_match_the_exact_ones_for_normal_and_within_1_percent_for_student_t():
+    levels = DEFAULT_LEVELS
+    z = normal_quantiles(levels)
+    quantiles = Normal.quantiles(torch.tensor([[3.0, 2.0]]), z)[0]
+    assert quantiles.tolist() == pytest.approx([3 + 2 * NormalDist().inv_cdf(q) for q in levels], rel=1e-6)
+    for df in (3.0, 5.0, 30.0):
+        ours = StudentT.quantiles(torch.tensor([[0.0, 1.0, df]], dtype=torch.float64), z.double())[0].numpy()
+        assert ours == pytest.approx(student_t.ppf(levels, df), rel=0.01, abs=1e-9)
+
+
+def test_window_units_map_back_to_the_scaled_target_as_the_quantiles_do():
+    params = Normal.constrain(torch.randn(4, HORIZON, 2, generator=torch.Generator().manual_seed(0)))
+    level, spread = torch.full((4, 1), 5.0), torch.full((4, 1), 3.0)
+    z = normal_quantiles(DEFAULT_LEVELS)
+    assert torch.allclose(Normal.quantiles(rescale(params, level, spread), z),
+                          Normal.quantiles(params, z) * 3.0 + 5.0, atol=1e-5)
+
+
+def test_an_unknown_likelihood_is_named_with_the_choices():
+    with pytest.raises(ConfigError, match="model.likelihood='poisson': choose one of normal, student_t or null"):
+        likelihood("poisson")
+
+
+@pytest.mark.parametrize("kind", ["normal", "student_t"])
+@pytest.mark.parametrize("strategy", ["direct", "recursive", "seq2seq"])
+def test_each_strategy_trains_on_the_likelihood_and_masked_targets_count_for_nothing(windows, kind, strategy):
+    module = forecaster_for(windows, f"window.lookback={LOOKBACK}", f"window.horizon={HORIZON}",
+                            "model.hidden_size=8", f"model.likelihood={kind}", f"model.strategy={strategy}")
+    batch = next(iter(batches(windows.train, 16, shuffle=False)))
+    module.train()
+    params = module(batch)
+    assert params.shape == (16, HORIZON, 2 if kind == "normal" else 3)
+    observed = torch.ones_like(batch.y, dtype=torch.bool)
+    observed[:, -1] = False
+    wild = batch.y.clone()
+    wild[:, -1] = 1e6  # filled, and wildly: it must not move the loss
+    loss = module.loss(params, batch.y, observed)
+    assert torch.isfinite(loss) and module.loss(params, wild, observed) == loss
+    loss.backward()
+    assert all(p.grad is not None for p in module.network.decoder.head.parameters())
+    module.eval()
+    with torch.no_grad():
+        quantiles = module.network(batch.x, batch.future, batch.series, batch.lengths)
+    assert quantiles.shape == (16, HORIZON, len(DEFAULT_LEVELS)) and bool((quantiles.diff(dim=-1) >= 0).all())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, strategy", [("normal", "recursive"), ("student_t", "seq2seq")])
+def test_a_likelihood_model_trains_registers_and_forecasts_its_quantiles_everywhere(store, tmp_path, kind,
+                                                                                     strategy):
+    summary = store.train(f"model.likelihood={kind}", f"model.strategy={strategy}")
+    client = MlflowClient(store.uri)
+    metrics = client.get_run(summary["run_id"]).data.metrics
+    for name in ("crps", "wql", "coverage_80", "coverage_95", "width_95"):
+        assert np.isfinite(metrics[f"test_{name}"]) and np.isfinite(metrics[f"test_{name}_seasonal_naive"])
+    name = f"demand-{kind}"
+    done = run_stage("pipeline.register", f"run_id={summary['run_id']}", f"name={name}", f"tracking.uri={store.uri}",
+                     f"hydra.run.dir={tmp_path / 'register'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = tmp_path / "forecast.csv"
+    done = run_stage("pipeline.forecast", f"model_uri=models:/{name}@champion", f"output={output}",
+                     f"data.path={store.folder / 'new.parquet'}", f"tracking.uri={store.uri}",
+                     f"hydra.run.dir={tmp_path / 'forecast'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["model_run_id"] == summary["run_id"]
+    forecast = pd.read_csv(output)
+    levels = ["q2.5", "q10", "q50", "q90", "q97.5"]
+    assert list(forecast.columns) == ["time", "forecast", *levels] and len(forecast) == 48
+    assert (forecast[levels].diff(axis=1).iloc[:, 1:] >= 0).all().all()
+    assert np.allclose(forecast["forecast"], forecast["q50"])
+    # The pyfunc, which `mlflow models serve` runs, answers with the same columns and numbers.
+    mlflow.set_tracking_uri(store.uri)
+    history = pd.read_parquet(store.folder / "new.parquet")[["time", "demand"]]
+    history["time"] = history["time"].astype(str)  # as a CSV or JSON request carries it
+    served = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(history)
+    assert np.allclose(served[levels].to_numpy(), forecast[levels].to_numpy(), rtol=1e-6)
