@@ -385,6 +385,11 @@ class ForecastConfig:
     dask: DaskConfig = field(default_factory=DaskConfig)
     # torch's compute threads (engine=local). null: the cores free when the stage starts (OMP_NUM_THREADS wins).
     threads: Optional[int] = bounded(None, low=1)
+    # A model.likelihood model only: write this many sample paths per series instead of quantiles, one row per
+    # (series, sample, step) with a `sample` column (recursive and seq2seq paths are coherent across the horizon;
+    # a direct head draws each step on its own). 0: the forecast and its quantiles.
+    samples: int = bounded(0, low=0)
+    seed: int = 0  # the paths' random seed: the same seed draws the same paths
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 

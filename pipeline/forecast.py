@@ -33,6 +33,9 @@ def run_forecast(cfg: ForecastConfig) -> dict:
     output, source = Path(cfg.output), Path(cfg.data.path)
     set_threads(cfg.threads)
     folder = source.is_dir()
+    if folder and cfg.samples:
+        raise ConfigError(f"samples={cfg.samples} forecasts one file for now, not a folder: give "
+                          f"data.path=<a file>, or set samples=0")
     if folder:  # before anything is loaded or a run opens
         parquet_files(source)
         check_output_folder(output)
@@ -41,10 +44,12 @@ def run_forecast(cfg: ForecastConfig) -> dict:
     model = load_model(cfg.model_uri, cfg.tracking)
     if folder:
         return forecast_into_folder(cfg, model, source, output)
-    out, held = forecast_path(model, str(source), cfg.data.time_zone)
+    out, held = forecast_path(model, str(source), cfg.data.time_zone, cfg.samples, cfg.seed)
     summary = {"model_uri": cfg.model_uri, "model_version": model.version, "model_run_id": model.run_id,
                "input": str(source), "input_start": held["input_start"], "input_end": held["input_end"],
                "series": held["series"], "rows": held["rows"], "output": str(output)}
+    if cfg.samples:
+        summary |= {"samples": cfg.samples, "seed": cfg.seed}
     with start_run(cfg.tracking) as run:
         tag_forecast_run(cfg, model)
         mlflow.log_params({k: v for k, v in summary.items() if k not in ("model_uri", "model_run_id")})

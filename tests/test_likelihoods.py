@@ -24,8 +24,10 @@ from pipeline.model.likelihoods import (
     negative_log_likelihood,
     normal_quantiles,
     rescale,
+    sample_paths,
 )
-from tests.helpers import forecaster_for, run_stage
+from pipeline.model.predict import predict
+from tests.helpers import forecaster_for, network_for, run_stage
 
 LOOKBACK, HORIZON = 48, 12
 
@@ -88,6 +90,32 @@ def test_each_strategy_trains_on_the_likelihood_and_masked_targets_count_for_not
     assert quantiles.shape == (16, HORIZON, len(DEFAULT_LEVELS)) and bool((quantiles.diff(dim=-1) >= 0).all())
 
 
+@pytest.mark.parametrize("members", [1, 3])
+@pytest.mark.parametrize("strategy", ["direct", "recursive", "seq2seq"])
+def test_sample_paths_follow_the_distribution_and_the_seed(windows, strategy, members):
+    torch.manual_seed(0)
+    network = network_for(windows, f"window.lookback={LOOKBACK}", f"window.horizon={HORIZON}", "model.hidden_size=8",
+                          "model.likelihood=normal", f"model.strategy={strategy}", f"model.ensemble={members}").eval()
+    with torch.no_grad():  # a random head: the distribution is not the seasonal skip's alone
+        for head in [m.decoder.head for m in getattr(network, "members", [network])]:
+            torch.nn.init.normal_(head[-1].weight, std=0.3)
+    dataset = windows.test
+    paths = predict(network, dataset, 64, samples=2000, seed=1)
+    assert paths.shape == (len(dataset), 2000, HORIZON)
+    assert np.array_equal(paths, predict(network, dataset, 64, samples=2000, seed=1))
+    assert not np.array_equal(paths, predict(network, dataset, 64, samples=2000, seed=2))
+    # The first step's draws have the distribution whose quantiles the model forecasts (later steps of rolled
+    # paths need not: each path conditions on its own drawn values, the quantiles on the median fed back); an
+    # ensemble's are its members' mixture, whose every quantile lies between theirs.
+    empirical = np.quantile(paths[:, :, 0], DEFAULT_LEVELS, axis=1).T
+    each = [predict(member, dataset, 64)[:, 0] for member in getattr(network, "members", [network])]
+    spread = (each[0][:, -1] - each[0][:, 0]).mean()
+    assert (empirical > np.min(each, axis=0) - 0.1 * spread).all()
+    assert (empirical < np.max(each, axis=0) + 0.1 * spread).all()
+    if members == 1:
+        assert np.abs(empirical - each[0]).max() < 0.1 * spread
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind, strategy", [("normal", "recursive"), ("student_t", "seq2seq")])
 def test_a_likelihood_model_trains_registers_and_forecasts_its_quantiles_everywhere(store, tmp_path, kind,
@@ -118,3 +146,18 @@ def test_a_likelihood_model_trains_registers_and_forecasts_its_quantiles_everywh
     history["time"] = history["time"].astype(str)  # as a CSV or JSON request carries it
     served = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(history)
     assert np.allclose(served[levels].to_numpy(), forecast[levels].to_numpy(), rtol=1e-6)
+
+    # Sample paths: one row per (sample, step), drawn again alike from the same seed.
+    sampled = [run_stage("pipeline.forecast", f"model_uri=models:/{name}@champion", f"output={tmp_path / f'{i}.csv'}",
+                         f"data.path={store.folder / 'new.parquet'}", f"tracking.uri={store.uri}", "samples=400",
+                         "seed=1", f"hydra.run.dir={tmp_path / f'samples{i}'}") for i in (1, 2)]
+    for done in sampled:
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert json.loads(done.stdout) | {"samples": 400, "seed": 1, "rows": 400 * 48} == json.loads(done.stdout)
+    paths = pd.read_csv(tmp_path / "1.csv")
+    assert list(paths.columns) == ["time", "sample", "forecast"] and len(paths) == 400 * 48
+    assert paths.equals(pd.read_csv(tmp_path / "2.csv"))
+    assert all(times == list(forecast["time"]) for times in paths.groupby("sample")["time"].apply(list))
+    first = paths[paths["time"] == forecast["time"].iloc[0]]["forecast"]
+    spread = forecast["q97.5"].iloc[0] - forecast["q2.5"].iloc[0]
+    assert abs(first.median() - forecast["q50"].iloc[0]) < 0.1 * spread

@@ -15,7 +15,7 @@ from pipeline.data.load import validate_frame
 from pipeline.data.scaling import Scaler
 from pipeline.data.series import SERIES_ID, TARGET, TIME, Series
 from pipeline.data.windows import last_windows
-from pipeline.errors import DataError
+from pipeline.errors import ConfigError, DataError
 from pipeline.inference.model_format import ModelSpec
 from pipeline.inference.range_checks import check_forecast, check_inputs, quoted_id
 from pipeline.model.network import Forecaster
@@ -23,16 +23,17 @@ from pipeline.model.predict import predict
 
 
 def forecast(spec: ModelSpec, network: Forecaster, frame: pd.DataFrame, source: str = "input frame",
-             time_zone: str | None = None) -> pd.DataFrame:
+             time_zone: str | None = None, samples: int = 0, seed: int = 0) -> pd.DataFrame:
     """The next `horizon` steps after the last observed target of every series in `frame`, in the user's units,
     id columns and time zone. `frame` holds each series' recent history, then (for a model that reads
     known-future covariates, necessarily) its `horizon` future rows: the target empty, every known-future value
-    given. `time_zone` overrides the model's data.time_zone (the zone of times without an offset)."""
+    given. `time_zone` overrides the model's data.time_zone (the zone of times without an offset). `samples`
+    (a model.likelihood model): that many sample paths per series drawn from `seed`, in long form."""
     data = spec.data_config()
     if time_zone is not None:
         data.time_zone = time_zone
     return forecast_series(spec, network, validate_frame(frame, data, source=source, future_steps=spec.horizon),
-                           source)
+                           source, samples, seed)
 
 
 def future_frame(spec: ModelSpec, history: pd.DataFrame, source: str = "input frame",
@@ -52,9 +53,14 @@ def future_frame(spec: ModelSpec, history: pd.DataFrame, source: str = "input fr
                       pd.DataFrame({data.time_column: times.to_numpy()} | empty)], axis=1)
 
 
-def forecast_series(spec: ModelSpec, network: Forecaster, series: Series, source: str) -> pd.DataFrame:
+def forecast_series(spec: ModelSpec, network: Forecaster, series: Series, source: str, samples: int = 0,
+                    seed: int = 0) -> pd.DataFrame:
     """forecast() after validation: `series` is what validate_frame made of the history."""
     data = spec.data_config()
+    if samples and not network.likelihood:
+        raise ConfigError(f"samples={samples} needs a model trained with model.likelihood (normal or "
+                          f"student_t); this one forecasts {'quantiles' if network.quantiles else 'a point'}: set "
+                          f"samples=0")
     check_time_zone(spec, series.time_zone, data.time_column, source)
     if data.future_covariates and series.future is None:
         raise DataError(f"{source}: no future rows; this model reads the known-future values of "
@@ -91,13 +97,23 @@ def forecast_series(spec: ModelSpec, network: Forecaster, series: Series, source
     inputs = build_inputs(extended, scaler, data.freq, data.calendar, len(data.covariates))
     dataset = last_windows(inputs, lengths.to_numpy(), lookback, horizon, padded,
                            embedding_rows(spec, series_ids, source))
-    scaled = predict(network, dataset, batch_size=1024)
+    # (series, H) or (series, H, Q); sample paths (series, samples, H) as (series, H, samples)
+    scaled = predict(network, dataset, 1024, samples, seed)
+    scaled = scaled.transpose(0, 2, 1) if samples else scaled
     check_forecast(scaled, series_ids, future[TIME].to_numpy(), data.target_column, source)
     values = scaler.inverse_target(scaled, series_ids)
-    columns = forecast_columns(network, values)
     times = future[TIME] if series.time_zone is None else future[TIME].dt.tz_convert(series.time_zone)
-    out = pd.DataFrame({TIME: times.to_numpy()} | {k: v.reshape(-1) for k, v in columns.items()})
-    ids = id_columns_of(pd.Series(future[SERIES_ID].to_numpy()), data.id_column)
+    if samples:  # one row per (series, sample, step): each path's steps together
+        paths = values.transpose(0, 2, 1).reshape(-1)
+        rows = np.arange(len(series_ids) * horizon).reshape(len(series_ids), 1, horizon).repeat(samples, axis=1)
+        out = pd.DataFrame({TIME: times.to_numpy()[rows.reshape(-1)],
+                            "sample": np.tile(np.arange(samples).repeat(horizon), len(series_ids)),
+                            "forecast": paths})
+        ids = id_columns_of(pd.Series(future[SERIES_ID].to_numpy()[rows.reshape(-1)]), data.id_column)
+    else:
+        columns = forecast_columns(network, values)
+        out = pd.DataFrame({TIME: times.to_numpy()} | {k: v.reshape(-1) for k, v in columns.items()})
+        ids = id_columns_of(pd.Series(future[SERIES_ID].to_numpy()), data.id_column)
     return pd.concat([ids, out], axis=1).rename(columns={TIME: data.time_column})
 
 

@@ -52,15 +52,17 @@ def forecast_folder(cfg: ForecastConfig, model: SavedModel, source: Path, output
             "input_start": min(p["input_start"] for p in parts), "input_end": max(p["input_end"] for p in parts)}
 
 
-def forecast_path(model: SavedModel, path: str, time_zone: str | None) -> tuple[pd.DataFrame, dict]:
-    """A file of recent history, read and checked as training read its own, -> its forecasts, and what it held
-    (series, rows, time range). `time_zone`: that of its times without an offset (None: the model's)."""
+def forecast_path(model: SavedModel, path: str, time_zone: str | None, samples: int = 0,
+                  seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """A file of recent history, read and checked as training read its own, -> its forecasts (or `samples` sample
+    paths from `seed`), and what it held (series, rows, time range). `time_zone`: that of its times without an
+    offset (None: the model's)."""
     data = replace(model.data, path=path, time_zone=time_zone or model.data.time_zone)
     series = load_series(data, future_steps=model.spec.horizon)
-    out = forecast_series(model.spec, model.network, series, source=path)
+    out = forecast_series(model.spec, model.network, series, path, samples, seed)
     times = series.frame[TIME]
-    return out, {"series": len(out) // model.spec.horizon, "rows": len(out), "input_start": str(times.min()),
-                 "input_end": str(times.max())}
+    return out, {"series": len(out) // (model.spec.horizon * max(1, samples)), "rows": len(out),
+                 "input_start": str(times.min()), "input_end": str(times.max())}
 
 
 def forecast_file(model: SavedModel, path: str, folder: str, time_zone: str | None) -> dict:

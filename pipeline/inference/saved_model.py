@@ -62,10 +62,11 @@ class SavedModel:
         """The network's input columns in order (ModelSpec.features)."""
         return self.spec.features
 
-    def forecast(self, frame: pd.DataFrame, source: str = "input frame", time_zone: str | None = None
-                 ) -> pd.DataFrame:
-        """The next `horizon` steps after each series' last observation: see pipeline.inference.batch.forecast."""
-        return batch.forecast(self.spec, self.network, frame, source, time_zone)
+    def forecast(self, frame: pd.DataFrame, source: str = "input frame", time_zone: str | None = None,
+                 samples: int = 0, seed: int = 0) -> pd.DataFrame:
+        """The next `horizon` steps after each series' last observation (or `samples` sample paths of them, from
+        `seed`): see pipeline.inference.batch.forecast."""
+        return batch.forecast(self.spec, self.network, frame, source, time_zone, samples, seed)
 
     def future_frame(self, history: pd.DataFrame, source: str = "input frame", time_zone: str | None = None
                      ) -> pd.DataFrame:

@@ -164,3 +164,15 @@ def window_statistics(history: torch.Tensor, lengths: torch.Tensor | None) -> tu
         spread = (((history - level) * real) ** 2).sum(dim=1, keepdim=True).div(count).sqrt()
     # A flat window would divide by zero; it keeps its level and unit spread (already scaled units).
     return level, spread.clamp_min(1e-3)
+
+
+def skipped(raw: torch.Tensor, skip: int) -> torch.Tensor:
+    """(n_outputs,) 1 for the first `skip` outputs, which the seasonal skip moves, 0 for the rest."""
+    return (torch.arange(raw.shape[-1], device=raw.device) < skip).to(raw.dtype)
+
+
+def seasonal_lag(history: torch.Tensor, steps: int, season: int) -> torch.Tensor:
+    """(B, T) scaled target so far -> (B, steps): the value one (or more) seasons before each next step, which
+    the seasonal skip corrects (the baseline of the same name is pipeline.evaluation.metrics.seasonal_naive)."""
+    ahead = torch.arange(steps, device=history.device)
+    return history[:, history.shape[1] + ahead - season * (ahead // season + 1)]

@@ -14,6 +14,7 @@ from torch import distributions
 from torch.nn.functional import softplus
 
 from pipeline.errors import ConfigError
+from pipeline.model.layers import window_statistics
 
 # Scales below this (in scaled units) would let the likelihood grow without bound on a flat stretch.
 MIN_SCALE = 1e-3
@@ -91,3 +92,43 @@ def negative_log_likelihood(kind, params: torch.Tensor, actual: torch.Tensor) ->
     """(B, H) negative log-likelihood of the actuals, in float32 whatever the training precision."""
     return -kind.distribution(params.float()).log_prob(actual.float())
 
+
+
+def sample_paths(network, x: torch.Tensor, future: torch.Tensor, series: torch.Tensor | None,
+                 lengths: torch.Tensor | None, n: int) -> torch.Tensor:
+    """(B, n, H) sample paths in the scaled target's units, from torch's current random state.
+
+    The rolled strategies (recursive, seq2seq) feed each path its own drawn value at every step, so a path is
+    coherent across the horizon (a day's total, its peak). A direct head draws each step on its own: its paths
+    have the right distribution at every step but no dependence between steps. An ensemble's paths come from
+    its members in turn, n / members each: samples of their mixture.
+    """
+    members = list(getattr(network, "members", [network]))
+    if len(members) > 1:
+        per = -(-n // len(members))
+        paths = [sample_paths(member, x, future, series, lengths, per) for member in members]
+        return torch.cat(paths, dim=1)[:, :n]
+    kind, batch = network.likelihood, x.shape[0]
+    if not hasattr(network.decoder, "draw"):  # direct: independent draws at each step
+        params = network(x, future, series, lengths, params=True)
+        return kind.distribution(params.float()).sample((n,)).transpose(0, 1)
+    drawn = []
+
+    def draw(raw: torch.Tensor) -> torch.Tensor:
+        value = kind.distribution(kind.constrain(raw).float()).sample().to(raw.dtype).unsqueeze(1)
+        drawn.append(value)
+        return value
+
+    def repeat(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.repeat_interleave(n, dim=0)
+
+    network.decoder.draw = draw
+    try:
+        network(repeat(x), repeat(future), repeat(series), repeat(lengths))
+    finally:
+        network.decoder.draw = None
+    paths = torch.cat(drawn, dim=1)  # (B * n, H): one value drawn at each step, in the decoder's units
+    if network.window_norm:
+        level, spread = window_statistics(x[:, :, 0], lengths)
+        paths = paths * spread.repeat_interleave(n, dim=0) + level.repeat_interleave(n, dim=0)
+    return paths.view(batch, n, -1)

@@ -19,8 +19,8 @@ from torch import nn
 
 from pipeline.errors import ConfigError
 from pipeline.model import likelihoods
-from pipeline.model.layers import (Attention, Bridge, Stack, State, layer_widths, mlp, monotone, top_state,
-                                   window_statistics)
+from pipeline.model.layers import (Attention, Bridge, Stack, State, layer_widths, mlp, monotone, seasonal_lag,
+                                   skipped, top_state, window_statistics)
 
 
 class Forecaster(Protocol):
@@ -105,18 +105,6 @@ class Encoder(nn.Module):
         return outputs, states, time.unsqueeze(0) < lengths.unsqueeze(1)
 
 
-def skipped(raw: torch.Tensor, skip: int) -> torch.Tensor:
-    """(n_outputs,) 1 for the first `skip` outputs, which the seasonal skip moves, 0 for the rest."""
-    return (torch.arange(raw.shape[-1], device=raw.device) < skip).to(raw.dtype)
-
-
-def seasonal_lag(history: torch.Tensor, steps: int, season: int) -> torch.Tensor:
-    """(B, T) scaled target so far -> (B, steps): the value one (or more) seasons before each next step, which
-    the seasonal skip corrects (the baseline of the same name is pipeline.evaluation.metrics.seasonal_naive)."""
-    ahead = torch.arange(steps, device=history.device)
-    return history[:, history.shape[1] + ahead - season * (ahead // season + 1)]
-
-
 class DirectHead(nn.Module):
     """The encoder's final state (both directions), the horizon's known-future features and the series
     embedding -> all H steps at once."""
@@ -149,7 +137,7 @@ class RolledDecoder(nn.Module):
                  n_quantiles: int, n_outputs: int, skip: int, median: int, head: dict, season: int | None,
                  bidirectional: bool, attention: bool, attention_score: str, teacher_forcing: float):
         super().__init__()
-        self.skip = skip
+        self.skip, self.draw = skip, None  # draw: set while sample paths are drawn (likelihoods.sample_paths)
         self.strategy, self.n_features, self.n_future = strategy, n_features, n_future
         self.n_quantiles, self.median, self.season, self.teacher_forcing = n_quantiles, median, season, teacher_forcing
         widths = stack["widths"]
@@ -201,6 +189,8 @@ class RolledDecoder(nn.Module):
     def fed_back(self, raw: torch.Tensor, target: torch.Tensor | None, j: int) -> torch.Tensor:
         """(B, Q) raw outputs of step j -> (B, 1) the value the next step reads: the median forecast, or with
         teacher forcing the true value for a random share of windows (drawn on the device: no host sync)."""
+        if self.draw is not None:  # a sample path: the value drawn from this step's distribution
+            return self.draw(raw)
         fed = monotone(raw.unsqueeze(1), self.n_quantiles)[:, 0]
         fed = (fed[:, self.median] if fed.dim() == 2 else fed).detach().unsqueeze(1)
         if target is None:
