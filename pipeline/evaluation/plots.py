@@ -23,9 +23,11 @@ def plot_forecasts(result: Backtest, target: np.ndarray, times: np.ndarray, n_pl
         history, ahead = times[origin - horizon:origin], times[origin:origin + horizon]
         axis.plot(history, target[origin - horizon:origin], color="0.5", label="history")
         axis.plot(ahead, result.actual[i], color="black", label="actual")
-        if result.quantiles is not None and len(result.levels) > 1:
-            axis.fill_between(ahead, result.quantiles[i, :, 0], result.quantiles[i, :, -1], color="tab:blue",
-                              alpha=0.2, label=f"{100 * result.levels[0]:g}-{100 * result.levels[-1]:g}% band")
+        levels = result.levels if result.quantiles is not None else []
+        for lo in range(len(levels) // 2):  # a fan: each central interval, the outermost palest
+            hi = len(levels) - 1 - lo
+            axis.fill_between(ahead, result.quantiles[i, :, lo], result.quantiles[i, :, hi], color="tab:blue",
+                              alpha=0.15, lw=0, label=f"{100 * (levels[hi] - levels[lo]):.4g}% interval")
         axis.plot(ahead, result.forecast[i], color="tab:blue", label="forecast")
         axis.plot(ahead, result.seasonal_naive[i], color="tab:orange", ls="--",
                   label=f"seasonal naive ({result.season} steps)" if result.season else "seasonal naive")
