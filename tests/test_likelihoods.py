@@ -158,6 +158,10 @@ def test_a_likelihood_model_trains_registers_and_forecasts_its_quantiles_everywh
     assert list(paths.columns) == ["time", "sample", "forecast"] and len(paths) == 400 * 48
     assert paths.equals(pd.read_csv(tmp_path / "2.csv"))
     assert all(times == list(forecast["time"]) for times in paths.groupby("sample")["time"].apply(list))
+    # The pyfunc draws the same paths when a request asks with params, as `mlflow models serve` passes them.
+    served = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(history, params={"samples": 400, "seed": 1})
+    assert list(served.columns) == ["time", "sample", "forecast"]
+    assert np.allclose(served["forecast"], paths["forecast"], rtol=1e-9)
     first = paths[paths["time"] == forecast["time"].iloc[0]]["forecast"]
     spread = forecast["q97.5"].iloc[0] - forecast["q2.5"].iloc[0]
     assert abs(first.median() - forecast["q50"].iloc[0]) < 0.1 * spread

@@ -41,8 +41,12 @@ class PyfuncModel(mlflow.pyfunc.PythonModel):
         self.model = SavedModel(*read_model(Path(context.artifacts["spec"]), Path(context.artifacts["weights"])))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        """`params` (a model.likelihood model's signature declares them): {"samples": N, "seed": S} for sample
+        paths, as the forecast stage's samples= and seed=."""
+        params = params or {}
         try:
-            out = self.model.forecast(model_input, source="the request")
+            out = self.model.forecast(model_input, source="the request", samples=int(params.get("samples", 0)),
+                                      seed=int(params.get("seed", 0)))
         except (DataError, ConfigError) as error:
             raise RequestRefused(str(error)) from None
         return as_text_times(out, self.model.data.time_column)

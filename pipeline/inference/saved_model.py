@@ -106,7 +106,9 @@ def log_model(artifacts: dict[str, str], example: pd.DataFrame, model: SavedMode
     pipeline package, so it loads where the pipeline is not installed. Then record the digest of every file it
     stored as the run's `model.sha256` tag. Returns the model's URI."""
     output = as_text_times(model.forecast(example, "the input example"), model.data.time_column)
-    signature = mlflow.models.infer_signature(example, output)
+    # A likelihood model also draws sample paths: requests may ask with params {"samples": N, "seed": S}.
+    params = {"samples": 0, "seed": 0} if model.network.likelihood else None
+    signature = mlflow.models.infer_signature(example, output, params=params)
     with no_progress_bars():  # MLflow downloads the model back to check the input example against it
         info = mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_CODE), artifacts=artifacts,
                                        code_paths=[str(PACKAGE)], input_example=example, signature=signature,
