@@ -1,0 +1,79 @@
+"""Probabilistic forecasts on the default data: each way to forecast intervals, trained by the real command at
+several seeds, scored on the validation and test blocks with CRPS, weighted quantile loss and the coverage of the
+80% and 95% intervals, beside seasonal naive's interval from its in-sample errors on the same origins.
+
+    .venv/bin/python bench/probabilistic.py --store sqlite:////tmp/prob.db --seeds 0 1 2
+
+Runs already in the store (same recipe and seed, FINISHED) are read, not trained again. Prints a Markdown table
+(means over the seeds, each seed's validation CRPS in brackets) and the machine.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+
+from mlflow.tracking import MlflowClient
+from record import machine
+
+LEVELS = "[0.025,0.1,0.5,0.9,0.975]"
+RECIPES = {  # the default recipe (conf/experiment/default.yaml) with each way to forecast intervals
+    "normal likelihood": ["model.likelihood=normal"],
+    "student_t likelihood": ["model.likelihood=student_t"],
+    "pinball quantiles": [f"model.quantiles={LEVELS}"],
+}
+SCORES = ["crps", "wql", "coverage_80", "coverage_95", "width_95", "mase"]
+
+
+def run_of(client: MlflowClient, overrides: list[str], seed: int):
+    """A FINISHED run of this recipe and seed, or None."""
+    experiment = client.get_experiment_by_name("pipeline")
+    if experiment is None:
+        return None
+    for run in client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'"):
+        params = run.data.params
+        if params.get("seed") == str(seed) and all(
+                params.get(o.split("=")[0]) == o.split("=", 1)[1].replace(",", ", ") for o in overrides):
+            return run
+    return None
+
+
+def train(store: str, overrides: list[str], seed: int) -> str:
+    done = subprocess.run([sys.executable, "-m", "pipeline.train", *overrides, f"seed={seed}",
+                           f"tracking.uri={store}", "hydra.run.dir=/tmp/bench-probabilistic/${now:%H-%M-%S-%f}"],
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])["run_id"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--store", default="sqlite:////tmp/prob.db")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args()
+    client = MlflowClient(args.store)
+    rows, baseline = [], {}
+    for name, overrides in RECIPES.items():
+        metrics = []
+        for seed in args.seeds:
+            run = run_of(client, overrides, seed) or client.get_run(train(args.store, overrides, seed))
+            metrics.append(run.data.metrics)
+        mean = {f"{block}_{s}": sum(m[f"{block}_{s}"] for m in metrics) / len(metrics)
+                for block in ("val", "test") for s in SCORES}
+        each = ", ".join(f"{m['val_crps']:.1f}" for m in metrics)
+        rows.append(f"| {name} | {mean['val_crps']:.1f} ({each}) | {mean['test_crps']:.1f} | {mean['test_wql']:.4f} "
+                    f"| {mean['test_coverage_80']:.3f} | {mean['test_coverage_95']:.3f} | {mean['test_width_95']:.0f} "
+                    f"| {mean['val_mase']:.4f} | `{' '.join(overrides)}` |")
+        baseline = {f"{block}_{s}": metrics[0].get(f"{block}_{s}_seasonal_naive", float("nan"))
+                    for block in ("val", "test") for s in SCORES}
+    print("| forecaster | val CRPS (each seed) | test CRPS | test wQL | test coverage 80% | test coverage 95% "
+          "| test width 95% | val MASE | command (`python -m pipeline.train ...`) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n".join(rows))
+    print(f"| seasonal naive, its in-sample errors' quantiles | {baseline['val_crps']:.1f} | {baseline['test_crps']:.1f} "
+          f"| {baseline['test_wql']:.4f} | {baseline['test_coverage_80']:.3f} | {baseline['test_coverage_95']:.3f} "
+          f"| {baseline['test_width_95']:.0f} | {baseline['val_mase']:.4f} | (beside every run, the same origins) |")
+    print(json.dumps(machine()))
+
+
+if __name__ == "__main__":
+    main()
