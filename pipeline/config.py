@@ -67,6 +67,7 @@ class Activation(str, Enum):
 class Likelihood(str, Enum):
     normal = "normal"
     student_t = "student_t"
+    negative_binomial = "negative_binomial"
 
 
 class Loss(str, Enum):
@@ -198,7 +199,9 @@ class ModelConfig:
     # With model.likelihood: the levels it forecasts ([]: 0.025, 0.1, 0.5, 0.9, 0.975).
     quantiles: list[float] = bounded([], low=0, high=1, low_open=True, high_open=True)
     # Output a distribution per horizon step, trained by its negative log-likelihood on the scaled target:
-    # normal or student_t (location, scale, degrees of freedom >= 3); null trains model.quantiles or a point.
+    # normal or student_t (location, scale, degrees of freedom >= 3), or for counts negative_binomial (mean and
+    # dispersion, scaled by each window's level as DeepAR; needs data.scaler=none); null trains model.quantiles
+    # or a point.
     likelihood: Optional[Likelihood] = None
     # With quantiles: widen (or narrow) each central interval after training so that it covers its nominal
     # share of the validation block (conformalized quantile regression).

@@ -29,7 +29,7 @@ from pipeline.evaluation.reports import backtest_and_log
 from pipeline.host import set_threads
 from pipeline.inference.model_format import model_spec, write_model
 from pipeline.inference.saved_model import SavedModel, input_example, log_model
-from pipeline.model.hparams import network_args
+from pipeline.model.hparams import check_likelihood, network_args
 from pipeline.tracking.records import log_config, log_data_report, redact_values, run_name
 from pipeline.tracking.store import start_run
 from pipeline.training.calibration import calibrate_intervals
@@ -60,6 +60,7 @@ def train(cfg: DictConfig, output_dir: Path, *, resume: Resume | None = None, ru
     log.info("computing on %d threads", set_threads(config.threads))
     # Before the data: bf16 on a CPU that cannot compute it is refused without reading a row.
     trainer_args = trainer_kwargs(cfg) | {"precision": resolve_precision(trainer_kwargs(cfg), config.model.cell.value)}
+    check_likelihood(config.model, config.data)
     series, windows = load_windows(config.data, config.window, config.split, output_dir)
     series = replace(series, seasons=usable_seasons(series.seasons, config.data.season, config.window.lookback))
     # Lightning only now: its import costs a stage process ~4 s, which a command refused for its data or config

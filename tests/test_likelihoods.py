@@ -12,22 +12,27 @@ import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from scipy.stats import nbinom
 from scipy.stats import t as student_t
 
+from pipeline.config import DataConfig, to_config
+from pipeline.data.load import validate_frame
 from pipeline.data.sampler import batches
+from pipeline.data.windows import make_windows
 from pipeline.errors import ConfigError
 from pipeline.model.likelihoods import (
     DEFAULT_LEVELS,
+    NegativeBinomial,
     Normal,
     StudentT,
     likelihood,
     negative_log_likelihood,
     normal_quantiles,
-    rescale,
     sample_paths,
 )
+from pipeline.model.hparams import check_likelihood
 from pipeline.model.predict import predict
-from tests.helpers import forecaster_for, network_for, run_stage
+from tests.helpers import compose_config, forecaster_for, network_for, run_stage
 
 LOOKBACK, HORIZON = 48, 12
 
@@ -58,12 +63,12 @@ def test_window_units_map_back_to_the_scaled_target_as_the_quantiles_do():
     params = Normal.constrain(torch.randn(4, HORIZON, 2, generator=torch.Generator().manual_seed(0)))
     level, spread = torch.full((4, 1), 5.0), torch.full((4, 1), 3.0)
     z = normal_quantiles(DEFAULT_LEVELS)
-    assert torch.allclose(Normal.quantiles(rescale(params, level, spread), z),
+    assert torch.allclose(Normal.quantiles(Normal.rescale(params, level, spread), z),
                           Normal.quantiles(params, z) * 3.0 + 5.0, atol=1e-5)
 
 
 def test_an_unknown_likelihood_is_named_with_the_choices():
-    with pytest.raises(ConfigError, match="model.likelihood='poisson': choose one of normal, student_t or null"):
+    with pytest.raises(ConfigError, match="model.likelihood=.poisson.: choose one of normal, student_t, negative_binomial or null"):
         likelihood("poisson")
 
 
@@ -88,6 +93,56 @@ def test_each_strategy_trains_on_the_likelihood_and_masked_targets_count_for_not
     with torch.no_grad():
         quantiles = module.network(batch.x, batch.future, batch.series, batch.lengths)
     assert quantiles.shape == (16, HORIZON, len(DEFAULT_LEVELS)) and bool((quantiles.diff(dim=-1) >= 0).all())
+
+
+def test_the_negative_binomial_has_the_mean_and_dispersion_it_is_given_and_its_pmf_written_out():
+    mu, alpha, k = 12.0, 0.25, 7.0
+    params = torch.tensor([[[mu, alpha]]], dtype=torch.float64)
+    r = 1 / alpha
+    by_hand = -(math.lgamma(k + r) - math.lgamma(r) - math.lgamma(k + 1) + r * math.log(r / (r + mu))
+                + k * math.log(mu / (r + mu)))
+    assert negative_log_likelihood(NegativeBinomial, params, torch.tensor([[k]])).item() == pytest.approx(by_hand)
+    distribution = NegativeBinomial.distribution(params)
+    assert distribution.mean.item() == pytest.approx(mu) and distribution.variance.item() == pytest.approx(
+        mu + alpha * mu**2)
+    # Quantiles read from draws, against scipy's exact ones (scipy: n = r, p = r / (r + mu)).
+    quantiles = NegativeBinomial.quantiles(params.float(), normal_quantiles(DEFAULT_LEVELS))[0, 0].numpy()
+    exact = nbinom.ppf(DEFAULT_LEVELS, r, r / (r + mu))
+    assert np.abs(quantiles - exact).max() <= 0.3 * math.sqrt(mu + alpha * mu**2)
+    assert np.array_equal(quantiles, np.round(quantiles))  # counts
+
+
+def test_a_count_model_trains_on_counts_in_every_strategy(vic_elec):
+    counts = vic_elec.iloc[:1200].assign(demand=lambda f: (f["demand"] / 100).round())  # hundreds of MW, counted
+    windows = make_windows(validate_frame(counts, DataConfig(), source="counts"), LOOKBACK, HORIZON, 8, 96, 96,
+                           calendar=True, scaler="none")
+    batch = next(iter(batches(windows.train, 16, shuffle=False)))
+    for strategy in ("direct", "recursive", "seq2seq"):
+        module = forecaster_for(windows, f"window.lookback={LOOKBACK}", f"window.horizon={HORIZON}",
+                                "model.hidden_size=8", "model.likelihood=negative_binomial",
+                                f"model.strategy={strategy}", "data.scaler=none")
+        params = module(batch)
+        assert (params[..., 0] > 0).all() and (params[..., 1] > 0).all()  # a mean and a dispersion, in counts
+        loss = module.loss(params, batch.y, batch.observed)
+        assert torch.isfinite(loss)
+        loss.backward()
+        module.eval()
+        with torch.no_grad():
+            quantiles = module.network(batch.x, batch.future, batch.series, batch.lengths)
+            paths = sample_paths(module.network, batch.x, batch.future, batch.series, batch.lengths, 50)
+        assert bool((quantiles.diff(dim=-1) >= 0).all()) and paths.shape == (16, 50, HORIZON)
+        assert (paths >= 0).all() and torch.equal(paths, paths.round())
+
+
+def test_a_count_model_on_a_rescaled_target_is_refused_naming_both_keys():
+    cfg = to_config(compose_config("model.likelihood=negative_binomial"))
+    with pytest.raises(ConfigError) as refused:
+        check_likelihood(cfg.model, cfg.data)  # train() calls it before reading the data
+    assert str(refused.value) == ("model.likelihood=negative_binomial models the counts themselves: set "
+                                  "data.scaler=none and data.transform=none (it scales each window by its level on "
+                                  "its own)")
+    cfg = to_config(compose_config("model.likelihood=negative_binomial", "data.scaler=none"))
+    check_likelihood(cfg.model, cfg.data)
 
 
 @pytest.mark.parametrize("members", [1, 3])
@@ -117,10 +172,19 @@ def test_sample_paths_follow_the_distribution_and_the_seed(windows, strategy, me
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind, strategy", [("normal", "recursive"), ("student_t", "seq2seq")])
+@pytest.mark.parametrize("kind, strategy", [("normal", "recursive"), ("student_t", "seq2seq"),
+                                            ("negative_binomial", "direct")])
 def test_a_likelihood_model_trains_registers_and_forecasts_its_quantiles_everywhere(store, tmp_path, kind,
                                                                                      strategy):
-    summary = store.train(f"model.likelihood={kind}", f"model.strategy={strategy}")
+    folder = store.folder
+    extra = []
+    if kind == "negative_binomial":  # counts: the shipped demand in hundreds of MW, rounded
+        folder = tmp_path
+        for name in ("train.parquet", "new.parquet"):
+            frame = pd.read_parquet(store.folder / name)
+            frame.assign(demand=(frame["demand"] / 100).round()).to_parquet(folder / name, index=False)
+        extra = ["data.scaler=none", f"data.path={folder / 'train.parquet'}"]
+    summary = store.train(f"model.likelihood={kind}", f"model.strategy={strategy}", *extra)
     client = MlflowClient(store.uri)
     metrics = client.get_run(summary["run_id"]).data.metrics
     for name in ("crps", "wql", "coverage_80", "coverage_95", "width_95"):
@@ -131,7 +195,7 @@ def test_a_likelihood_model_trains_registers_and_forecasts_its_quantiles_everywh
     assert done.returncode == 0, done.stderr[-3000:]
     output = tmp_path / "forecast.csv"
     done = run_stage("pipeline.forecast", f"model_uri=models:/{name}@champion", f"output={output}",
-                     f"data.path={store.folder / 'new.parquet'}", f"tracking.uri={store.uri}",
+                     f"data.path={folder / 'new.parquet'}", f"tracking.uri={store.uri}",
                      f"hydra.run.dir={tmp_path / 'forecast'}")
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout)["model_run_id"] == summary["run_id"]
@@ -142,14 +206,14 @@ def test_a_likelihood_model_trains_registers_and_forecasts_its_quantiles_everywh
     assert np.allclose(forecast["forecast"], forecast["q50"])
     # The pyfunc, which `mlflow models serve` runs, answers with the same columns and numbers.
     mlflow.set_tracking_uri(store.uri)
-    history = pd.read_parquet(store.folder / "new.parquet")[["time", "demand"]]
+    history = pd.read_parquet(folder / "new.parquet")[["time", "demand"]]
     history["time"] = history["time"].astype(str)  # as a CSV or JSON request carries it
     served = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(history)
     assert np.allclose(served[levels].to_numpy(), forecast[levels].to_numpy(), rtol=1e-6)
 
     # Sample paths: one row per (sample, step), drawn again alike from the same seed.
     sampled = [run_stage("pipeline.forecast", f"model_uri=models:/{name}@champion", f"output={tmp_path / f'{i}.csv'}",
-                         f"data.path={store.folder / 'new.parquet'}", f"tracking.uri={store.uri}", "samples=400",
+                         f"data.path={folder / 'new.parquet'}", f"tracking.uri={store.uri}", "samples=400",
                          "seed=1", f"hydra.run.dir={tmp_path / f'samples{i}'}") for i in (1, 2)]
     for done in sampled:
         assert done.returncode == 0, done.stderr[-3000:]

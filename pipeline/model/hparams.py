@@ -1,6 +1,7 @@
 """The network's hyperparameters: one plain dict built from the config, what checkpoints and saved models carry."""
 
-from pipeline.config import ModelConfig, WindowConfig
+from pipeline.config import DataConfig, Likelihood, ModelConfig, Scaling, Transform, WindowConfig
+from pipeline.errors import ConfigError
 
 
 def network_args(model: ModelConfig, window: WindowConfig, *, n_features: int, n_future: int, n_series: int,
@@ -19,3 +20,11 @@ def network_args(model: ModelConfig, window: WindowConfig, *, n_features: int, n
                 head_dropout=model.head_dropout, init_state=model.init_state.value,
                 quantiles=list(model.quantiles), window_norm=model.window_norm, members=model.ensemble,
                 likelihood=model.likelihood.value if model.likelihood else None)
+
+
+def check_likelihood(model: ModelConfig, data: DataConfig) -> None:
+    """A count distribution scores the counts themselves: the target the network sees must not be rescaled."""
+    if model.likelihood == Likelihood.negative_binomial and (data.scaler != Scaling.none
+                                                             or data.transform != Transform.none):
+        raise ConfigError("model.likelihood=negative_binomial models the counts themselves: set data.scaler=none "
+                          "and data.transform=none (it scales each window by its level on its own)")

@@ -34,6 +34,10 @@ class Normal:
         return torch.stack([raw[..., 0], softplus(raw[..., 1]) + MIN_SCALE], dim=-1)
 
     @staticmethod
+    def rescale(params: torch.Tensor, level: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+        return affine(params, level, spread)
+
+    @staticmethod
     def distribution(params: torch.Tensor) -> distributions.Distribution:
         return distributions.Normal(params[..., 0], params[..., 1])
 
@@ -51,6 +55,10 @@ class StudentT:
         return torch.stack([raw[..., 0], softplus(raw[..., 1]) + MIN_SCALE, softplus(raw[..., 2]) + MIN_DF], dim=-1)
 
     @staticmethod
+    def rescale(params: torch.Tensor, level: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+        return affine(params, level, spread)
+
+    @staticmethod
     def distribution(params: torch.Tensor) -> distributions.Distribution:
         return distributions.StudentT(params[..., 2], params[..., 0], params[..., 1])
 
@@ -65,7 +73,43 @@ class StudentT:
         return params[..., :1] + params[..., 1:2] * t
 
 
-LIKELIHOODS = {kind.name: kind for kind in (Normal, StudentT)}
+class NegativeBinomial:
+    """Counts, as DeepAR models them: mean mu > 0 and dispersion alpha > 0, variance mu + alpha * mu^2. In a
+    window's own units the head gives the mean's location (unconstrained like the others, so the seasonal skip
+    and the rolled decoders read it as they do a normal's) and the dispersion; mapped back to counts, mu =
+    softplus(location * spread + level) and alpha is divided by sqrt(1 + level) (DeepAR's scale: the network learns
+    a dispersion free of the series' size). Needs the scaled target to be the count itself (data.scaling=none)
+    and the window's statistics (model.window_norm)."""
+
+    name, n_params = "negative_binomial", 2  # location, dispersion
+    SAMPLES = 1000  # draws its quantiles are read from (no inverse CDF in torch), from a fixed seed
+
+    @staticmethod
+    def constrain(raw: torch.Tensor) -> torch.Tensor:
+        return torch.stack([raw[..., 0], softplus(raw[..., 1]) + MIN_SCALE], dim=-1)
+
+    @staticmethod
+    def rescale(params: torch.Tensor, level: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+        mean = softplus(params[..., 0] * spread + level) + 1e-6
+        return torch.stack([mean, params[..., 1] / (1 + level.clamp_min(0)).sqrt()], dim=-1)
+
+    @staticmethod
+    def distribution(params: torch.Tensor) -> distributions.Distribution:
+        # torch's parameters: total_count r = 1 / alpha and logits log(mu / r), so that the mean is mu.
+        return distributions.NegativeBinomial(total_count=1 / params[..., 1],
+                                              logits=params[..., 0].log() + params[..., 1].log(), validate_args=False)
+
+    @staticmethod
+    def quantiles(params: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Read from NegativeBinomial.SAMPLES draws (seed 0, the caller's random state kept): counts, so each
+        quantile is a drawn value."""
+        levels = torch.special.ndtr(z.double()).to(params.dtype)
+        with torch.random.fork_rng(devices=[params.device.index or 0] if params.device.type == "cuda" else []):
+            torch.manual_seed(0)
+            draws = NegativeBinomial.distribution(params.float()).sample((NegativeBinomial.SAMPLES,))
+        return torch.quantile(draws, levels.float(), dim=0, interpolation="lower").movedim(0, -1).to(params.dtype)
+
+LIKELIHOODS = {kind.name: kind for kind in (Normal, StudentT, NegativeBinomial)}
 
 
 def likelihood(name: str | None) -> type[Normal] | type[StudentT] | None:
@@ -81,9 +125,9 @@ def normal_quantiles(levels: list[float]) -> torch.Tensor:
     return torch.tensor([NormalDist().inv_cdf(q) for q in levels])
 
 
-def rescale(params: torch.Tensor, level: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
-    """Parameters in a window's own units -> the scaled target's: the location shifted and stretched, the scale
-    stretched, the shape (degrees of freedom) kept. `level` and `spread` are (B, 1)."""
+def affine(params: torch.Tensor, level: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+    """A location-scale family's parameters in a window's own units -> the scaled target's: the location shifted
+    and stretched, the scale stretched, the shape (degrees of freedom) kept. `level` and `spread` are (B, 1)."""
     level, spread = level.unsqueeze(-1), spread.unsqueeze(-1)
     return torch.cat([params[..., :1] * spread + level, params[..., 1:2] * spread, params[..., 2:]], dim=-1)
 
@@ -111,24 +155,28 @@ def sample_paths(network, x: torch.Tensor, future: torch.Tensor, series: torch.T
     kind, batch = network.likelihood, x.shape[0]
     if not hasattr(network.decoder, "draw"):  # direct: independent draws at each step
         params = network(x, future, series, lengths, params=True)
-        return kind.distribution(params.float()).sample((n,)).transpose(0, 1)
-    drawn = []
-
-    def draw(raw: torch.Tensor) -> torch.Tensor:
-        value = kind.distribution(kind.constrain(raw).float()).sample().to(raw.dtype).unsqueeze(1)
-        drawn.append(value)
-        return value
+        return kind.distribution(params.float()).sample((n,)).transpose(0, 1).to(x.dtype)
 
     def repeat(t: torch.Tensor | None) -> torch.Tensor | None:
         return None if t is None else t.repeat_interleave(n, dim=0)
+
+    # Each step's distribution in the scaled target's units; the value drawn from it is fed back in the
+    # decoder's (the window's own, with model.window_norm).
+    if network.window_norm:
+        level, spread = (repeat(t) for t in window_statistics(x[:, :, 0], lengths))
+    else:
+        level, spread = x.new_zeros(batch * n, 1), x.new_ones(batch * n, 1)
+    drawn = []
+
+    def draw(raw: torch.Tensor) -> torch.Tensor:
+        params = kind.rescale(kind.constrain(raw).unsqueeze(1), level, spread)[:, 0]
+        value = kind.distribution(params.float()).sample().to(raw.dtype).unsqueeze(1)
+        drawn.append(value)
+        return (value - level) / spread
 
     network.decoder.draw = draw
     try:
         network(repeat(x), repeat(future), repeat(series), repeat(lengths))
     finally:
         network.decoder.draw = None
-    paths = torch.cat(drawn, dim=1)  # (B * n, H): one value drawn at each step, in the decoder's units
-    if network.window_norm:
-        level, spread = window_statistics(x[:, :, 0], lengths)
-        paths = paths * spread.repeat_interleave(n, dim=0) + level.repeat_interleave(n, dim=0)
-    return paths.view(batch, n, -1)
+    return torch.cat(drawn, dim=1).view(batch, n, -1)  # (B * n, H): a value drawn at each step

@@ -229,6 +229,9 @@ class RecurrentNetwork(nn.Module):
         check_combination(cell, nonlinearity, strategy, attention, quantiles, season, lookback)
         # With a likelihood the head outputs its parameters, and the forecast is its quantiles at the levels.
         self.likelihood = likelihoods.likelihood(likelihood)
+        if likelihood == "negative_binomial" and not window_norm:
+            raise ConfigError("model.likelihood=negative_binomial scales each window by its level, as DeepAR does: "
+                              "keep model.window_norm=true")
         quantiles = (quantiles or likelihoods.DEFAULT_LEVELS) if self.likelihood else quantiles
         widths = layer_widths(hidden_size, num_layers)
         self.horizon, self.window_norm, self.season = horizon, window_norm, season
@@ -286,7 +289,7 @@ class RecurrentNetwork(nn.Module):
         # -> (B, H) or (B, H, Q) in the window's normalised units
         forecast = self.decode(x, future, encoded, series, target, horizon or self.horizon)
         if self.window_norm and self.likelihood:
-            forecast = likelihoods.rescale(forecast, level, spread)
+            forecast = self.likelihood.rescale(forecast, level, spread)
         elif self.window_norm:
             # (B, 1) -> (B, 1) or (B, 1, 1): back to the scaled units of the target
             shape = (-1,) + (1,) * (forecast.dim() - 1)
