@@ -1,8 +1,10 @@
-"""Probabilistic forecasts on the default data: each way to forecast intervals, trained by the real command at
-several seeds, scored on the validation and test blocks with CRPS, weighted quantile loss and the coverage of the
-80% and 95% intervals, beside seasonal naive's interval from its in-sample errors on the same origins.
+"""Probabilistic forecasts: each way to forecast intervals, trained by the real command at several seeds on the
+default data (or an experiment's), scored on the training run's validation and test blocks with CRPS, weighted
+quantile loss and the coverage of the 80% and 95% intervals, beside seasonal naive's interval from its in-sample
+errors on the same origins.
 
     .venv/bin/python bench/probabilistic.py --store sqlite:////tmp/prob.db --seeds 0 1 2
+    .venv/bin/python bench/probabilistic.py --store sqlite:////tmp/prob-tourism.db --experiment tourism
 
 Runs already in the store (same recipe and seed, FINISHED) are read, not trained again. Prints a Markdown table
 (means over the seeds, each seed's validation CRPS in brackets) and the machine.
@@ -49,13 +51,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--store", default="sqlite:////tmp/prob.db")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--experiment", help="a conf/experiment recipe in place of the default (one store each)")
     args = parser.parse_args()
+    experiment = [f"experiment={args.experiment}"] if args.experiment else []
     client = MlflowClient(args.store)
     rows, baseline = [], {}
     for name, overrides in RECIPES.items():
         metrics = []
         for seed in args.seeds:
-            run = run_of(client, overrides, seed) or client.get_run(train(args.store, overrides, seed))
+            run = run_of(client, overrides, seed) or client.get_run(train(args.store, experiment + overrides, seed))
             metrics.append(run.data.metrics)
         mean = {f"{block}_{s}": sum(m[f"{block}_{s}"] for m in metrics) / len(metrics)
                 for block in ("val", "test") for s in SCORES}

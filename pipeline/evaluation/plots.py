@@ -98,14 +98,21 @@ def plot_residuals(result: Backtest, times: np.ndarray, scored: np.ndarray, unit
 def plot_error_by_step(per_step: pd.DataFrame) -> plt.Figure:
     """MASE at each horizon step: the model beside naive and seasonal naive."""
     figure, axis = plt.subplots(figsize=(8, 3.5))
-    axis.plot(per_step["step"], per_step["mase"], marker=".", label="model")
-    axis.plot(per_step["step"], per_step["mase_naive"], ls=":", color="0.4", label="naive")
-    axis.plot(per_step["step"], per_step["mase_seasonal_naive"], ls="--", color="tab:orange", label="seasonal naive")
-    axis.set_xlabel("steps after the origin")
-    axis.set_ylabel("MASE")
-    axis.legend(fontsize=8)
+    by_step_lines(axis, per_step, "mase", "MASE", ["naive", "seasonal_naive"])
     figure.tight_layout()
     return figure
+
+
+def by_step_lines(axis: plt.Axes, per_step: pd.DataFrame, metric: str, label: str, baselines: list[str]) -> None:
+    """A per-step table's `metric` of the model, then of each baseline (its column `metric`_baseline)."""
+    styles = {"naive": {"ls": ":", "color": "0.4"}, "seasonal_naive": {"ls": "--", "color": "tab:orange"}}
+    axis.plot(per_step["step"], per_step[metric], marker=".", label="model")
+    for baseline in baselines:
+        axis.plot(per_step["step"], per_step[f"{metric}_{baseline}"], label=baseline.replace("_", " "),
+                  **styles[baseline])
+    axis.set_xlabel("steps after the origin")
+    axis.set_ylabel(label)
+    axis.legend(fontsize=8)
 
 
 def plot_best_and_worst(result: Backtest, target: np.ndarray, times: np.ndarray, per_series: pd.DataFrame,
@@ -140,10 +147,6 @@ def plot_calibration(result: Backtest, per_step: pd.DataFrame) -> plt.Figure:
     left.set_xlabel("nominal coverage of the central interval")
     left.set_ylabel("observed coverage")
     left.legend(fontsize=8)
-    right.plot(per_step["step"], per_step["crps"], marker=".", label="model")
-    right.plot(per_step["step"], per_step["crps_seasonal_naive"], ls="--", color="tab:orange", label="seasonal naive")
-    right.set_xlabel("steps after the origin")
-    right.set_ylabel("CRPS (target units)")
-    right.legend(fontsize=8)
+    by_step_lines(right, per_step, "crps", "CRPS (target units)", ["seasonal_naive"])
     figure.tight_layout()
     return figure

@@ -58,9 +58,9 @@ def forecast_series(spec: ModelSpec, network: Forecaster, series: Series, source
     """forecast() after validation: `series` is what validate_frame made of the history."""
     data = spec.data_config()
     if samples and not network.likelihood:
-        raise ConfigError(f"samples={samples} needs a model trained with model.likelihood (normal or "
-                          f"student_t); this one forecasts {'quantiles' if network.quantiles else 'a point'}: set "
-                          f"samples=0")
+        raise ConfigError(f"samples={samples} needs a model trained with model.likelihood (normal, student_t or "
+                          f"negative_binomial); this one forecasts {'quantiles' if network.quantiles else 'a point'}"
+                          f": set samples=0")
     check_time_zone(spec, series.time_zone, data.time_column, source)
     if data.future_covariates and series.future is None:
         raise DataError(f"{source}: no future rows; this model reads the known-future values of "

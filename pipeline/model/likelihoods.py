@@ -2,9 +2,10 @@
 trained by its negative log-likelihood, and forecasts quantiles of it at the model's levels.
 
 Parameters are in the units the network computes in (the scaled target, or the window's own when
-model.window_norm) and live in the last axis: (..., P). The location comes first, so the rolled decoders feed back
-params[..., 0], the median of both distributions here. Quantiles are computed from constants fixed at the levels
-(no inverse CDF at run time), so exported graphs need nothing beyond arithmetic.
+model.window_norm, mapped back by each kind's `rescale`) and live in the last axis: (..., P). The location comes
+first, so the seasonal skip moves it alone and the rolled decoders feed back params[..., 0]. The normal's and
+Student's t's quantiles are arithmetic on constants fixed at the levels (no inverse CDF at run time), so exported
+graphs need nothing more; the negative binomial's are read from draws.
 """
 
 from statistics import NormalDist
@@ -78,7 +79,7 @@ class NegativeBinomial:
     window's own units the head gives the mean's location (unconstrained like the others, so the seasonal skip
     and the rolled decoders read it as they do a normal's) and the dispersion; mapped back to counts, mu =
     softplus(location * spread + level) and alpha is divided by sqrt(1 + level) (DeepAR's scale: the network learns
-    a dispersion free of the series' size). Needs the scaled target to be the count itself (data.scaling=none)
+    a dispersion free of the series' size). Needs the scaled target to be the count itself (data.scaler=none)
     and the window's statistics (model.window_norm)."""
 
     name, n_params = "negative_binomial", 2  # location, dispersion
@@ -109,10 +110,11 @@ class NegativeBinomial:
             draws = NegativeBinomial.distribution(params.float()).sample((NegativeBinomial.SAMPLES,))
         return torch.quantile(draws, levels.float(), dim=0, interpolation="lower").movedim(0, -1).to(params.dtype)
 
+
 LIKELIHOODS = {kind.name: kind for kind in (Normal, StudentT, NegativeBinomial)}
 
 
-def likelihood(name: str | None) -> type[Normal] | type[StudentT] | None:
+def likelihood(name: str | None) -> type[Normal] | type[StudentT] | type[NegativeBinomial] | None:
     if name is None:
         return None
     if name not in LIKELIHOODS:
@@ -135,7 +137,6 @@ def affine(params: torch.Tensor, level: torch.Tensor, spread: torch.Tensor) -> t
 def negative_log_likelihood(kind, params: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
     """(B, H) negative log-likelihood of the actuals, in float32 whatever the training precision."""
     return -kind.distribution(params.float()).log_prob(actual.float())
-
 
 
 def sample_paths(network, x: torch.Tensor, future: torch.Tensor, series: torch.Tensor | None,
