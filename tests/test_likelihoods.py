@@ -171,6 +171,20 @@ def test_sample_paths_follow_the_distribution_and_the_seed(windows, strategy, me
         assert np.abs(empirical - each[0]).max() < 0.1 * spread
 
 
+def test_each_rolled_path_reads_its_own_draws_as_the_next_steps_input(windows):
+    torch.manual_seed(0)
+    network = network_for(windows, f"window.lookback={LOOKBACK}", f"window.horizon={HORIZON}", "model.hidden_size=8",
+                          "model.likelihood=student_t", "model.strategy=seq2seq", "model.window_norm=false").eval()
+    fed = []  # what the decoder's cells read at each step: (previous value, that step's known-future features)
+    network.decoder.cells.register_forward_pre_hook(lambda module, args: fed.append(args[0][:, 0, 0].clone()))
+    batch = next(iter(batches(windows.test, 4, shuffle=False)))
+    with torch.no_grad():
+        paths = sample_paths(network, batch.x, batch.future, batch.series, batch.lengths, 5)
+    # Step 1 reads the last observed value; step j + 1 the value drawn for step j, path by path.
+    reads = torch.stack(fed[1:], dim=1).view(4, 5, HORIZON - 1)
+    assert torch.allclose(reads, paths[:, :, :-1]) and not torch.allclose(paths[:, :1], paths[:, 1:2])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind, strategy", [("normal", "recursive"), ("student_t", "seq2seq"),
                                             ("negative_binomial", "direct")])
