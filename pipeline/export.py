@@ -58,10 +58,12 @@ def export_network(network: Forecaster, lookback: int, fmt: ExportFormat, path: 
     if network.embedding is not None:
         raise ConfigError("model.series_embedding: exporting a model with a series embedding is not supported; "
                           "train with model.series_embedding=0 to export")
-    if network.likelihood is not None and network.likelihood.name == "negative_binomial":
-        raise ConfigError("model.likelihood=negative_binomial reads its quantiles from random draws, which an "
-                          "exported graph cannot take; forecast it with the pipeline, or export a normal or "
-                          "student_t model")
+    if network.likelihood is not None and (network.likelihood.name == "negative_binomial"
+                                           or hasattr(network, "members")):
+        raise ConfigError(f"model.likelihood={network.likelihood.name}: this model reads its quantiles from random "
+                          "draws (of a negative binomial, or of an ensemble's mixture), which an exported graph "
+                          "cannot take; forecast it with the pipeline, or export one normal or student_t network "
+                          "(model.ensemble=1)")
     wrapper = ExportedGraph(network)
     inputs = example_inputs(network, lookback, batch=2)
     with torch.no_grad(), warnings.catch_warnings():

@@ -4,6 +4,7 @@ whatever network a spec or checkpoint describes."""
 import torch
 from torch import nn
 
+from pipeline.model.likelihoods import drawn_quantiles
 from pipeline.model.network import RecurrentNetwork, calibrated
 
 
@@ -40,8 +41,13 @@ class Ensemble(nn.Module):
     def forward(self, x: torch.Tensor, future: torch.Tensor, series: torch.Tensor | None = None,
                 lengths: torch.Tensor | None = None, target: torch.Tensor | None = None,
                 horizon: int | None = None) -> torch.Tensor:
-        """RecurrentNetwork's forward, averaged over the members (a mean of monotone quantiles stays monotone; with
-        a likelihood, the members' quantiles averaged: Vincentization, not yet their mixture)."""
+        """RecurrentNetwork's forward, averaged over the members (a mean of monotone quantiles stays monotone);
+        with a likelihood, the quantiles of the members' mixture (read from draws: likelihoods.drawn_quantiles)."""
+        if self.likelihood:
+            params = torch.stack([member(x, future, series, lengths, target, horizon, params=True)
+                                  for member in self.members])
+            levels = torch.tensor(self.quantiles, dtype=torch.float64)
+            return calibrated(drawn_quantiles(self.likelihood, params, levels), self.interval_offsets)
         return calibrated(self.each(x, future, series, lengths, target, horizon).mean(0), self.interval_offsets)
 
 
