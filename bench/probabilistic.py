@@ -63,9 +63,9 @@ def main() -> None:
             metrics.append(run.data.metrics)
         mean = {f"{block}_{s}": sum(m[f"{block}_{s}"] for m in metrics) / len(metrics)
                 for block in ("val", "test") for s in SCORES}
-        each = ", ".join(f"{m['val_crps']:.1f}" for m in metrics)
-        rows.append(f"| {name} | {mean['val_crps']:.1f} ({each}) | {mean['test_crps']:.1f} | {mean['test_wql']:.4f} "
-                    f"| {mean['test_coverage_80']:.3f} | {mean['test_coverage_95']:.3f} | {mean['test_width_95']:.0f} "
+        each = ", ".join(f"{m['val_crps']:.4g}" for m in metrics)
+        rows.append(f"| {name} | {mean['val_crps']:.4g} ({each}) | {mean['test_crps']:.4g} | {mean['test_wql']:.4f} "
+                    f"| {mean['test_coverage_80']:.3f} | {mean['test_coverage_95']:.3f} | {mean['test_width_95']:.4g} "
                     f"| {mean['val_mase']:.4f} | `{' '.join(overrides)}` |")
         baseline = {f"{block}_{s}": metrics[0].get(f"{block}_{s}_seasonal_naive", float("nan"))
                     for block in ("val", "test") for s in SCORES}
@@ -73,9 +73,10 @@ def main() -> None:
           "| test width 95% | val MASE | command (`python -m pipeline.train ...`) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
-    print(f"| seasonal naive, its in-sample errors' quantiles | {baseline['val_crps']:.1f} | {baseline['test_crps']:.1f} "
+    print(f"| seasonal naive, its in-sample errors' quantiles | {baseline['val_crps']:.4g} "
+          f"| {baseline['test_crps']:.4g} "
           f"| {baseline['test_wql']:.4f} | {baseline['test_coverage_80']:.3f} | {baseline['test_coverage_95']:.3f} "
-          f"| {baseline['test_width_95']:.0f} | {baseline['val_mase']:.4f} | (beside every run, the same origins) |")
+          f"| {baseline['test_width_95']:.4g} | {baseline['val_mase']:.4f} | (beside every run, the same origins) |")
     print(json.dumps(machine()))
 
 
