@@ -166,9 +166,9 @@ def window_statistics(history: torch.Tensor, lengths: torch.Tensor | None) -> tu
     return level, spread.clamp_min(1e-3)
 
 
-def skipped(raw: torch.Tensor, skip: int) -> torch.Tensor:
-    """(n_outputs,) 1 for the first `skip` outputs, which the seasonal skip moves, 0 for the rest."""
-    return (torch.arange(raw.shape[-1], device=raw.device) < skip).to(raw.dtype)
+def skip_onto(lag: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The seasonal lag to add to every output (`mask` None), or to the outputs `mask` marks with 1."""
+    return lag if mask is None else lag * mask
 
 
 def seasonal_lag(history: torch.Tensor, steps: int, season: int) -> torch.Tensor:

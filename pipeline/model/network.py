@@ -20,7 +20,7 @@ from torch import nn
 from pipeline.errors import ConfigError
 from pipeline.model import likelihoods
 from pipeline.model.layers import (Attention, Bridge, Stack, State, layer_widths, mlp, monotone, seasonal_lag,
-                                   skipped, top_state, window_statistics)
+                                   skip_onto, top_state, window_statistics)
 
 
 class Forecaster(Protocol):
@@ -109,10 +109,12 @@ class DirectHead(nn.Module):
     """The encoder's final state (both directions), the horizon's known-future features and the series
     embedding -> all H steps at once."""
 
-    def __init__(self, *, encoder: Encoder, horizon: int, n_future: int, n_outputs: int, skip: int, head: dict,
+    def __init__(self, *, encoder: Encoder, horizon: int, n_future: int, n_outputs: int, skip: torch.Tensor | None,
+                 head: dict,
                  season: int | None):
         super().__init__()
-        self.horizon, self.n_outputs, self.season, self.skip = horizon, n_outputs, season, skip
+        self.horizon, self.n_outputs, self.season = horizon, n_outputs, season
+        self.register_buffer("skip", skip, persistent=False)
         self.directions = encoder.directions
         self.head = mlp(encoder.output_size + horizon * n_future + head.pop("embedding"), horizon * n_outputs,
                         **head)
@@ -125,7 +127,7 @@ class DirectHead(nn.Module):
         # (B, directions * width + H * K [+ E]) -> (B, H, Q)
         raw = self.head(torch.cat(parts, dim=1)).view(x.shape[0], self.horizon, self.n_outputs)
         if self.season is not None:
-            raw = raw + seasonal_lag(x[:, :, 0], self.horizon, self.season).unsqueeze(2) * skipped(raw, self.skip)
+            raw = raw + skip_onto(seasonal_lag(x[:, :, 0], self.horizon, self.season).unsqueeze(2), self.skip)
         return raw
 
 
@@ -134,10 +136,12 @@ class RolledDecoder(nn.Module):
     or in training the true value at a model.teacher_forcing share of steps."""
 
     def __init__(self, *, strategy: str, stack: dict, encoder: Encoder, n_features: int, n_future: int,
-                 n_quantiles: int, n_outputs: int, skip: int, median: int, head: dict, season: int | None,
+                 n_quantiles: int, n_outputs: int, skip: torch.Tensor | None, median: int, head: dict,
+                 season: int | None,
                  bidirectional: bool, attention: bool, attention_score: str, teacher_forcing: float):
         super().__init__()
-        self.skip, self.draw = skip, None  # draw: set while sample paths are drawn (likelihoods.sample_paths)
+        self.register_buffer("skip", skip, persistent=False)
+        self.draw = None  # set while sample paths are drawn (likelihoods.sample_paths)
         self.strategy, self.n_features, self.n_future = strategy, n_features, n_future
         self.n_quantiles, self.median, self.season, self.teacher_forcing = n_quantiles, median, season, teacher_forcing
         widths = stack["widths"]
@@ -180,7 +184,7 @@ class RolledDecoder(nn.Module):
             # (B, width [+ K] [+ attended] [+ E]) -> (B, Q)
             raw = self.head(torch.cat(parts + ([embedded] if embedded is not None else []), dim=1))
             if self.season is not None:
-                raw = raw + history[:, history.shape[1] - self.season].unsqueeze(1) * skipped(raw, self.skip)
+                raw = raw + skip_onto(history[:, history.shape[1] - self.season].unsqueeze(1), self.skip)
             steps.append(raw)
             previous = self.fed_back(raw, target, j)
             history = torch.cat([history, previous], dim=1)
@@ -246,7 +250,8 @@ class RecurrentNetwork(nn.Module):
         self.register_buffer("z", likelihoods.normal_quantiles(self.quantiles) if self.likelihood else None,
                              persistent=False)
         n_outputs = self.likelihood.n_params if self.likelihood else max(1, len(self.quantiles))
-        skip = 1 if self.likelihood else n_outputs  # the seasonal skip moves a likelihood's location alone
+        # The seasonal skip moves a likelihood's location alone (a mask of the outputs), all of a quantile head's.
+        skip = (torch.arange(n_outputs) == 0).float() if self.likelihood else None
         stack = dict(cell=cell, widths=widths, dropout=dropout if len(widths) > 1 else 0.0, nonlinearity=nonlinearity)
         self.encoder = Encoder(stack=stack, n_features=n_features, lookback=lookback, segment_len=segment_len,
                                bidirectional=bidirectional, learned_init=init_state == "learned")
