@@ -97,13 +97,7 @@ def test_an_altered_model_file_is_refused_naming_it_and_the_model(store, tmp_pat
 @pytest.mark.slow
 def test_a_file_added_to_or_removed_from_the_model_is_refused(store, tmp_path, trained):
     run_id, folder = trained
-    extra = folder / "code" / "pipeline" / "sitecustomize.py"
-    extra.write_text("print('hello')\n")
-    try:
-        with pytest.raises(ConfigError, match="file code/pipeline/sitecustomize.py was added"):
-            load_model(f"runs:/{run_id}/model", TrackingConfig(uri=store.uri))
-    finally:
-        extra.unlink()
+    assert_planted_file_refused(store, run_id, folder, "code/pipeline/sitecustomize.py", "print('hello')\n")
     example = folder / "input_example.json"
     kept = example.read_bytes()
     example.unlink()
@@ -214,10 +208,15 @@ def test_a_spec_written_before_the_package_moved_still_reads_and_forecasts_the_s
 def test_a_file_named_like_mlflows_download_marker_below_the_root_is_checked_like_any(store, trained):
     # MLflow's downloader writes registered_model_meta at a models:/ folder's root only; elsewhere it is the model's.
     run_id, folder = trained
-    planted = folder / "code" / "pipeline" / "registered_model_meta"
-    planted.write_text("import os\n")
+    assert_planted_file_refused(store, run_id, folder, "code/pipeline/registered_model_meta", "import os\n")
+
+
+def assert_planted_file_refused(store, run_id: str, folder, relative: str, text: str) -> None:
+    """A file planted at `relative` in the stored model makes loading it fail, naming the file; then removed."""
+    planted = folder / relative
+    planted.write_text(text)
     try:
-        with pytest.raises(ConfigError, match="file code/pipeline/registered_model_meta was added"):
+        with pytest.raises(ConfigError, match=f"file {relative} was added"):
             load_model(f"runs:/{run_id}/model", TrackingConfig(uri=store.uri))
     finally:
         planted.unlink()
