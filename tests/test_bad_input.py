@@ -127,3 +127,13 @@ def test_epoch_timestamps_are_read_with_time_format_unix_and_hinted_without(tmp_
     assert series.frame["time"].equals(vic_elec["time"].iloc[:200].dt.tz_convert("UTC").reset_index(drop=True)
                                        .astype(series.frame["time"].dtype))
     assert series.time_zone == "UTC" and series.freq == "30min"
+
+
+def test_a_strftime_time_format_also_reads_iso_text_as_a_saved_models_requests_carry_it(tmp_path):
+    from pipeline.data.times import parse_times
+    from pipeline.errors import DataError
+
+    months, _ = parse_times(pd.Series(["1991 Jul", "1991 Aug", "1991-09-01T00:00:00"]), "%Y %b", None, "f.csv", "Month")
+    assert list(months) == list(pd.date_range("1991-07-01", periods=3, freq="MS"))
+    with pytest.raises(DataError, match="f.csv: column 'Month' row 1: cannot parse timestamp 'Agu 1991'"):
+        parse_times(pd.Series(["1991 Jul", "Agu 1991"]), "%Y %b", None, "f.csv", "Month")

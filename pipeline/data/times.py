@@ -62,6 +62,11 @@ def _parse_times(column: pd.Series, time_format: str | None, time_zone: str | No
                         f"other rows do (mixed time zones); give every timestamp an offset, or none")
     times = pd.to_datetime(text, format=time_format, errors="coerce", utc=bool(with_offset.any()))
     bad = times.isna()
+    if time_format is not None and bad.any():
+        # ISO 8601 text too: what a saved model's input example and MLflow's tools send for the file's times.
+        times = times.where(~bad, pd.to_datetime(text.where(bad), format="ISO8601", errors="coerce",
+                                                 utc=bool(with_offset.any())))
+        bad = times.isna()
     if bad.any():
         row = int(bad.to_numpy().nonzero()[0][0])
         epoch = pd.to_numeric(text, errors="coerce").notna().all()
