@@ -185,3 +185,22 @@ def test_range_checks_let_a_level_shift_pass_and_stop_a_wrong_value():
     check_forecast(np.array([[0.5, -3.0]]), ["a"], times, "load", "f.csv")
     with pytest.raises(DataError, match="the forecast of load for series 'a' at 2024-01-01 01:00:00 is not finite"):
         check_forecast(np.array([[0.5, np.nan]]), ["a"], times, "load", "f.csv")
+
+
+def test_a_model_that_computes_in_the_files_units_checks_range_in_each_series_own_spread():
+    from types import SimpleNamespace
+
+    from pipeline.data.scaling import fit_scaler
+    from pipeline.inference.range_checks import check_inputs
+
+    # data.scaler=none (what a count likelihood needs): counts in the hundred thousands are ordinary.
+    frame = pd.DataFrame({"series_id": "a", "time": pd.date_range("2024", periods=6, freq="MS"),
+                          "target": [200_000.0, 210_000.0, 190_000.0, 205_000.0, 600_000.0, 195_000.0]})
+    scaler = fit_scaler(frame, ["target"], [SimpleNamespace(series_id="a", length=6, train_length=4)], "none")
+    assert scaler.center == {"a": [0.0]} and scaler.scale == {"a": [1.0]}  # the model's units: the file's
+    check_inputs(frame, scaler.reference(), ["target"], {"target": "scripts"}, "f.csv")
+    wrong = frame.assign(target=frame["target"].where(frame.index != 5, 2e10))  # typed with extra zeros
+    with pytest.raises(DataError, match="has scripts 2e\\+10 at 2024-06-01"):
+        check_inputs(wrong, scaler.reference(), ["target"], {"target": "scripts"}, "f.csv")
+    forecast = np.array([[205_000.0, 2e10]])
+    assert np.allclose(scaler.reference().target_units(forecast, ["a"])[0, 0], (205_000 - 201_250) / 7395.44, 1e-3)

@@ -202,11 +202,11 @@ def test_a_likelihood_model_trains_registers_and_forecasts_its_quantiles_everywh
                                                                                      strategy):
     folder = store.folder
     extra = []
-    if kind == "negative_binomial":  # counts: the shipped demand in hundreds of MW, rounded
+    if kind == "negative_binomial":  # counts in the thousands (the shipped demand, rounded), on no scaling
         folder = tmp_path
         for name in ("train.parquet", "new.parquet"):
             frame = pd.read_parquet(store.folder / name)
-            frame.assign(demand=(frame["demand"] / 100).round()).to_parquet(folder / name, index=False)
+            frame.assign(demand=frame["demand"].round()).to_parquet(folder / name, index=False)
         extra = ["data.scaler=none", f"data.path={folder / 'train.parquet'}"]
     summary = store.train(f"model.likelihood={kind}", f"model.strategy={strategy}", *extra)
     client = MlflowClient(store.uri)

@@ -37,6 +37,24 @@ class Scaler:
     center: dict[str, list[float]]
     scale: dict[str, list[float]]
     target_transform: str = "none"
+    # Scaling `none` computes in the file's units; the range checks (pipeline/inference/range_checks.py) still
+    # measure in each series' training standard deviations: these, fitted on the same rows. None otherwise.
+    reference_center: dict[str, list[float]] | None = None
+    reference_scale: dict[str, list[float]] | None = None
+
+    def reference(self) -> "Scaler":
+        """The scaling the range checks measure in: this one, or the standard one beside an identity."""
+        if self.reference_center is None:
+            return self
+        return Scaler(self.columns, self.reference_center, self.reference_scale, self.target_transform)
+
+    def target_units(self, values: np.ndarray, series_ids: list[str]) -> np.ndarray:
+        """inverse_target's inverse: (B, H) or (B, H, Q) targets in original units -> this scaling's."""
+        shape = (len(series_ids),) + (1,) * (values.ndim - 1)
+        center = np.array([self.center[s][0] for s in series_ids]).reshape(shape)
+        scale = np.array([self.scale[s][0] for s in series_ids]).reshape(shape)
+        values = np.log1p(values) if self.target_transform == "log1p" else values
+        return (values - center) / scale
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         codes, ids = pd.factorize(frame[SERIES_ID])
@@ -83,14 +101,15 @@ def fit_scaler(frame: pd.DataFrame, columns: list[str], splits: Sequence[SeriesR
     values = transformed(frame[columns].to_numpy(np.float64), target_transform, frame)
     starts = np.cumsum([0] + [split.length for split in splits])
     for split, row in zip(splits, starts):
-        if kind == "none":
-            center[split.series_id], scale[split.series_id] = [0.0] * len(columns), [1.0] * len(columns)
-            continue
         # scikit-learn gives a constant series scale 1, so nothing divides by zero.
-        fitted = scaler_class(kind)().fit(values[row:row + split.train_length])
+        fitted = scaler_class("standard" if kind == "none" else kind)().fit(values[row:row + split.train_length])
         # Every scaler here is affine per column: read its intercept and slope back as center and scale.
         intercept = fitted.transform(0 * ones)[0]
         slope = fitted.transform(ones)[0] - intercept
         center[split.series_id] = (-intercept / slope).tolist()
         scale[split.series_id] = (1 / slope).tolist()
+    if kind == "none":
+        identity = {split.series_id: [0.0] * len(columns) for split in splits}
+        return Scaler(columns, identity, {key: [1.0] * len(columns) for key in identity}, target_transform,
+                      reference_center=center, reference_scale=scale)
     return Scaler(columns=columns, center=center, scale=scale, target_transform=target_transform)

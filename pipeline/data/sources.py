@@ -69,6 +69,7 @@ def stack_files(data: DataConfig, window: WindowConfig, split: SplitConfig, fold
     files = parquet_files(Path(data.path))
     arrays = {name: (folder / name).open("wb") for name in ("values", "target", "times", "observed")}
     first, splits, center, scale, seen, report = None, [], {}, {}, {}, {"files": len(files)}
+    reference = ({}, {})  # data.scaler=none's standard scaling, for the range checks
     rows = width = read = 0
     filled = False
     for path in files:
@@ -86,6 +87,9 @@ def stack_files(data: DataConfig, window: WindowConfig, split: SplitConfig, fold
                                 s.pad))
         center |= part.scaler.center
         scale |= part.scaler.scale
+        if part.scaler.reference_center is not None:
+            reference[0] |= part.scaler.reference_center
+            reference[1] |= part.scaler.reference_scale
         for name, count in series.report.items():
             report[name] = report.get(name, 0) + count
         arrays["values"].write(part.values.numpy().tobytes())
@@ -111,7 +115,7 @@ def stack_files(data: DataConfig, window: WindowConfig, split: SplitConfig, fold
     stacked = Series(frame=first.frame, freq=first.freq, seasons=first.seasons, covariates=first.covariates,
                      source=str(data.path), future_covariates=first.future_covariates, report=report, rows=read,
                      time_zone=first.time_zone)
-    scaler = Scaler(columns, center, scale, data.transform.value)
+    scaler = Scaler(columns, center, scale, data.transform.value, *(reference if reference[0] else (None, None)))
     return stacked, Windows(splits, scaler, values, target, times, future_columns,
                             window.lookback, window.horizon, first_real_rows(splits),
                             train_windows(splits, window.lookback, window.horizon, window.stride),

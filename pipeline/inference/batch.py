@@ -91,17 +91,18 @@ def forecast_series(spec: ModelSpec, network: Forecaster, series: Series, source
                         f"model has no scaling for it; forecast only the {len(scaler.center)} series it was trained "
                         f"on, or train a model on data that includes it")
     names = {TARGET: data.target_column} | {c: c for c in [*data.covariates, *data.future_covariates]}
-    check_inputs(recent, scaler, scaler.columns, names, source)
+    check_inputs(recent, scaler.reference(), scaler.columns, names, source)
     if data.future_covariates:  # the future rows' target and past covariates are never read
-        check_inputs(future, scaler, list(data.future_covariates), names, source)
+        check_inputs(future, scaler.reference(), list(data.future_covariates), names, source)
     inputs = build_inputs(extended, scaler, data.freq, data.calendar, len(data.covariates))
     dataset = last_windows(inputs, lengths.to_numpy(), lookback, horizon, padded,
                            embedding_rows(spec, series_ids, source))
     # (series, H) or (series, H, Q); sample paths (series, samples, H) as (series, H, samples)
     scaled = predict(network, dataset, 1024, samples, seed)
     scaled = scaled.transpose(0, 2, 1) if samples else scaled
-    check_forecast(scaled, series_ids, future[TIME].to_numpy(), data.target_column, source)
     values = scaler.inverse_target(scaled, series_ids)
+    reach = scaled if scaler.reference() is scaler else scaler.reference().target_units(values, series_ids)
+    check_forecast(reach, series_ids, future[TIME].to_numpy(), data.target_column, source)
     times = future[TIME] if series.time_zone is None else future[TIME].dt.tz_convert(series.time_zone)
     if samples:  # one row per (series, sample, step): each path's steps together
         paths = values.transpose(0, 2, 1).reshape(-1)
