@@ -48,9 +48,10 @@ def saved(windows, changes: dict, time_zone="UTC", **data) -> SavedModel:
     {}, {"cell": "gru", "init_state": "learned"}, {"cell": "rnn", "quantiles": [0.1, 0.5, 0.9]},
     {"strategy": "recursive"}, {"strategy": "seq2seq", "attention": True},
     {"strategy": "seq2seq", "attention": True, "attention_score": "additive", "segment_len": 12},
-    {"strategy": "recursive", "segment_len": 12},
+    {"strategy": "recursive", "segment_len": 12}, {"likelihood": "normal"},
+    {"likelihood": "student_t", "strategy": "seq2seq", "attention": True},
 ], ids=["direct", "learned-init", "quantiles", "recursive", "seq2seq-attention", "segments-additive",
-        "recursive-segments"])
+        "recursive-segments", "normal", "student_t-seq2seq"])
 @pytest.mark.parametrize("observations", [LOOKBACK, 2 * LOOKBACK])
 def test_streaming_matches_a_forward_pass_over_the_same_observations(windows, changes, observations):
     network = network_of(windows, **changes)
@@ -119,3 +120,28 @@ def test_a_model_that_cannot_stream_says_why_and_one_that_reads_the_future_asks_
     with pytest.raises(ValueError, match=r"give future=\{'holiday': 12 values\}"):
         stream.forecast()
     assert len(stream.forecast(future={"holiday": [0] * HORIZON})) == HORIZON
+
+
+@pytest.mark.parametrize("strategy", ["recursive", "direct"])
+def test_a_likelihood_stream_draws_the_sample_paths_the_forecast_stage_draws_from_the_same_seed(windows, vic_elec,
+                                                                                                 strategy, caplog):
+    model = saved(windows, {"strategy": strategy, "likelihood": "normal"})
+    history = vic_elec.iloc[:LOOKBACK]
+    stream = model.stream("demand")
+    for row in history.itertuples():
+        stream.update(row.time, row.demand)
+    streamed = stream.forecast(samples=50, seed=2)
+    batch = model.forecast(history, samples=50, seed=2)
+    # A direct head's paths are independent across steps, and the forecast says so.
+    assert ("draws each step of a path on its own" in caplog.text) == (strategy == "direct")
+    assert list(streamed.columns) == ["time", "sample", "forecast"] and len(streamed) == 50 * HORIZON
+    pd.testing.assert_frame_equal(streamed, batch[streamed.columns], rtol=1e-5, check_dtype=False)
+    assert not stream.forecast(samples=50, seed=3)["forecast"].equals(streamed["forecast"])
+    quantiles = stream.forecast()
+    pd.testing.assert_frame_equal(quantiles, model.forecast(history)[quantiles.columns], rtol=1e-5)
+    points = saved(windows, {}).stream("demand")
+    with pytest.raises(ValueError, match="'demand': no observation yet; call update"):
+        points.forecast()
+    points.update(history["time"].iloc[0], history["demand"].iloc[0])
+    with pytest.raises(ValueError, match="sample paths need a model trained with model.likelihood"):
+        points.forecast(samples=5)

@@ -4,6 +4,8 @@ through the network in batched calls, and the result comes back in the user's un
 forecast stage, the pyfunc, the training's input example and the benchmarks call (SavedModel.forecast);
 streaming.py forecasts one series observation by observation instead."""
 
+import logging
+
 import numpy as np
 import pandas as pd
 import torch
@@ -18,8 +20,12 @@ from pipeline.data.windows import last_windows
 from pipeline.errors import ConfigError, DataError
 from pipeline.inference.model_format import ModelSpec
 from pipeline.inference.range_checks import check_forecast, check_inputs, quoted_id
+from pipeline.model.likelihoods import coherent_paths
 from pipeline.model.network import Forecaster
 from pipeline.model.predict import predict
+
+
+log = logging.getLogger(__name__)
 
 
 def forecast(spec: ModelSpec, network: Forecaster, frame: pd.DataFrame, source: str = "input frame",
@@ -61,6 +67,10 @@ def forecast_series(spec: ModelSpec, network: Forecaster, series: Series, source
         raise ConfigError(f"samples={samples} needs a model trained with model.likelihood (normal, student_t or "
                           f"negative_binomial); this one forecasts {'quantiles' if network.quantiles else 'a point'}"
                           f": set samples=0")
+    if samples and not coherent_paths(network):
+        log.warning("model.strategy=direct draws each step of a path on its own: every step has its distribution, "
+                    "but sums and peaks over a path are too narrow; train with model.strategy=recursive or seq2seq "
+                    "for paths coherent across the horizon")
     check_time_zone(spec, series.time_zone, data.time_column, source)
     if data.future_covariates and series.future is None:
         raise DataError(f"{source}: no future rows; this model reads the known-future values of "

@@ -17,6 +17,7 @@ from pipeline.errors import ConfigError
 from pipeline.inference.batch import forecast_columns
 from pipeline.inference.model_format import ModelSpec
 from pipeline.model.ensemble import Ensemble
+from pipeline.model.likelihoods import draw_paths, repeated
 from pipeline.model.network import Forecaster
 
 
@@ -39,9 +40,6 @@ class NetworkStream:
             raise ConfigError("model.window_norm cannot stream: every new observation changes the window's "
                               "mean and spread, so every state would have to be recomputed; train with "
                               "model.window_norm=false to stream")
-        if network.likelihood:
-            raise ConfigError(f"a model.likelihood={network.likelihood.name} model does not stream yet: train with "
-                              "model.quantiles=[...] and model.likelihood=null to stream intervals")
         self.network = network.eval()
         self.series = torch.tensor([series])
         self.states = network.encoder.initial(1)
@@ -67,15 +65,35 @@ class NetworkStream:
             self.keys.append(out[:, 0])
 
     @torch.inference_mode()
-    def forecast(self, future: torch.Tensor, horizon: int | None = None) -> torch.Tensor:
-        """(H, K) known-future features of the next steps -> (H,) scaled forecast, or (H, Q) quantiles."""
+    def forecast(self, future: torch.Tensor, horizon: int | None = None, samples: int = 0,
+                 seed: int = 0) -> torch.Tensor:
+        """(H, K) known-future features of the next steps -> (H,) scaled forecast, or (H, Q) quantiles; with
+        `samples` (a likelihood model), (samples, H) sample paths drawn from `seed`, each rolled path fed its own
+        draws as in batch forecasting (pipeline/model/likelihoods.py: sample_paths)."""
         if not self.seen or (self.network.attends and not self.keys):
             raise ValueError("no observation yet (or, with attention, no complete segment): call update() first")
+        network, horizon = self.network, horizon or self.network.horizon
         x = torch.stack(list(self.recent)).unsqueeze(0)
         keys = torch.stack(self.keys, dim=1) if self.keys else None
-        forecast = self.network.decode(x, future.to(torch.float32).unsqueeze(0), (keys, self.states, None),
-                                       self.series, None, horizon or self.network.horizon)
-        return self.network.calibrated(forecast)[0]
+        future = future.to(torch.float32).unsqueeze(0)
+        if samples:
+            if not network.likelihood:
+                raise ValueError("sample paths need a model trained with model.likelihood (this one forecasts "
+                                 "points or quantiles); ask without samples")
+
+            def run(copies: int) -> torch.Tensor:  # states are (directions, batch, width): batch second
+                states = [None if s is None else tuple(repeated(t, copies, 1) for t in s) if isinstance(s, tuple)
+                          else repeated(s, copies, 1) for s in self.states]
+                return network.decode(*(repeated(t, copies) for t in (x, future)), (repeated(keys, copies), states,
+                                      None), repeated(self.series, copies), None, horizon)
+
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                return draw_paths(network, 1, samples, None, run)[0]
+        forecast = network.decode(x, future, (keys, self.states, None), self.series, None, horizon)
+        if network.likelihood:
+            forecast = network.likelihood.quantiles(forecast, network.z)
+        return network.calibrated(forecast)[0]
 
 
 class SeriesStream:
@@ -125,11 +143,14 @@ class SeriesStream:
         self.stream.update(torch.from_numpy(row))
         self.last = time
 
-    def forecast(self, future: pd.DataFrame | dict | None = None) -> pd.DataFrame:
+    def forecast(self, future: pd.DataFrame | dict | None = None, samples: int = 0, seed: int = 0) -> pd.DataFrame:
         """The next `horizon` steps after the last observation, in the series' units. `future`: the known-future
         covariates' values over those steps, by column name (a frame or a dict of sequences), for a model that
-        reads them."""
+        reads them. With `samples` (a likelihood model), that many sample paths drawn from `seed` instead: one
+        row per (sample, step), as the forecast stage writes them."""
         horizon = self.spec.horizon
+        if self.last is None:
+            raise ValueError(f"series {self.series_id!r}: no observation yet; call update() first")
         times = pd.date_range(self.last + self.offset, periods=horizon, freq=self.offset)
         ahead = np.zeros((horizon, 0))
         if self.known_ahead:
@@ -141,8 +162,11 @@ class SeriesStream:
             width = len(self.known_ahead)
             ahead = (given[self.known_ahead].to_numpy(np.float64) - self.center[-width:]) / self.scale[-width:]
         features = np.concatenate([ahead, self._calendar(times)], axis=1)
-        scaled = self.stream.forecast(torch.from_numpy(features)).numpy().astype(np.float64)
-        values = scaled * self.scale[0] + self.center[0]
+        scaled = self.stream.forecast(torch.from_numpy(features), samples=samples, seed=seed)
+        values = scaled.numpy().astype(np.float64) * self.scale[0] + self.center[0]
         values = np.expm1(values) if self.log1p else values
-        return pd.DataFrame({"time": times if self.zone is None else times.tz_convert(self.zone)}
-                            | forecast_columns(self.stream.network, values))
+        times = times if self.zone is None else times.tz_convert(self.zone)
+        if samples:  # (samples, H): each path's steps together
+            return pd.DataFrame({"time": np.tile(times, samples), "sample": np.repeat(np.arange(samples), horizon),
+                                 "forecast": values.ravel()})
+        return pd.DataFrame({"time": times} | forecast_columns(self.stream.network, values))

@@ -8,6 +8,7 @@ Student's t's quantiles are arithmetic on constants fixed at the levels (no inve
 graphs need nothing more; the negative binomial's are read from draws.
 """
 
+from collections.abc import Callable
 from statistics import NormalDist
 
 import torch
@@ -148,6 +149,12 @@ def negative_log_likelihood(kind, params: torch.Tensor, actual: torch.Tensor) ->
     return -kind.distribution(params.float()).log_prob(actual.float())
 
 
+def coherent_paths(network) -> bool:
+    """Whether a network's sample paths feed each path its own draws (the rolled decoders), rather than draw each
+    step on its own (a direct head)."""
+    return all(hasattr(member.decoder, "draw") for member in getattr(network, "members", [network]))
+
+
 def sample_paths(network, x: torch.Tensor, future: torch.Tensor, series: torch.Tensor | None,
                  lengths: torch.Tensor | None, n: int) -> torch.Tensor:
     """(B, n, H) sample paths in the scaled target's units, from torch's current random state.
@@ -162,20 +169,30 @@ def sample_paths(network, x: torch.Tensor, future: torch.Tensor, series: torch.T
         per = -(-n // len(members))
         paths = [sample_paths(member, x, future, series, lengths, per) for member in members]
         return torch.cat(paths, dim=1)[:, :n]
-    kind, batch = network.likelihood, x.shape[0]
-    if not hasattr(network.decoder, "draw"):  # direct: independent draws at each step
-        params = network(x, future, series, lengths, params=True)
-        return kind.distribution(params.float()).sample((n,)).transpose(0, 1).to(x.dtype)
+    statistics = window_statistics(x[:, :, 0], lengths) if network.window_norm else None
+    return draw_paths(network, x.shape[0], n, statistics, lambda copies: network(
+        *(repeated(t, copies) for t in (x, future, series, lengths)), params=True))
 
-    def repeat(t: torch.Tensor | None) -> torch.Tensor | None:
-        return None if t is None else t.repeat_interleave(n, dim=0)
 
+def repeated(t: torch.Tensor | None, copies: int, dim: int = 0) -> torch.Tensor | None:
+    """Each row (along `dim`) `copies` times in place: a batch of windows as the batch of their paths."""
+    return t if t is None or copies == 1 else t.repeat_interleave(copies, dim=dim)
+
+
+def draw_paths(network, batch: int, n: int, statistics: tuple[torch.Tensor, torch.Tensor] | None,
+               run: Callable[[int], torch.Tensor]) -> torch.Tensor:
+    """(batch, n, H) paths of one network: `run(copies)` runs it on its inputs with each row repeated `copies`
+    times (n for the rolled strategies, 1 for a direct head) and returns the (rows, H, P) parameters;
+    `statistics`, the windows' (level, spread) with model.window_norm, else None."""
+    kind = network.likelihood
+    if not coherent_paths(network):  # direct: independent draws at each step
+        params = run(1)
+        return kind.distribution(params.float()).sample((n,)).transpose(0, 1).to(params.dtype)
     # Each step's distribution in the scaled target's units; the value drawn from it is fed back in the
     # decoder's (the window's own, with model.window_norm).
-    if network.window_norm:
-        level, spread = (repeat(t) for t in window_statistics(x[:, :, 0], lengths))
-    else:
-        level, spread = x.new_zeros(batch * n, 1), x.new_ones(batch * n, 1)
+    weights = next(network.parameters())
+    level, spread = ((repeated(t, n) for t in statistics) if statistics is not None else
+                     (weights.new_zeros(batch * n, 1), weights.new_ones(batch * n, 1)))
     drawn = []
 
     def draw(raw: torch.Tensor) -> torch.Tensor:
@@ -186,7 +203,7 @@ def sample_paths(network, x: torch.Tensor, future: torch.Tensor, series: torch.T
 
     network.decoder.draw = draw
     try:
-        network(repeat(x), repeat(future), repeat(series), repeat(lengths))
+        run(n)
     finally:
         network.decoder.draw = None
     return torch.cat(drawn, dim=1).view(batch, n, -1)  # (B * n, H): a value drawn at each step

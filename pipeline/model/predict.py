@@ -12,9 +12,10 @@ from pipeline.model.network import Forecaster
 
 
 def predict(network: Forecaster, dataset: WindowDataset, batch_size: int, samples: int = 0,
-            seed: int = 0) -> np.ndarray:
-    """(n, H) scaled forecasts, or (n, H, Q) quantiles, for every window of a WindowDataset, in batched calls on
-    the network's device; with `samples` (a likelihood model), (n, samples, H) sample paths drawn from `seed`."""
+            seed: int = 0, rows: np.ndarray | None = None) -> np.ndarray:
+    """(n, H) scaled forecasts, or (n, H, Q) quantiles, for every window of a WindowDataset (or its windows
+    `rows`), in batched calls on the network's device; with `samples` (a likelihood model), (n, samples, H)
+    sample paths drawn from `seed`."""
     device = next(network.parameters()).device
     was_training = network.training
     network.eval()
@@ -27,8 +28,10 @@ def predict(network: Forecaster, dataset: WindowDataset, batch_size: int, sample
     with torch.inference_mode(), rng:
         if samples:
             torch.manual_seed(seed)
-        for first in range(0, len(dataset), batch_size):
-            batch = Batch(*(part if part is None else part.to(device) for part in dataset[first:first + batch_size]))
+        index = torch.arange(len(dataset)) if rows is None else torch.as_tensor(rows, dtype=torch.long)
+        for first in range(0, len(index), batch_size):
+            batch = Batch(*(part if part is None else part.to(device)
+                            for part in dataset[index[first:first + batch_size]]))
             inputs = (batch.x, batch.future, batch.series, batch.lengths)
             out = sample_paths(network, *inputs, samples) if samples else network(*inputs)
             outputs.append(out.float().cpu())
