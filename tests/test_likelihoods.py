@@ -186,6 +186,28 @@ def test_each_rolled_path_reads_its_own_draws_as_the_next_steps_input(windows):
     assert torch.allclose(reads, paths[:, :, :-1]) and not torch.allclose(paths[:, :1], paths[:, 1:2])
 
 
+def test_the_forecast_plot_draws_each_shown_origins_own_sample_paths_in_the_targets_units(windows):
+    from pipeline.evaluation.backtest import backtest, sample_paths_at
+    from pipeline.evaluation.plots import forecast_picks, plot_forecasts
+
+    torch.manual_seed(0)
+    network = network_for(windows, f"window.lookback={LOOKBACK}", f"window.horizon={HORIZON}", "model.hidden_size=8",
+                          "model.likelihood=normal", "model.strategy=recursive").eval()
+    result = backtest(network, windows, [48])
+    picks = forecast_picks(len(result.origins))
+    paths = sample_paths_at(network, windows, picks, 400, seed=3)
+    assert paths.shape == (len(picks), 400, HORIZON)
+    # In megawatts, and each the distribution of its own origin: the first step's draws straddle its quantiles.
+    first = np.quantile(paths[:, :, 0], [0.1, 0.9], axis=1).T
+    shown = result.quantiles[picks, 0]
+    width = shown[:, 3] - shown[:, 1]
+    assert (np.abs(first - shown[:, [1, 3]]) < 0.25 * width[:, None]).all()
+    figure = plot_forecasts(result, windows.target, windows.times, paths=paths[:, :5])
+    drawn = [[line for line in axis.get_lines() if line.get_color() == "tab:purple"] for axis in figure.axes]
+    assert [len(lines) for lines in drawn] == [5] * len(picks)
+    assert np.allclose(drawn[-1][0].get_ydata(), paths[-1, 0])
+
+
 @pytest.mark.parametrize("kind, members", [("negative_binomial", 1), ("normal", 3)])
 def test_a_model_whose_quantiles_are_drawn_is_refused_by_export_in_one_line(windows, tmp_path, kind, members):
     network = network_for(windows, f"window.lookback={LOOKBACK}", f"window.horizon={HORIZON}", "model.hidden_size=8",

@@ -38,6 +38,16 @@ def backtest(network: Forecaster, windows: Windows, seasons: list[int], block: s
                          history_rows(windows.splits, block), batch_size, windows.observed)
 
 
+def sample_paths_at(network: Forecaster, windows: Windows, rows: np.ndarray, samples: int, block: str = "test",
+                    seed: int = 0) -> np.ndarray:
+    """(len(rows), samples, H) sample paths, in original units, of a likelihood model from some origins of a
+    block (rows of its backtest, in the backtest's order)."""
+    dataset = windows.test if block == "test" else windows.val_origins
+    _, series = dataset.windows.locate(torch.as_tensor(rows, dtype=torch.long))
+    paths = predict(network, dataset, 1024, samples, seed, rows)
+    return windows.scaler.inverse_target(paths, [windows.splits[i].series_id for i in series.tolist()])
+
+
 def score_windows(network: Forecaster, dataset: WindowDataset, target: np.ndarray, scaler: Scaler,
                   series_ids: list[str], seasons: list[int], history: dict[str, slice], batch_size: int = 1024,
                   observed: np.ndarray | None = None) -> Backtest:

@@ -11,11 +11,17 @@ import pandas as pd  # noqa: E402
 from pipeline.evaluation.metrics import Backtest  # noqa: E402
 
 
+def forecast_picks(origins: int, n_plots: int = 4) -> np.ndarray:
+    """The backtest rows plot_forecasts shows: `n_plots` origins spread over it."""
+    return np.linspace(0, origins - 1, min(n_plots, origins)).round().astype(int)
+
+
 def plot_forecasts(result: Backtest, target: np.ndarray, times: np.ndarray, n_plots: int = 4,
-                   unit: str = "target") -> plt.Figure:
-    """Forecast, seasonal naive and actuals for a few origins spread over the backtest, against their times; the
-    y axis is `unit` (the target column's name)."""
-    picks = np.linspace(0, len(result.origins) - 1, min(n_plots, len(result.origins))).round().astype(int)
+                   unit: str = "target", paths: np.ndarray | None = None) -> plt.Figure:
+    """Forecast, its interval fan, seasonal naive and actuals for `n_plots` origins (forecast_picks), against their
+    times, with a likelihood model's `paths` (picks, S, H) drawn from each; the y axis is `unit` (the target
+    column's name)."""
+    picks = forecast_picks(len(result.origins), n_plots)
     horizon = result.actual.shape[1]
     figure, axes = plt.subplots(len(picks), 1, figsize=(10, 2.6 * len(picks)), squeeze=False)
     for axis, i in zip(axes[:, 0], picks):
@@ -28,6 +34,8 @@ def plot_forecasts(result: Backtest, target: np.ndarray, times: np.ndarray, n_pl
             hi = len(levels) - 1 - lo
             axis.fill_between(ahead, result.quantiles[i, :, lo], result.quantiles[i, :, hi], color="tab:blue",
                               alpha=0.15, lw=0, label=f"{100 * (levels[hi] - levels[lo]):.4g}% interval")
+        for n, path in enumerate([] if paths is None else paths[list(picks).index(i)]):
+            axis.plot(ahead, path, color="tab:purple", lw=0.7, alpha=0.6, label=None if n else "sample paths")
         axis.plot(ahead, result.forecast[i], color="tab:blue", label="forecast")
         axis.plot(ahead, result.seasonal_naive[i], color="tab:orange", ls="--",
                   label=f"seasonal naive ({result.season} steps)" if result.season else "seasonal naive")

@@ -8,9 +8,10 @@ import pandas as pd
 from pipeline.data.ids import series_columns
 from pipeline.data.series import SERIES_ID, TARGET, TIME, Series
 from pipeline.data.windows import Windows
-from pipeline.evaluation.backtest import backtest, backtest_frame, by_series, by_step
+from pipeline.evaluation.backtest import backtest, backtest_frame, by_series, by_step, sample_paths_at
 from pipeline.evaluation.metrics import Backtest, backtest_metrics, exclusions
 from pipeline.evaluation.plots import (
+    forecast_picks,
     plot_best_and_worst,
     plot_calibration,
     plot_error_by_step,
@@ -21,6 +22,8 @@ from pipeline.evaluation.plots import (
 from pipeline.inference.saved_model import SavedModel
 from pipeline.model.network import Forecaster
 from pipeline.tracking.records import log_frame
+
+SHOWN_PATHS = 5  # sample paths drawn in the forecast plot of a likelihood model
 
 
 def backtest_and_log(network: Forecaster, windows: Windows, seasons: list[int], id_columns: list[str],
@@ -55,7 +58,10 @@ def backtest_and_log(network: Forecaster, windows: Windows, seasons: list[int], 
     if test.quantiles is not None and len(test.levels) > 1:
         mlflow.log_figure(plot_calibration(test, per_step), "calibration.png")
     mlflow.log_figure(plot_residuals(test, windows.times, test.scored(), unit), "residuals.png")
-    mlflow.log_figure(plot_forecasts(test, windows.target, windows.times, unit=unit), "forecasts.png")
+    # A few sample paths beside the fan: whether the draws move together across the horizon, as actuals do.
+    paths = (sample_paths_at(network, windows, forecast_picks(len(test.origins)), SHOWN_PATHS)
+             if network.likelihood else None)
+    mlflow.log_figure(plot_forecasts(test, windows.target, windows.times, unit=unit, paths=paths), "forecasts.png")
     # The run page's description, the first thing it shows: the scores beside seasonal naive.
     mase = {block: (scores[block]["model"]["mase"], scores[block]["seasonal_naive"]["mase"]) for block in scores}
     mlflow.set_tag("mlflow.note.content", "MASE {:.3f} on the test block against seasonal naive's {:.3f} (validation: "
