@@ -392,7 +392,8 @@ class ForecastConfig:
     # (series, sample, step) with a `sample` column (recursive and seq2seq paths are coherent across the horizon;
     # a direct head draws each step on its own). 0: the forecast and its quantiles.
     samples: int = bounded(0, low=0)
-    seed: int = 0  # the paths' random seed: the same seed draws the same paths
+    # The paths' random seed: the same seed draws the same paths (a folder's files: each a seed from this and its name).
+    seed: int = 0
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 

@@ -33,9 +33,6 @@ def run_forecast(cfg: ForecastConfig) -> dict:
     output, source = Path(cfg.output), Path(cfg.data.path)
     set_threads(cfg.threads)
     folder = source.is_dir()
-    if folder and cfg.samples:
-        raise ConfigError(f"samples={cfg.samples} forecasts one file for now, not a folder: give "
-                          f"data.path=<a file>, or set samples=0")
     if folder:  # before anything is loaded or a run opens
         parquet_files(source)
         check_output_folder(output)
@@ -66,6 +63,8 @@ def forecast_into_folder(cfg: ForecastConfig, model: SavedModel, source: Path, o
         totals = forecast_folder(cfg, model, source, output)
         summary = {"model_uri": cfg.model_uri, "model_version": model.version, "model_run_id": model.run_id,
                    "input": str(source), **totals, "output": str(output), "engine": cfg.engine.value}
+        if cfg.samples:
+            summary |= {"samples": cfg.samples, "seed": cfg.seed}
         mlflow.log_params({k: v for k, v in summary.items() if k not in ("model_uri", "model_run_id")})
     return summary | {"run_id": run.info.run_id}
 

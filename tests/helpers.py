@@ -339,3 +339,20 @@ def step_series(lengths: dict[str, int]):
         row += n
     data = DataConfig(path="in-memory", time_column="time", target_column="y", id_column="id", calendar=False)
     return validate_frame(pd.concat(frames), data, source="test")
+
+
+def saved_model_for(windows, *overrides: str, data: DataConfig | None = None, season: int | None = None):
+    """network_for(windows, *overrides) as an untrained saved model of the shipped data's single series (ids
+    "demand"), for tests of what forecasting does with a model rather than of what training makes."""
+    from dataclasses import asdict
+
+    from pipeline.inference.model_format import FORMAT, ModelSpec
+    from pipeline.inference.saved_model import SavedModel
+
+    cfg = to_config(compose_config("~experiment", *overrides))
+    args = network_args(*overrides, n_features=windows.n_features, n_future=len(windows.future_columns),
+                        n_series=len(windows.splits), season=season)
+    spec = ModelSpec(format=FORMAT, data=asdict(data or DataConfig()) | {"freq": "30min", "season": [48]},
+                     lookback=cfg.window.lookback, horizon=cfg.window.horizon, network=args,
+                     scaler=asdict(windows.scaler), series_ids=[s.series_id for s in windows.splits], time_zone="UTC")
+    return SavedModel(spec, build_network(**args).eval())

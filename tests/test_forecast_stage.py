@@ -94,19 +94,18 @@ def test_bad_forecast_input_is_refused_naming_the_problem_before_anything_is_wri
 
 
 @pytest.mark.slow
-def test_sample_paths_are_refused_for_a_point_model_and_for_a_folder_before_anything_is_written(trained, tmp_path,
-                                                                                                 vic_elec):
+def test_sample_paths_are_refused_for_a_point_model_on_a_file_and_a_folder_before_anything_is_written(
+        trained, tmp_path, vic_elec):
     model_uri, tracking_uri = trained
-    new = tmp_path / "new.parquet"
-    vic_elec.iloc[:1200].to_parquet(new, index=False)
-    output = tmp_path / "forecast.csv"
-    for path, message in ((new, "samples=10 needs a model trained with model.likelihood"),
-                          (tmp_path, "samples=10 forecasts one file for now, not a folder")):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    vic_elec.iloc[:1200].to_parquet(folder / "new.parquet", index=False)
+    for path, output in ((folder / "new.parquet", tmp_path / "forecast.csv"), (folder, tmp_path / "forecasts")):
         cfg = ForecastConfig(model_uri=model_uri, data=ForecastDataConfig(path=str(path)), output=str(output),
                              samples=10, tracking=TrackingConfig(uri=tracking_uri))
-        with pytest.raises(ConfigError, match=re.escape(message)):
+        with pytest.raises(ConfigError, match=re.escape("samples=10 needs a model trained with model.likelihood")):
             run_forecast(cfg)
-        assert not output.exists()
+        assert not output.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
 
 def run_in_process(model_uri, tracking_uri, data, output, time_zone=None) -> dict:

@@ -33,7 +33,7 @@ from pipeline.model.likelihoods import (
 )
 from pipeline.model.hparams import check_likelihood
 from pipeline.model.predict import predict
-from tests.helpers import compose_config, forecaster_for, network_for, run_stage
+from tests.helpers import compose_config, forecaster_for, network_for, run_stage, saved_model_for
 
 LOOKBACK, HORIZON = 48, 12
 
@@ -275,3 +275,26 @@ def test_a_likelihood_model_trains_registers_and_forecasts_its_quantiles_everywh
     first = paths[paths["time"] == forecast["time"].iloc[0]]["forecast"]
     spread = forecast["q97.5"].iloc[0] - forecast["q2.5"].iloc[0]
     assert abs(first.median() - forecast["q50"].iloc[0]) < 0.1 * spread
+
+
+def test_a_folder_is_sampled_file_by_file_each_from_a_seed_of_its_own(windows, vic_elec, tmp_path):
+    from pipeline.config import ForecastConfig, ForecastDataConfig
+    from pipeline.inference.folder import file_seed, forecast_folder
+
+    torch.manual_seed(0)
+    model = saved_model_for(windows, f"window.lookback={LOOKBACK}", f"window.horizon={HORIZON}",
+                            "model.hidden_size=8", "model.likelihood=normal", "model.strategy=recursive")
+    source = tmp_path / "in"
+    source.mkdir()
+    history = vic_elec.iloc[:LOOKBACK]
+    for name in ("a.parquet", "b.parquet"):  # the same history twice: only the seeds tell the files apart
+        history.to_parquet(source / name, index=False)
+    cfg = ForecastConfig(data=ForecastDataConfig(path=str(source)), samples=20, seed=4)
+    totals = forecast_folder(cfg, model, source, tmp_path / "out")
+    assert totals["rows"] == 2 * 20 * HORIZON
+    paths = {name: pd.read_parquet(tmp_path / "out" / name) for name in ("a.parquet", "b.parquet")}
+    for name, frame in paths.items():
+        assert list(frame.columns) == ["time", "sample", "forecast"]
+        expected = model.forecast(history, samples=20, seed=file_seed(4, name))
+        assert np.allclose(frame["forecast"], expected["forecast"], rtol=1e-9)
+    assert not np.allclose(paths["a.parquet"]["forecast"], paths["b.parquet"]["forecast"])

@@ -4,6 +4,8 @@ after another, or as one task per file on a Dask cluster.
 
     python -m pipeline.forecast model_uri=models:/demand@champion data.path=stores/ output=forecasts/ engine=dask
 
+With samples=N (a likelihood model) each file's sample paths are drawn from a seed of its own (file_seed).
+
 On Dask every worker loads the model itself, once, from the tracking store (checked against its digests as any
 load is; `models:/NAME@ALIAS` is pinned to the version the driver loaded first, so a registry change mid-job
 cannot mix two models), reads its files and writes its outputs: only file names and summaries travel through the
@@ -15,6 +17,7 @@ import contextlib
 import logging
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -43,7 +46,8 @@ def forecast_folder(cfg: ForecastConfig, model: SavedModel, source: Path, output
         if cfg.engine == Engine.dask:
             parts = on_dask(cfg, model, files, staging)
         else:
-            parts = [forecast_file(model, str(path), str(staging), cfg.data.time_zone) for path in files]
+            parts = [forecast_file(model, str(path), str(staging), cfg.data.time_zone, cfg.samples, cfg.seed)
+                     for path in files]
         replace_folder(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -65,9 +69,10 @@ def forecast_path(model: SavedModel, path: str, time_zone: str | None, samples: 
                  "input_start": str(times.min()), "input_end": str(times.max())}
 
 
-def forecast_file(model: SavedModel, path: str, folder: str, time_zone: str | None) -> dict:
-    """One input file's forecasts as folder/<its name>; what it held."""
-    out, held = forecast_path(model, path, time_zone)
+def forecast_file(model: SavedModel, path: str, folder: str, time_zone: str | None, samples: int = 0,
+                  seed: int = 0) -> dict:
+    """One input file's forecasts (or sample paths) as folder/<its name>; what it held."""
+    out, held = forecast_path(model, path, time_zone, samples, file_seed(seed, path) if samples else seed)
     with writing(Path(folder) / Path(path).name):
         out.to_parquet(Path(folder) / Path(path).name, index=False)
     return held
@@ -85,7 +90,8 @@ def on_dask(cfg: ForecastConfig, model: SavedModel, files: list[Path], staging: 
     with dask_client(cfg.dask) as client:
         log.info("forecasting %d files on Dask (%s)", len(files), client.scheduler.address)
         futures = client.map(forecast_file_on_worker, [str(f) for f in files], model_uri=uri, tracking=cfg.tracking,
-                             folder=str(staging), time_zone=cfg.data.time_zone, pure=False)
+                             folder=str(staging), time_zone=cfg.data.time_zone, samples=cfg.samples, seed=cfg.seed,
+                             pure=False)
         return client.gather(futures)
 
 
@@ -115,8 +121,15 @@ _models: dict[tuple[str, str], SavedModel] = {}
 
 
 def forecast_file_on_worker(path: str, model_uri: str, tracking: TrackingConfig, folder: str,
-                            time_zone: str | None) -> dict:
+                            time_zone: str | None, samples: int = 0, seed: int = 0) -> dict:
     key = (model_uri, tracking.uri)
     if key not in _models:
         _models[key] = load_model(model_uri, tracking)
-    return forecast_file(_models[key], path, folder, time_zone)
+    return forecast_file(_models[key], path, folder, time_zone, samples, seed)
+
+
+def file_seed(seed: int, path: str) -> int:
+    """Each file's paths from a seed of its own, from `seed` and the file's name: the files' draws independent
+    of each other (one seed for all would give the first series of every file the same draws) and the same
+    whichever worker, in whichever order, forecasts the file."""
+    return zlib.crc32(f"{seed}/{Path(path).name}".encode())
