@@ -22,8 +22,9 @@ pytestmark = pytest.mark.slow  # every test here starts the stage
 
 @pytest.fixture(scope="module")
 def served(store):
-    """A model trained by the real command, registered as `served` version 1, and its folder in the store."""
-    run_id = store.train()["run_id"]
+    """A model trained by the real command (a distribution, rolled: it forecasts quantiles and draws coherent
+    sample paths), registered as `served` version 1, and its folder in the store."""
+    run_id = store.train("model.likelihood=normal", "model.strategy=recursive")["run_id"]
     register(RegisterConfig(run_id=run_id, name="served", tracking=TrackingConfig(uri=store.uri)))
     model_id = MlflowClient(store.uri).get_run(run_id).outputs.model_outputs[0].model_id
     return Path(MlflowClient(store.uri).get_logged_model(model_id).artifact_location.removeprefix("file://"))
@@ -56,8 +57,19 @@ def test_the_checked_model_is_served_and_a_request_over_the_limit_gets_413(store
         status, body = post(f"http://127.0.0.1:{port}/invocations", history.to_csv(index=False).encode())
         assert status == 200, body[-2000:]
         served_forecast = pd.DataFrame(json.loads(body)["predictions"])
-        expected = load_model("models:/served@champion", TrackingConfig(uri=store.uri)).forecast(history)
-        assert served_forecast["forecast"].to_numpy() == pytest.approx(expected["forecast"].to_numpy(), rel=1e-9)
+        model = load_model("models:/served@champion", TrackingConfig(uri=store.uri))
+        expected = model.forecast(history)
+        for column in ["forecast", "q2.5", "q97.5"]:
+            assert served_forecast[column].to_numpy() == pytest.approx(expected[column].to_numpy(), rel=1e-9)
+        # Sample paths, asked for with params as MLflow's scoring protocol passes them.
+        request = {"dataframe_split": json.loads(history.assign(time=history["time"].astype(str)).to_json(
+            orient="split", index=False)), "params": {"samples": 50, "seed": 1}}
+        status, body = post(f"http://127.0.0.1:{port}/invocations", json.dumps(request).encode(), "application/json")
+        assert status == 200, body[-2000:]
+        paths = pd.DataFrame(json.loads(body)["predictions"])
+        assert list(paths.columns) == ["time", "sample", "forecast"] and len(paths) == 50 * 48
+        expected = model.forecast(history, samples=50, seed=1)
+        assert paths["forecast"].to_numpy() == pytest.approx(expected["forecast"].to_numpy(), rel=1e-9)
         buffer = io.StringIO()
         pd.concat([history] * 40).to_csv(buffer, index=False)  # about 200 kB
         status, body = post(f"http://127.0.0.1:{port}/invocations", buffer.getvalue().encode())
