@@ -49,7 +49,7 @@ from pipeline.config import to_config  # noqa: E402
 from pipeline.data.load import load_series, read_table  # noqa: E402
 from pipeline.data.times import parse_times  # noqa: E402
 from pipeline.data.windows import make_windows  # noqa: E402
-from pipeline.evaluation.metrics import history_rows, mase_scale, point_metrics  # noqa: E402
+from pipeline.evaluation.metrics import history_rows, mase_scale, point_metrics, quantile_metrics  # noqa: E402
 
 CLASSICAL_NAMES = {"mstl": "MSTL", "autoets": "AutoETS"}
 RESULTS = ROOT / "outputs" / "bench" / "accuracy.jsonl"
@@ -420,9 +420,12 @@ def utc_index(times) -> pd.DatetimeIndex:
     return index.tz_convert(None) if index.tz is not None else index
 
 
-def fit_classical(name: str, at: Origins, series, history: int | None) -> tuple[dict, pd.DataFrame]:
+def fit_classical(name: str, at: Origins, series, history: int | None,
+                  levels: list[float] | None = None) -> tuple[dict, pd.DataFrame]:
     """Fit `name` at every origin on the history before it (its last `history` steps): its scores, and its
-    forecasts (one row per origin and step, in the origins' order) for the paired bootstrap."""
+    forecasts (one row per origin and step, in the origins' order) for the paired bootstrap. With `levels`
+    (central pairs around 0.5, as the pipeline's default quantiles), also the proper scores of its prediction
+    intervals at those levels (statsforecast's, from the fitted model's error variance; the median is the mean)."""
     from statsforecast import StatsForecast
     from statsforecast.models import MSTL, AutoETS
 
@@ -437,10 +440,17 @@ def fit_classical(name: str, at: Origins, series, history: int | None) -> tuple[
     model = (MSTL(season_length=list(series.seasons), alias=name) if name == "mstl"
              else AutoETS(season_length=series.season, alias=name))
     started = time.perf_counter()
+    coverages = sorted({round(100 * abs(1 - 2 * q)) for q in levels or [] if q != 0.5})
     fitted = StatsForecast(models=[model], freq=series.freq, n_jobs=1).forecast(
-        df=pd.concat(frames, ignore_index=True), h=horizon)
-    forecast = fitted.sort_values(["unique_id", "ds"])[name].to_numpy().reshape(len(origins), horizon)
+        df=pd.concat(frames, ignore_index=True), h=horizon, **({"level": coverages} if coverages else {}))
+    fitted = fitted.sort_values(["unique_id", "ds"])
+    forecast = fitted[name].to_numpy().reshape(len(origins), horizon)
     metrics = point_metrics(actual, forecast, at.scales) | {"fit_seconds": round(time.perf_counter() - started, 1)}
+    if levels:
+        columns = [name if q == 0.5 else f"{name}-{'lo' if q < 0.5 else 'hi'}-{round(100 * abs(1 - 2 * q))}"
+                   for q in levels]
+        quantiles = fitted[columns].to_numpy().reshape(len(origins), horizon, len(levels))
+        metrics |= quantile_metrics(actual, quantiles, levels)
     return metrics, pd.DataFrame({"unit": np.repeat(np.arange(len(origins)), horizon),
                                   "step": np.tile(np.arange(1, horizon + 1), len(origins)), "actual": actual.ravel(),
                                   "forecast": forecast.ravel(), "mase_scale": np.repeat(at.scales, horizon)})
