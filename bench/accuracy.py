@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 import record  # noqa: E402  bench/record.py: the machine, as the speed benchmarks describe it
 
 from pipeline.config import to_config  # noqa: E402
+from pipeline.data.defaults import resolve_windowing  # noqa: E402
 from pipeline.data.load import load_series, read_table  # noqa: E402
 from pipeline.data.times import parse_times  # noqa: E402
 from pipeline.data.windows import make_windows  # noqa: E402
@@ -307,8 +308,11 @@ def without_last_blocks(protocol: str, workdir: Path, blocks: int) -> Path:
 
 
 def composed(protocol: str):
+    """The protocol's config, its unset window and split lengths derived from its data as training derives them."""
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return to_config(compose("config", overrides=PROTOCOLS[protocol].overrides))
+        cfg = to_config(compose("config", overrides=PROTOCOLS[protocol].overrides))
+    cfg.window, cfg.split = resolve_windowing(cfg.window, cfg.split, load_series(cfg.data))
+    return cfg
 
 
 def forecasts_path(key: str, block: str) -> Path:

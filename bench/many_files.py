@@ -64,7 +64,7 @@ def measure(path: str, scratch: str) -> dict:
     sampler.start()
     started = time.perf_counter()
     data = DataConfig(path=path, time_column="time", target_column="demand", id_column="series")
-    series, windows = load_windows(data, WindowConfig(), SplitConfig(), Path(scratch))
+    series, windows, *_ = load_windows(data, WindowConfig(), SplitConfig(), Path(scratch))
     loaded = time.perf_counter() - started
     order = torch.randperm(len(windows.train))
     for batch in order[:50 * 256].split(256):

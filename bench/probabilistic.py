@@ -63,12 +63,14 @@ def classical_rows(experiment: str | None) -> list[str]:
     from hydra import compose, initialize_config_dir
 
     from pipeline.config import to_config
+    from pipeline.data.defaults import resolve_windowing
     from pipeline.data.load import load_series
     from pipeline.data.windows import make_windows
 
     with initialize_config_dir(str(accuracy.ROOT / "conf"), version_base="1.3"):
         cfg = to_config(compose("config", overrides=[f"experiment={experiment}"] if experiment else []))
     series = load_series(cfg.data)
+    cfg.window, cfg.split = resolve_windowing(cfg.window, cfg.split, series)
     windows = make_windows(series, cfg.window.lookback, cfg.window.horizon, cfg.window.stride,
                            cfg.split.val_steps, cfg.split.test_steps, cfg.data.calendar)
     levels = json.loads(LEVELS)

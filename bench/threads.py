@@ -38,7 +38,10 @@ def worker(threads: str | None, steps: int) -> None:
     import torch
     from hydra import compose, initialize_config_dir
 
+    from dataclasses import replace
+
     from pipeline.config import CONF_DIR, plain, to_config
+    from pipeline.data.defaults import recipe_for
     from pipeline.data.windows import Batch
     from pipeline.host import set_threads
     from pipeline.model.hparams import network_args
@@ -50,6 +53,8 @@ def worker(threads: str | None, steps: int) -> None:
     torch.set_flush_denormal(True)
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = to_config(compose("config"))
+    recipe = recipe_for("30min", [48, 336])  # the default data's lengths (pipeline/data/defaults.py)
+    cfg.window = replace(cfg.window, lookback=recipe.lookback, horizon=recipe.horizon)
     module = TrainingModule(network=network_args(cfg.model, cfg.window, n_features=7, n_future=6, n_series=1,
                                                  season=48), optim=plain(cfg.optim))
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)

@@ -155,9 +155,11 @@ class DataConfig:
 
 @dataclass
 class WindowConfig:
-    # A week of half-hours in, a day out (the default data).
-    lookback: int = bounded(336, low=1)
-    horizon: int = bounded(48, low=1)  # steps forecast from each origin
+    # Steps read before each origin. null: from the data's frequency (pipeline/data/defaults.py), a week of
+    # half-hours (336) on the default data, 28 days of daily data, two years of weekly, monthly or quarterly data.
+    lookback: Optional[int] = bounded(None, low=1)
+    # Steps forecast from each origin. null: from the frequency, a day of half-hours (48) on the default data.
+    horizon: Optional[int] = bounded(None, low=1)
     # Steps between the starts of consecutive training windows.
     stride: int = bounded(1, low=1)
     # Windows a training step reads (for each member of an ensemble); the default experiment sets 96.
@@ -166,10 +168,11 @@ class WindowConfig:
 
 @dataclass
 class SplitConfig:
-    # The last steps of every series, by time: test is the very end, validation just before it (28 days of
-    # half-hours each on the default data).
-    val_steps: int = bounded(1344, low=0)
-    test_steps: int = bounded(1344, low=0)  # the test block: never read to choose anything
+    # The last steps of every series, by time: test is the very end, validation just before it. null: whole
+    # horizons from the frequency (28 days of half-hours each on the default data), fewer when the shortest series
+    # cannot hold them (pipeline/data/defaults.py).
+    val_steps: Optional[int] = bounded(None, low=0)
+    test_steps: Optional[int] = bounded(None, low=0)  # the test block: never read to choose anything
 
 
 @dataclass

@@ -61,7 +61,12 @@ def train(cfg: DictConfig, output_dir: Path, *, resume: Resume | None = None, ru
     # Before the data: bf16 on a CPU that cannot compute it is refused without reading a row.
     trainer_args = trainer_kwargs(cfg) | {"precision": resolve_precision(trainer_kwargs(cfg), config.model.cell.value)}
     check_likelihood(config.model, config.data)
-    series, windows = load_windows(config.data, config.window, config.split, output_dir)
+    series, windows, window, split = load_windows(config.data, config.window, config.split, output_dir)
+    # The lengths as trained with, derived ones included: what the params, config.yaml and the spec record.
+    config = replace(config, window=window, split=split)
+    for key, value in (("window.lookback", window.lookback), ("window.horizon", window.horizon),
+                       ("split.val_steps", split.val_steps), ("split.test_steps", split.test_steps)):
+        OmegaConf.update(cfg, key, value)
     series = replace(series, seasons=usable_seasons(series.seasons, config.data.season, config.window.lookback))
     # Lightning only now: its import costs a stage process ~4 s, which a command refused for its data or config
     # (or --help) need not pay.

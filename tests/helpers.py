@@ -289,8 +289,16 @@ def network_args(*overrides: str, n_features: int, n_future: int, n_series: int 
     from pipeline.model.hparams import network_args as from_config  # imports Lightning: only when a test builds
 
     cfg = to_config(compose_config("~experiment", *overrides))
-    return from_config(cfg.model, cfg.window, n_features=n_features, n_future=n_future, n_series=n_series,
-                       season=season)
+    return from_config(cfg.model, default_lengths(cfg.window), n_features=n_features, n_future=n_future,
+                       n_series=n_series, season=season)
+
+
+def default_lengths(window):
+    """`window` with an unset lookback or horizon as the default data derives them (a week and a day of
+    half-hours), for tests that build a network without loading data."""
+    from dataclasses import replace
+
+    return replace(window, lookback=window.lookback or 336, horizon=window.horizon or 48)
 
 
 def network_for(windows, *overrides: str, season: int | None = None, **changes) -> RecurrentNetwork:
@@ -306,6 +314,7 @@ def forecaster_for(windows, *overrides: str, season: int | None = None, **change
     from pipeline.model.training_module import TrainingModule
 
     cfg = to_config(compose_config("~experiment", *overrides))
+    cfg.window = default_lengths(cfg.window)
     args = network_args(*overrides, n_features=windows.n_features, n_future=len(windows.future_columns),
                         n_series=len(windows.splits), season=season)
     return TrainingModule(network=args | changes, optim=plain(cfg.optim))

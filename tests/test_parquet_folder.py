@@ -33,8 +33,8 @@ def test_a_folder_gives_the_windows_of_one_file_holding_every_series(vic_elec, t
         group.to_parquet(folder / f"group-{number}.parquet", index=False)
     pd.concat(groups(vic_elec)).to_parquet(tmp_path / "all.parquet", index=False)
 
-    stacked_series, stacked = load_windows(*config(folder), scratch=tmp_path / "run")
-    whole_series, whole = load_windows(*config(tmp_path / "all.parquet"), scratch=tmp_path / "run")
+    stacked_series, stacked, *_ = load_windows(*config(folder), scratch=tmp_path / "run")
+    whole_series, whole, *_ = load_windows(*config(tmp_path / "all.parquet"), scratch=tmp_path / "run")
     assert stacked_series.rows == len(whole_series.frame) == 6 * 1008 and stacked_series.report["files"] == 3
     assert stacked.splits == whole.splits and stacked.scaler == whole.scaler
     assert torch.equal(stacked.values, whole.values) and np.array_equal(stacked.target, whole.target)

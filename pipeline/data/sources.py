@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from pipeline.config import DataConfig, SplitConfig, WindowConfig
+from pipeline.data.defaults import resolve_windowing
 from pipeline.data.load import load_series
 from pipeline.data.scaling import Scaler
 from pipeline.data.series import Series
@@ -32,20 +33,25 @@ from pipeline.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 
-def load_windows(data: DataConfig, window: WindowConfig, split: SplitConfig, scratch: Path) -> tuple[Series, Windows]:
-    """The series and their windows: from one file, in memory; or from a folder of Parquet files, file by file,
-    into arrays on disk under `scratch` (stack_folder)."""
+Loaded = tuple[Series, Windows, WindowConfig, SplitConfig]
+
+
+def load_windows(data: DataConfig, window: WindowConfig, split: SplitConfig, scratch: Path) -> Loaded:
+    """The series, their windows, and the window and split settings they were made with (the unset ones derived
+    from the data, pipeline/data/defaults.py): from one file, in memory; or from a folder of Parquet files, file by
+    file, into arrays on disk under `scratch` (stack_folder)."""
     if Path(data.path).is_dir():
         if data.vintages:
             raise ConfigError(f"data.vintages reads with one data file, not a folder ({data.path}); drop it")
         return stack_folder(data, window, split, scratch)
     series = load_series(data)
+    window, split = resolve_windowing(window, split, series)
     return series, make_windows(series, window.lookback, window.horizon, window.stride, split.val_steps,
                                 split.test_steps, data.calendar, data.short_series, data.scaler.value,
-                                load_vintages(data), data.transform.value)
+                                load_vintages(data), data.transform.value), window, split
 
 
-def stack_folder(data: DataConfig, window: WindowConfig, split: SplitConfig, scratch: Path) -> tuple[Series, Windows]:
+def stack_folder(data: DataConfig, window: WindowConfig, split: SplitConfig, scratch: Path) -> Loaded:
     """Every file's windows stacked into arrays on disk under `scratch`, removed before returning: the memory maps
     keep them open."""
     scratch.mkdir(parents=True, exist_ok=True)
@@ -65,7 +71,7 @@ def parquet_files(folder: Path) -> list[Path]:
     return files
 
 
-def stack_files(data: DataConfig, window: WindowConfig, split: SplitConfig, folder: Path) -> tuple[Series, Windows]:
+def stack_files(data: DataConfig, window: WindowConfig, split: SplitConfig, folder: Path) -> Loaded:
     files = parquet_files(Path(data.path))
     arrays = {name: (folder / name).open("wb") for name in ("values", "target", "times", "observed")}
     first, splits, center, scale, seen, report = None, [], {}, {}, {}, {"files": len(files)}
@@ -75,6 +81,8 @@ def stack_files(data: DataConfig, window: WindowConfig, split: SplitConfig, fold
     for path in files:
         # Every file on the first file's grid: a file on another fails with load_series's message naming it.
         series = load_series(replace(data, path=str(path), freq=data.freq or (first and first.freq)))
+        if first is None:  # the first file's data gives the unset lengths for every file
+            window, split = resolve_windowing(window, split, series)
         part = make_windows(series, window.lookback, window.horizon, window.stride, split.val_steps,
                             split.test_steps, data.calendar, data.short_series, data.scaler.value,
                             transform=data.transform.value)
@@ -119,4 +127,4 @@ def stack_files(data: DataConfig, window: WindowConfig, split: SplitConfig, fold
     return stacked, Windows(splits, scaler, values, target, times, future_columns,
                             window.lookback, window.horizon, first_real_rows(splits),
                             train_windows(splits, window.lookback, window.horizon, window.stride),
-                            observed=observed)
+                            observed=observed), window, split
