@@ -86,10 +86,11 @@ def test_an_ensemble_exports_to_a_graph_that_forecasts_as_it_does(windows, tmp_p
     assert check_export(network, LOOKBACK, ExportFormat.torchscript, path)["max_abs_diff"] < 1e-5
 
 
-def test_an_ensemble_refuses_to_stream_in_one_line(windows):
+def test_an_ensemble_has_no_one_state_to_carry_and_says_which_stream_it_takes(windows):
     network = forecaster_for(windows, *SMALL_NETWORK, "model.ensemble=2", "model.window_norm=false",
                              season=48).network
-    with pytest.raises(ConfigError, match=r"an ensemble \(model.ensemble > 1\) does not stream yet"):
+    with pytest.raises(ConfigError, match=r"an ensemble \(model.ensemble > 1\) has no one state to carry forward: "
+                                          r"stream it with WindowStream"):
         NetworkStream(network)
 
 

@@ -11,7 +11,6 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import TrackingConfig
-from pipeline.errors import ConfigError
 from pipeline.inference.saved_model import load_model
 from tests.helpers import artifact_paths, run_stage
 
@@ -134,6 +133,11 @@ def test_the_model_api_names_its_features_and_streams_a_series(quantile_run, vic
     model = pipeline.load_model(f"runs:/{run_id}/model", tracking_uri=uri)
     assert model.features["x"][0] == "demand" and len(model.features["x"]) == model.network.n_features
     assert len(model.features["future"]) == model.network.n_future
-    # A stream of one series; this model normalises each window, which a stream cannot (it says so).
-    with pytest.raises(ConfigError, match="model.window_norm cannot stream"):
-        model.stream("demand")
+    # A stream of one series; this model normalises each window, so its stream reads the window again at each
+    # forecast, as the forecast stage does.
+    history = vic_elec.tail(model.spec.lookback)
+    stream = model.stream("demand")
+    for row in history.itertuples():
+        stream.update(row.time, row.demand)
+    pd.testing.assert_frame_equal(stream.forecast(), model.forecast(history)[["time", "forecast", "q10", "q50", "q90"]],
+                                  rtol=1e-5)

@@ -15,7 +15,7 @@ from pipeline.inference.saved_model import SavedModel
 from pipeline.inference.streaming import NetworkStream
 from pipeline.model.ensemble import build_network
 from pipeline.model.network import RecurrentNetwork
-from tests.helpers import network_args
+from tests.helpers import network_args, saved_model_for
 
 LOOKBACK, HORIZON, SEASON = 48, 12, 48
 
@@ -66,7 +66,7 @@ def test_streaming_matches_a_forward_pass_over_the_same_observations(windows, ch
 
 
 def test_a_bidirectional_model_refuses_to_stream_and_says_why(windows):
-    with pytest.raises(ConfigError, match="bidirectional.*backward"):
+    with pytest.raises(ConfigError, match="bidirectional.*backward.*WindowStream"):
         NetworkStream(network_of(windows, bidirectional=True))
 
 
@@ -106,7 +106,7 @@ def test_a_log1p_model_streams_what_the_forecast_stage_forecasts_and_refuses_a_n
 
 
 def test_a_model_that_cannot_stream_says_why_and_one_that_reads_the_future_asks_for_it(windows, vic_elec):
-    with pytest.raises(ConfigError, match="model.window_norm cannot stream"):
+    with pytest.raises(ConfigError, match="model.window_norm cannot carry its state forward"):
         NetworkStream(network_of(windows, window_norm=True))
     data = DataConfig(future_covariates=["holiday"])
     ahead = make_windows(validate_frame(vic_elec.iloc[:1200], data, source="vic_elec slice"), LOOKBACK, HORIZON, 8,
@@ -145,3 +145,27 @@ def test_a_likelihood_stream_draws_the_sample_paths_the_forecast_stage_draws_fro
     points.update(history["time"].iloc[0], history["demand"].iloc[0])
     with pytest.raises(ValueError, match="sample paths need a model trained with model.likelihood"):
         points.forecast(samples=5)
+
+
+@pytest.mark.parametrize("likelihood", [None, "normal"])
+def test_the_default_recipe_streams_by_reading_its_window_again_and_forecasts_as_the_stage(windows, vic_elec,
+                                                                                           likelihood):
+    # Three members, per-window normalisation, segments of 4: no state carries over, the window does.
+    torch.manual_seed(0)
+    model = saved_model_for(windows, f"window.lookback={LOOKBACK}", f"window.horizon={HORIZON}", "model.ensemble=3",
+                            "model.segment_len=4", "model.window_norm=true", "model.hidden_size=8",
+                            *([f"model.likelihood={likelihood}", "model.strategy=recursive"] if likelihood else []),
+                            season=SEASON)
+    history = vic_elec.iloc[100:100 + 2 * LOOKBACK]
+    stream = model.stream("demand")
+    for number, row in enumerate(history.itertuples()):
+        stream.update(row.time, row.demand)
+        if number == LOOKBACK - 2:
+            with pytest.raises(ValueError, match=f"{LOOKBACK - 1} observations of the {LOOKBACK} this model reads"):
+                stream.forecast()
+    streamed, batch = stream.forecast(), model.forecast(history)
+    pd.testing.assert_frame_equal(streamed, batch[streamed.columns], rtol=1e-5)
+    if likelihood:
+        paths = stream.forecast(samples=30, seed=5)
+        pd.testing.assert_frame_equal(paths, model.forecast(history, samples=30, seed=5)[paths.columns], rtol=1e-5,
+                                      check_dtype=False)

@@ -1,8 +1,10 @@
-"""Streaming: one new observation at a time, the recurrent state updated in O(1), the next forecast on demand.
+"""Streaming: one new observation at a time, the next forecast on demand.
 
-A bidirectional encoder cannot stream: its backward direction reads the window from the newest step to the
-oldest, so every new observation changes every backward state, and updating means re-reading the window
-(O(lookback) per observation). Unidirectional models carry all they know in their state.
+A unidirectional model without per-window normalisation carries all it knows in its recurrent state, updated in
+O(1) per observation (NetworkStream). The others cannot: a bidirectional encoder's backward direction reads the
+window from the newest step, and per-window normalisation rescales the whole window, so every new observation
+changes every state; an ensemble is several networks. They stream by keeping the window and reading it again at
+each forecast (WindowStream), as batch forecasting does: the default recipe streams this way.
 """
 
 import json
@@ -17,7 +19,7 @@ from pipeline.errors import ConfigError
 from pipeline.inference.batch import forecast_columns
 from pipeline.inference.model_format import ModelSpec
 from pipeline.model.ensemble import Ensemble
-from pipeline.model.likelihoods import draw_paths, repeated
+from pipeline.model.likelihoods import draw_paths, repeated, sample_paths
 from pipeline.model.network import Forecaster
 
 
@@ -30,16 +32,16 @@ class NetworkStream:
 
     def __init__(self, network: Forecaster, series: int = 0):
         if isinstance(network, Ensemble):
-            raise ConfigError("an ensemble (model.ensemble > 1) does not stream yet: stream one of its members, or "
-                              "train with model.ensemble=1 to stream")
+            raise ConfigError("an ensemble (model.ensemble > 1) has no one state to carry forward: stream it with "
+                              "WindowStream (SavedModel.stream picks it), or train with model.ensemble=1")
         if network.encoder.directions == 2:
-            raise ConfigError("a bidirectional encoder cannot stream: its backward pass starts from the newest "
-                              "step, so each new observation changes every state; train with "
-                              "model.bidirectional=false to stream")
+            raise ConfigError("a bidirectional encoder cannot carry its state forward: its backward pass starts "
+                              "from the newest step, so each new observation changes every state; stream it with "
+                              "WindowStream (SavedModel.stream picks it), or train with model.bidirectional=false")
         if network.window_norm:
-            raise ConfigError("model.window_norm cannot stream: every new observation changes the window's "
-                              "mean and spread, so every state would have to be recomputed; train with "
-                              "model.window_norm=false to stream")
+            raise ConfigError("model.window_norm cannot carry its state forward: every new observation changes "
+                              "the window's mean and spread, so every state would have to be recomputed; stream it "
+                              "with WindowStream (SavedModel.stream picks it), or train with model.window_norm=false")
         self.network = network.eval()
         self.series = torch.tensor([series])
         self.states = network.encoder.initial(1)
@@ -96,6 +98,46 @@ class NetworkStream:
         return network.calibrated(forecast)[0]
 
 
+class WindowStream:
+    """For a model whose state cannot be carried from one observation to the next (per-window normalisation, an
+    ensemble, a bidirectional encoder): the last `lookback` input rows, and at each forecast a forward pass over
+    them, as batch forecasting makes it. O(1) per update, O(lookback) per forecast."""
+
+    def __init__(self, network: Forecaster, lookback: int, series: int = 0):
+        self.network = network.eval()
+        self.series = torch.tensor([series])
+        self.lookback = lookback
+        self.rows: deque[torch.Tensor] = deque(maxlen=lookback)
+
+    def update(self, row: torch.Tensor) -> None:
+        """Take one (F,) input row: scaled target, scaled past covariates, calendar features."""
+        self.rows.append(row.to(torch.float32).reshape(-1))
+
+    @torch.inference_mode()
+    def forecast(self, future: torch.Tensor, horizon: int | None = None, samples: int = 0,
+                 seed: int = 0) -> torch.Tensor:
+        """As NetworkStream.forecast, once `lookback` rows have been seen."""
+        if len(self.rows) < self.lookback:
+            raise ValueError(f"{len(self.rows)} observations of the {self.lookback} this model reads before each "
+                             f"forecast: call update() with more")
+        network = self.network
+        x, future = torch.stack(list(self.rows)).unsqueeze(0), future.to(torch.float32).unsqueeze(0)
+        if samples:
+            if not network.likelihood:
+                raise ValueError("sample paths need a model trained with model.likelihood (this one forecasts "
+                                 "points or quantiles); ask without samples")
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                return sample_paths(network, x, future, self.series, None, samples)[0]
+        return network(x, future, self.series, None, horizon=horizon)[0]
+
+
+def stream_for(network: Forecaster, lookback: int, series: int = 0) -> NetworkStream | WindowStream:
+    """A stream that carries the recurrent state when the model allows it (O(1) a forecast), else the window."""
+    stateless = (isinstance(network, Ensemble) or network.encoder.directions == 2 or network.window_norm)
+    return WindowStream(network, lookback, series) if stateless else NetworkStream(network, series)
+
+
 class SeriesStream:
     """A saved model streaming one series in its own units: (time, value, covariates) in, a frame out; a model
     that reads known-future covariates takes their values for the steps ahead at each forecast."""
@@ -111,7 +153,7 @@ class SeriesStream:
         self.log1p = spec.scaler.get("target_transform", "none") == "log1p"
         self.known_ahead = list(spec.data["future_covariates"])
         row = spec.series_ids.index(series_id) if spec.network["series_embedding"] else 0
-        self.stream = NetworkStream(network, series=row)
+        self.stream = stream_for(network, spec.lookback, series=row)
         self.offset = pd.tseries.frequencies.to_offset(spec.data["freq"])
         self.last: pd.Timestamp | None = None
         self.zone = None  # the zone of the observations' times, when zoned
