@@ -118,6 +118,12 @@ class DataConfig:
     # The zone of times written without a UTC offset (an IANA name: Australia/Melbourne, UTC); they are then
     # converted to UTC like times with offsets. null: such times are wall-clock times without a zone.
     time_zone: Optional[str] = None
+    # Static covariates (pipeline/data/static.py): true makes every id column a categorical attribute of its
+    # series, a list those id columns; false none.
+    static_from_ids: Any = False
+    # A CSV or Parquet file of attributes: the id columns and one row per series; text columns are categorical,
+    # numeric ones numbers. null: none.
+    static: Optional[str] = None
     # Past-observed inputs: known up to the forecast origin only, scaled like the target.
     covariates: list[str] = field(default_factory=list)
     # Known-future inputs (holiday flags, planned prices): read over the lookback and the horizon alike.
@@ -226,6 +232,9 @@ class ModelConfig:
     window_norm: bool = True
     # Size of a learned embedding of the series id fed to the head; 0 turns it off.
     series_embedding: int = bounded(0, low=0)
+    # Size of the learned embedding of each categorical static attribute (data.static_from_ids, data.static),
+    # fed to the head beside the series embedding.
+    static_embedding: int = bounded(4, low=1)
     # Read the lookback as non-overlapping segments of this many steps, each embedded by a linear map (SegRNN):
     # 336 steps become 28 recurrent steps of 12, 11x faster steps on CPU, but worse on the validation block of
     # the default data than step by step (bench/ACCURACY.md). null reads step by step.

@@ -58,6 +58,9 @@ def export_network(network: Forecaster, lookback: int, fmt: ExportFormat, path: 
     if network.embedding is not None:
         raise ConfigError("model.series_embedding: exporting a model with a series embedding is not supported; "
                           "train with model.series_embedding=0 to export")
+    if network.static is not None:
+        raise ConfigError("data.static_from_ids / data.static: exporting a model with static attributes is not "
+                          "supported yet; train without them to export")
     if network.likelihood is not None and (network.likelihood.name == "negative_binomial"
                                            or hasattr(network, "members")):
         raise ConfigError(f"model.likelihood={network.likelihood.name}: this model reads its quantiles from random "

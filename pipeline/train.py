@@ -22,6 +22,7 @@ from pipeline.cli import command, finish
 from pipeline.config import CONF_DIR, Config, plain, to_config, trainer_kwargs
 from pipeline.data.series import Series
 from pipeline.data.sources import load_windows
+from pipeline.data.static import StaticTable, static_table
 from pipeline.data.windows import Windows
 from pipeline.errors import ConfigError, Terminated, TrainingDiverged, redact
 from pipeline.evaluation.plots import plot_learning_curves
@@ -78,7 +79,8 @@ def train(cfg: DictConfig, output_dir: Path, *, resume: Resume | None = None, ru
     L.seed_everything(config.seed, workers=True)  # nothing above draws random numbers
     # Tiny gradients through long recurrences turn denormal and slow CPU kernels several-fold.
     torch.set_flush_denormal(True)
-    module = build_module(config, windows, config.model.skip_season or series.season)
+    static = static_table(config.data, [split.series_id for split in windows.splits])
+    module = build_module(config, windows, config.model.skip_season or series.season, static)
     fitting = prepare(trainer_args, windows, batch_size=config.window.batch_size,
                       seed=config.seed, patience=config.optim.patience, output_dir=output_dir, run_tags=run_tags,
                       extra_callbacks=extra_callbacks, members=config.model.ensemble,
@@ -191,13 +193,17 @@ def usable_seasons(seasons: list[int], given: list[int], lookback: int) -> list[
     return [period for period in seasons if period <= lookback] or [min(seasons)]
 
 
-def build_module(cfg: Config, windows: Windows, season: int) -> "TrainingModule":
+def build_module(cfg: Config, windows: Windows, season: int, static: StaticTable | None = None) -> "TrainingModule":
     from pipeline.model.training_module import TrainingModule
 
-    return TrainingModule(network=network_args(cfg.model, cfg.window, n_features=windows.n_features,
-                                               n_future=len(windows.future_columns), n_series=len(windows.splits),
-                                               season=season),
-                          optim=plain(cfg.optim))
+    module = TrainingModule(network=network_args(cfg.model, cfg.window, n_features=windows.n_features,
+                                                 n_future=len(windows.future_columns), n_series=len(windows.splits),
+                                                 season=season, static=static and static.spec),
+                            optim=plain(cfg.optim))
+    for member in getattr(module.network, "members", [module.network]):
+        if static is not None:  # each training series' attributes, by its row
+            member.static.set_table(torch.from_numpy(static.codes), torch.from_numpy(static.values))
+    return module
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")

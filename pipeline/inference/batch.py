@@ -150,15 +150,22 @@ def forecast_columns(network: Forecaster, forecast: np.ndarray) -> dict[str, np.
         f"q{100 * level:g}": forecast[..., i] for i, level in enumerate(network.quantiles)}
 
 
+def reads_series_row(network: dict) -> bool:
+    """Whether a network (its spec's arguments) looks its series up by training row: a series embedding, or
+    static attributes."""
+    return bool(network["series_embedding"] or network.get("static"))
+
+
 def embedding_rows(spec: ModelSpec, series_ids: list[str], source: str) -> torch.Tensor:
-    """(S,) row of each series in the model's series embedding; all 0 for a model without one."""
-    if not spec.network["series_embedding"]:
+    """(S,) row of each series in the model's series embedding and static attributes; all 0 for a model with
+    neither."""
+    if not reads_series_row(spec.network):
         return torch.zeros(len(series_ids), dtype=torch.long)
     row = {series_id: i for i, series_id in enumerate(spec.series_ids)}
     unknown = [s for s in series_ids if s not in row]
     if unknown:
-        raise DataError(f"{source}: series {unknown[0]!r} was not in training, and this model has a "
-                        f"series embedding; forecast it with a model trained without one")
+        raise DataError(f"{source}: series {unknown[0]!r} was not in training, and this model looks each series "
+                        f"up (a series embedding or static attributes); forecast it with a model trained without")
     return torch.tensor([row[s] for s in series_ids])
 
 

@@ -16,7 +16,7 @@ import torch
 
 from pipeline.data.features import calendar_features
 from pipeline.errors import ConfigError
-from pipeline.inference.batch import forecast_columns
+from pipeline.inference.batch import forecast_columns, reads_series_row
 from pipeline.inference.model_format import ModelSpec
 from pipeline.model.ensemble import Ensemble
 from pipeline.model.likelihoods import draw_paths, repeated, sample_paths
@@ -152,7 +152,7 @@ class SeriesStream:
         self.center, self.scale = np.array(center[series_id]), np.array(scale[series_id])
         self.log1p = spec.scaler.get("target_transform", "none") == "log1p"
         self.known_ahead = list(spec.data["future_covariates"])
-        row = spec.series_ids.index(series_id) if spec.network["series_embedding"] else 0
+        row = spec.series_ids.index(series_id) if reads_series_row(spec.network) else 0
         self.stream = stream_for(network, spec.lookback, series=row)
         self.offset = pd.tseries.frequencies.to_offset(spec.data["freq"])
         self.last: pd.Timestamp | None = None

@@ -32,6 +32,11 @@ class Ensemble(nn.Module):
         """Whether (and how) the members read a series id: each has its own table."""
         return self.members[0].embedding
 
+    @property
+    def static(self) -> nn.Module | None:
+        """Whether the members read static attributes: each has its own embeddings of them."""
+        return self.members[0].static
+
     def each(self, x: torch.Tensor, future: torch.Tensor, series: torch.Tensor | None = None,
              lengths: torch.Tensor | None = None, target: torch.Tensor | None = None,
              horizon: int | None = None) -> torch.Tensor:

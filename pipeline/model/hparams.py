@@ -5,7 +5,7 @@ from pipeline.errors import ConfigError
 
 
 def network_args(model: ModelConfig, window: WindowConfig, *, n_features: int, n_future: int, n_series: int,
-                 season: int | None) -> dict:
+                 season: int | None, static: dict | None = None) -> dict:
     """RecurrentNetwork's keyword arguments (and `members`, for pipeline.model.ensemble.build_network): the model
     config plus what the data decided. Written once here; checkpoints and the saved model's spec carry this dict,
     so nothing rebuilds a network any other way."""
@@ -19,7 +19,8 @@ def network_args(model: ModelConfig, window: WindowConfig, *, n_features: int, n
                 head_layers=list(model.head_layers), head_activation=model.head_activation.value,
                 head_dropout=model.head_dropout, init_state=model.init_state.value,
                 quantiles=list(model.quantiles), window_norm=model.window_norm, members=model.ensemble,
-                likelihood=model.likelihood.value if model.likelihood else None)
+                likelihood=model.likelihood.value if model.likelihood else None, static=static,
+                static_embedding=model.static_embedding)
 
 
 def check_likelihood(model: ModelConfig, data: DataConfig) -> None:

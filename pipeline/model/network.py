@@ -21,6 +21,7 @@ from pipeline.errors import ConfigError
 from pipeline.model import likelihoods
 from pipeline.model.layers import (Attention, Bridge, Stack, State, layer_widths, mlp, monotone, seasonal_lag,
                                    skip_onto, top_state, window_statistics)
+from pipeline.model.static import StaticInputs, conditioning
 
 
 class Forecaster(Protocol):
@@ -36,6 +37,7 @@ class Forecaster(Protocol):
     median: int              # the level reported as the point forecast
     interval_offsets: torch.Tensor | None  # conformal offsets, added to the quantiles (None without intervals)
     embedding: nn.Embedding | None         # the series embedding, when there is one
+    static: nn.Module | None               # the series' static attributes, when there are any
     training: bool
 
     def __call__(self, x: torch.Tensor, future: torch.Tensor, series: torch.Tensor | None = None,
@@ -225,10 +227,10 @@ class RecurrentNetwork(nn.Module):
                  nonlinearity: str, season: int | None, n_series: int, series_embedding: int,
                  segment_len: int | None, strategy: str, attention: bool, attention_score: str,
                  teacher_forcing: float, head_layers: list[int], head_activation: str, head_dropout: float,
-                 init_state: str, quantiles: list[float], window_norm: bool, likelihood: str | None = None):
-        """Keyword-only and without defaults: every value comes from one dict built from the config
-        (pipeline.model.hparams.network_args), saved with checkpoints and in the saved model's spec (`likelihood`
-        alone has one: models saved before it had none)."""
+                 init_state: str, quantiles: list[float], window_norm: bool, likelihood: str | None = None,
+                 static: dict | None = None, static_embedding: int = 4):
+        """Keyword-only: every value comes from one dict built from the config (pipeline.model.hparams.network_args),
+        saved with checkpoints and in the saved model's spec (the defaults are for models saved before the key)."""
         super().__init__()
         check_combination(cell, nonlinearity, strategy, attention, quantiles, season, lookback)
         # With a likelihood the head outputs its parameters, and the forecast is its quantiles at the levels.
@@ -256,8 +258,9 @@ class RecurrentNetwork(nn.Module):
         self.encoder = Encoder(stack=stack, n_features=n_features, lookback=lookback, segment_len=segment_len,
                                bidirectional=bidirectional, learned_init=init_state == "learned")
         self.embedding = nn.Embedding(n_series, series_embedding) if series_embedding else None
+        self.static = StaticInputs(static, n_series, static_embedding) if static else None
         head = dict(layers=list(head_layers), activation=head_activation, dropout=head_dropout,
-                    embedding=series_embedding)
+                    embedding=series_embedding + (self.static.width if self.static else 0))
         if strategy == "direct":
             self.decoder = DirectHead(encoder=self.encoder, horizon=horizon, n_future=n_future,
                                       n_outputs=n_outputs, skip=skip, head=head, season=season)
@@ -310,7 +313,7 @@ class RecurrentNetwork(nn.Module):
         """From the encoder's (outputs, final states, mask) to the forecast: (B, H) or monotone (B, H, Q). `x`
         needs only its last `season` steps (at least one): the seasonal skip and the rolled strategies read
         nothing older. What streaming forecasts with."""
-        embedded = self.embedding(series.long()) if self.embedding is not None else None
+        embedded = conditioning(self.embedding, self.static, series)
         # -> (B, H, Q) raw -> (B, H) or (B, H, Q) monotone, or (B, H, P) a likelihood's parameters
         raw = self.decoder(x, future, encoded, embedded, target, horizon)
         return self.likelihood.constrain(raw) if self.likelihood else monotone(raw, len(self.quantiles))
