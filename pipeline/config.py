@@ -328,6 +328,18 @@ class SearchConfig:
 
 
 @dataclass
+class AutoConfig:
+    """conf/experiment/auto.yaml: the recipe chosen on the user's own validation block (pipeline/training/auto.py)."""
+
+    # Wall-clock minutes for the whole choice and the final training; the choice stops early to keep them.
+    budget_minutes: float = bounded(10.0, low=0, low_open=True)
+    # Successive halving: a third of the recipes (1 / eta) go on to each next round, at eta times the steps.
+    eta: int = bounded(3, low=2)
+    # Recipe name -> config overrides (key: value; window.lookback_factor: k reads k times the lookback).
+    recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     window: WindowConfig = field(default_factory=WindowConfig)
@@ -344,6 +356,8 @@ class Config:
     resume: Optional[str] = None
     # null trains once; hparams_search=optuna searches (pipeline/training/search.py).
     hparams_search: Optional[SearchConfig] = None
+    # null trains the recipe given; experiment=auto chooses one on the data (pipeline/training/auto.py).
+    auto: Optional[AutoConfig] = None
 
 
 class ExportFormat(str, Enum):

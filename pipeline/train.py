@@ -33,6 +33,7 @@ from pipeline.inference.saved_model import SavedModel, input_example, log_model
 from pipeline.model.hparams import check_likelihood, network_args
 from pipeline.tracking.records import log_config, log_data_report, redact_values, run_name
 from pipeline.tracking.store import start_run
+from pipeline.training.auto import choose_recipe
 from pipeline.training.calibration import calibrate_intervals
 from pipeline.training.distributed import is_rank_zero
 from pipeline.training.precision import resolve_precision
@@ -226,7 +227,8 @@ def sweep_tags(hydra_cfg: DictConfig) -> dict[str, str]:
 
 def run_training(cfg: DictConfig, overrides: list[str], output_dir: Path, run_tags: dict[str, str]) -> dict:
     """The command: train with `cfg`; with resume= continue a run with the config it started with; with
-    hparams_search= run a search whose trials each train (pipeline/search.py)."""
+    hparams_search= run a search whose trials each train (pipeline/search.py); with experiment=auto choose the
+    recipe on the data (pipeline/training/auto.py)."""
     resume = None
     if cfg.resume:
         cfg, resume = plan_resume(cfg, cfg.resume, overrides)
@@ -234,6 +236,9 @@ def run_training(cfg: DictConfig, overrides: list[str], output_dir: Path, run_ta
     elif cfg.hparams_search is not None:
         return search(cfg, to_config(cfg).hparams_search, output_dir, run_tags,
                       lambda trial, folder, tags: train(trial, folder, run_tags=tags))
+    elif cfg.get("auto") is not None:
+        return choose_recipe(cfg, to_config(cfg).auto, output_dir, run_tags,
+                             lambda recipe, folder, tags: train(recipe, folder, run_tags=tags))
     else:
         run_tags = run_tags | {"mlflow.runName": run_name(to_config(cfg).model.cell.value, overrides)}
     return train(cfg, output_dir, resume=resume, run_tags=run_tags)

@@ -131,7 +131,7 @@ def test_ordinary_faults_end_in_one_line_before_anything_is_written(store, model
 @pytest.mark.slow
 @pytest.mark.parametrize("override, message", [
     ("experiment=tourissm",
-     "Could not find 'experiment/tourissm'; choose one of: default, pbs, quick, tourism, us_gasoline"),
+     "Could not find 'experiment/tourissm'; choose one of: auto, default, pbs, quick, tourism, us_gasoline"),
     ("hparams_search=optuan", "Could not find 'hparams_search/optuan'; choose one of: optuna"),
     ("window.lookback=abc", "Value 'abc' of type 'str' could not be converted to Integer"),
     ("experiment=null", "'~GROUP' (e.g. '~experiment') drops it")])

@@ -1,0 +1,200 @@
+"""experiment=auto: the recipe chosen on the user's own data, within a time budget, never on the test block.
+
+    python -m pipeline.train experiment=auto data.path=sales.csv data.time_column=date data.target_column=units
+
+Every recipe of `auto.recipes` (each won on one of the shipped data sets) is trained on the file without its test
+block, as an MLflow run nested under one parent run, and scored by its test MASE there: the user's validation
+block, forecast as the real test block will be, by a model whose own validation block (early stopping, the best
+checkpoint) lies before it. Successive halving (Jamieson and Talwalkar, 2016): every recipe first trains for
+1 / eta^k of trainer.max_steps; the best 1 / eta of them go on with eta times the steps, until one is left. Before
+each training the time it will take (from the steps timed so far) is checked against auto.budget_minutes, keeping
+room for the final training; a round the budget cannot hold is cut short, and the best recipe so far wins. The
+winner is then trained on all the training data, nested under the parent too; the parent run records every
+score, the winner and its margin over the runner-up.
+"""
+
+import copy
+import json
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config import AutoConfig, to_config
+from pipeline.data.defaults import resolve_windowing
+from pipeline.data.holdout import without_test_block
+from pipeline.data.load import load_series
+from pipeline.errors import ConfigError, DataError, TrainingDiverged, first_line
+from pipeline.tracking.run_lifetime import ending
+from pipeline.tracking.store import experiment_id
+
+log = logging.getLogger(__name__)
+
+Train = Callable[[DictConfig, Path, dict[str, str]], dict]
+
+
+@dataclass
+class Score:
+    recipe: str
+    round: int
+    steps: int
+    mase: float
+    seconds: float
+    run_id: str
+
+
+def recipe_config(cfg: DictConfig, overrides: dict[str, Any], lookback: int) -> DictConfig:
+    """The command's config with one recipe's overrides, and no choice of its own."""
+    recipe = copy.deepcopy(cfg)
+    for key, value in overrides.items():
+        if key == "window.lookback_factor":
+            key, value = "window.lookback", int(value) * lookback
+        try:
+            OmegaConf.update(recipe, key, value, merge=False)
+        except Exception as error:  # OmegaConf's errors for a key the schema lacks
+            raise ConfigError(f"auto.recipes: {key}: {first_line(error)}; name a config key such as "
+                              f"model.segment_len") from error
+    recipe.auto = None
+    return recipe
+
+
+def choose_recipe(cfg: DictConfig, auto: AutoConfig, output_dir: Path, run_tags: dict[str, str],
+                  train: Train) -> dict:
+    """Choose among auto.recipes on the validation block, train the winner on all the training data; its summary,
+    with the choice under "auto"."""
+    if not auto.recipes:
+        raise ConfigError("experiment=auto needs auto.recipes: name at least one recipe")
+    started = time.monotonic()
+    config = to_config(cfg)
+    if Path(config.data.path).is_dir():
+        raise ConfigError(f"experiment=auto reads one data file, not a folder ({config.data.path})")
+    series = load_series(config.data)
+    window, split = resolve_windowing(config.window, config.split, series)
+    base = copy.deepcopy(cfg)
+    for key, value in (("window.lookback", window.lookback), ("window.horizon", window.horizon),
+                       ("split.val_steps", split.val_steps), ("split.test_steps", split.test_steps)):
+        OmegaConf.update(base, key, value)
+    # The choice sees the file without its test block: its own test block is then the user's validation block.
+    held_out = without_test_block(config.data, series, split.test_steps, output_dir / "choice")
+    choice = copy.deepcopy(base)
+    OmegaConf.update(choice, "data.path", str(held_out))
+    OmegaConf.update(choice, "split.test_steps", split.val_steps)
+    for overrides in auto.recipes.values():  # a misspelt key fails before anything trains
+        recipe_config(choice, dict(overrides), window.lookback)
+    client, parent = parent_run(config, auto, run_tags)
+    tags = run_tags | {"mlflow.parentRunId": parent}
+    try:
+        scores = halve(choice, auto, window.lookback, config.trainer.max_steps, started, output_dir, tags, train)
+        winner, margin = verdict(scores)
+        log.info("experiment=auto: %s won on the validation block (MASE %.4f; %s); training it on all the "
+                 "training data", winner.recipe, winner.mase, margin)
+        final = recipe_config(base, dict(auto.recipes[winner.recipe]), window.lookback)
+        summary = train(final, output_dir / "final", tags | {"mlflow.runName": f"auto winner: {winner.recipe}",
+                                                             "auto.winner": winner.recipe})
+    except BaseException as error:
+        client.set_terminated(parent, ending(error)[0])
+        raise
+    record(client, parent, scores, winner, margin, summary, time.monotonic() - started, output_dir)
+    return summary | {"auto": {"winner": winner.recipe, "val_mase": winner.mase, "margin": margin,
+                               "parent_run_id": parent, "minutes": round((time.monotonic() - started) / 60, 2)}}
+
+
+def halve(choice: DictConfig, auto: AutoConfig, lookback: int, max_steps: int, started: float, output_dir: Path,
+          tags: dict[str, str], train: Train) -> list[Score]:
+    """Successive halving over the recipes within the budget; every score, in the order trained."""
+    budget = 60 * auto.budget_minutes
+    alive = list(auto.recipes)
+    rounds = max(1, math.ceil(math.log(len(alive), auto.eta)))
+    scores: list[Score] = []
+    per_step = None  # seconds a step took so far (the slowest recipe's), to tell what the budget holds
+    for number in range(rounds):
+        steps = max(1, max_steps // auto.eta ** (rounds - number))
+        this_round = []
+        for name in alive:
+            # Room for this training and for the final one (max_steps on all the data).
+            needed = per_step * (steps + max_steps) if per_step else 0
+            if (scores or this_round) and time.monotonic() - started + needed > budget:  # one always trains
+                log.info("experiment=auto: the budget of %.1f minutes holds no more of round %d", auto.budget_minutes,
+                         number + 1)
+                break
+            score = train_recipe(choice, auto, name, number, steps, lookback, output_dir, tags, train)
+            if score is not None:
+                this_round.append(score)
+                per_step = max(per_step or 0, score.seconds / steps)
+        scores += this_round
+        if len(this_round) < len(alive):
+            break  # cut short by the budget: the best so far wins
+        this_round.sort(key=lambda s: s.mase)
+        alive = [s.recipe for s in this_round[:max(1, math.ceil(len(this_round) / auto.eta))]]
+        if len(alive) == 1:
+            break
+    if not scores:
+        raise ConfigError("experiment=auto: no recipe trained within the budget; raise auto.budget_minutes")
+    return scores
+
+
+def train_recipe(choice: DictConfig, auto: AutoConfig, name: str, number: int, steps: int, lookback: int,
+                 output_dir: Path, tags: dict[str, str], train: Train) -> Score | None:
+    """One recipe for `steps` steps on the file without its test block; its score, or None when it cannot train."""
+    recipe = recipe_config(choice, dict(auto.recipes[name]), lookback)
+    OmegaConf.update(recipe, "trainer.max_steps", steps)
+    if isinstance(recipe.trainer.val_check_interval, int):  # a count of steps, not a share of an epoch
+        OmegaConf.update(recipe, "trainer.val_check_interval", max(1, min(steps, recipe.trainer.val_check_interval)))
+    folder = output_dir / "choice" / f"round_{number + 1}" / name.replace(" ", "_").replace(",", "")
+    started = time.monotonic()
+    try:
+        summary = train(recipe, folder, tags | {"mlflow.runName": f"auto round {number + 1}: {name} ({steps} steps)",
+                                                "auto.recipe": name, "auto.round": str(number + 1)})
+    except (ConfigError, DataError, TrainingDiverged) as error:
+        log.warning("experiment=auto: %s cannot train here: %s", name, first_line(error))
+        return None
+    score = Score(name, number + 1, steps, summary["test"]["mase"], time.monotonic() - started, summary["run_id"])
+    log.info("experiment=auto round %d: %s, %d steps: validation MASE %.4f", score.round, name, steps, score.mase)
+    return score
+
+
+def verdict(scores: list[Score]) -> tuple[Score, str]:
+    """The best recipe of the last round every survivor finished, and by how much it beat the runner-up there."""
+    last = max(s.round for s in scores)
+    final = sorted((s for s in scores if s.round == last), key=lambda s: s.mase)
+    if len(final) == 1 and last > 1:  # alone in its round: compare with its round before
+        before = sorted((s for s in scores if s.round == last - 1), key=lambda s: s.mase)
+        final = [final[0]] + [s for s in before if s.recipe != final[0].recipe]
+    if len(final) == 1:
+        return final[0], "the only recipe trained"
+    return final[0], f"{final[1].mase - final[0].mase:.4f} below {final[1].recipe} (round {final[1].round})"
+
+
+def parent_run(config, auto: AutoConfig, run_tags: dict[str, str]) -> tuple[MlflowClient, str]:
+    """The choice's own MLflow run, which every training of it is nested under."""
+    client = MlflowClient(config.tracking.uri)
+    mlflow.set_tracking_uri(config.tracking.uri)  # experiment_id looks the experiment up there
+    run = client.create_run(experiment_id(config.tracking), run_name=f"auto {secrets.token_hex(2)}",
+                            tags=run_tags | {"stage": "auto"})
+    client.log_param(run.info.run_id, "auto.budget_minutes", auto.budget_minutes)
+    client.log_param(run.info.run_id, "auto.recipes", json.dumps(auto.recipes))
+    return client, run.info.run_id
+
+
+def record(client: MlflowClient, parent: str, scores: list[Score], winner: Score, margin: str, summary: dict,
+           seconds: float, output_dir: Path) -> None:
+    """What the parent run says: every score, the winner, its margin, the final run and the time it all took."""
+    table = [s.__dict__ for s in scores]
+    (output_dir / "auto.json").write_text(json.dumps(table, indent=1))
+    client.log_artifact(parent, str(output_dir / "auto.json"))
+    tags = {"auto.winner": winner.recipe, "auto.margin": margin, "auto.final_run_id": summary["run_id"],
+            "mlflow.note.content": f"{winner.recipe} won on the validation block (MASE {winner.mase:.4f}; "
+                                   f"{margin}); final run {summary['run_id']}"}
+    for key, value in tags.items():
+        client.set_tag(parent, key, value)
+    client.log_metric(parent, "val_mase", winner.mase)
+    client.log_metric(parent, "minutes", round(seconds / 60, 2))
+    client.set_terminated(parent, "FINISHED")
