@@ -111,8 +111,8 @@ def run_case(case: str, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         composed = composed_config(overrides, scratch)
         cfg = to_config(composed)
-        series, windows, window, _ = load_windows(cfg.data, cfg.window, cfg.split, Path(scratch))
-        seasons = usable_seasons(series.seasons, cfg.data.season, window.lookback)
+        series, windows, cfg.window, cfg.split = load_windows(cfg.data, cfg.window, cfg.split, Path(scratch))
+        seasons = usable_seasons(series.seasons, cfg.data.season, cfg.window.lookback)
         timeline = Timeline(windows, seasons)
         if case.startswith("raw-"):
             args = trainer_kwargs(composed)
