@@ -224,6 +224,14 @@ ROWS = [
     Row("tourism", "600 steps", [*FP32, "trainer.max_steps=600"]),
     Row("tourism", "constant learning rate", [*FP32, "optim.cosine_schedule=false"]),
     Row("tourism", "GRU", [*FP32, "model=gru"]),
+    # Static covariates (issue 36): the id columns as attributes, fed to a head with a hidden layer, beside the same
+    # head without them.
+    *[Row("tourism", f"{name}" + (f", seed {s}" if s else ""), overrides + ([f"seed={s}"] if s else []))
+      for name, overrides in [("MLP head", ["model.head_layers=[32]"]),
+                              ("static State and Purpose, MLP head",
+                               ["data.static_from_ids=[State,Purpose]", "model.head_layers=[32]"]),
+                              ("static Region, State and Purpose, MLP head",
+                               ["data.static_from_ids=true", "model.head_layers=[32]"])] for s in range(3)],
 ]
 
 
