@@ -365,3 +365,13 @@ def saved_model_for(windows, *overrides: str, data: DataConfig | None = None, se
                      lookback=cfg.window.lookback, horizon=cfg.window.horizon, network=args,
                      scaler=asdict(windows.scaler), series_ids=[s.series_id for s in windows.splits], time_zone="UTC")
     return SavedModel(spec, build_network(**args).eval())
+
+
+def daily_stores(vic_elec: pd.DataFrame, days: int) -> pd.DataFrame:
+    """Five "stores": daily totals of the shipped demand (MWh), each store a different stretch of `days` days,
+    relabelled onto the same calendar, as a sales file of five stores has them."""
+    daily = vic_elec.set_index("time")["demand"].resample("D").sum().iloc[:-1]
+    calendar = pd.date_range("2021-01-01", periods=days, freq="D")
+    return pd.concat([pd.DataFrame({"date": calendar.strftime("%Y-%m-%d"), "store": f"store {k + 1}",
+                                    "sales": daily.iloc[150 * k:150 * k + days].round(1).to_numpy()})
+                      for k in range(5)], ignore_index=True)

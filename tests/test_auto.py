@@ -3,7 +3,6 @@ validation block, halved within the budget, each an MLflow run nested under one 
 the winner then trained on all the training data."""
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,24 +11,26 @@ from omegaconf import OmegaConf
 
 from pipeline.config import AutoConfig
 from pipeline.training.auto import Score, halve, verdict
-from tests.helpers import run_stage
+from tests.helpers import daily_stores, run_stage
 
-SMALL_AUTO = ["experiment=auto", "window.lookback=96", "window.horizon=48", "window.stride=4", "window.batch_size=16",
-              "split.val_steps=96", "split.test_steps=96", "model.hidden_size=8", "trainer.max_steps=12",
-              "trainer.val_check_interval=6", "trainer=cpu", "~auto.recipes.lookback_x2", "~auto.recipes.mse"]
+SMALL_AUTO = ["experiment=auto", "model.hidden_size=8", "trainer.max_steps=12", "trainer.val_check_interval=6",
+              "trainer=cpu", "~auto.recipes.lookback_x2", "~auto.recipes.mse"]
 
 
 @pytest.mark.slow
-def test_auto_chooses_on_the_validation_block_never_reads_the_test_block_and_nests_every_run(tmp_path, vic_elec,
-                                                                                            migrated_store):
+def test_auto_on_a_daily_file_of_stores_given_no_lengths_never_reads_the_test_block_and_nests_every_run(
+        tmp_path, vic_elec, migrated_store):
     import shutil
 
     shutil.copy(migrated_store, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    vic_elec.iloc[:1200].to_parquet(tmp_path / "train.parquet", index=False)
-    done = run_stage("pipeline.train", f"data.path={tmp_path / 'train.parquet'}", *SMALL_AUTO,
-                     f"tracking.uri={uri}", f"hydra.run.dir={tmp_path / 'run'}")
+    daily_stores(vic_elec, 400).to_csv(tmp_path / "stores.csv", index=False)
+    done = run_stage("pipeline.train", f"data.path={tmp_path / 'stores.csv'}", "data.time_column=date",
+                     "data.target_column=sales", "data.id_column=store", *SMALL_AUTO, f"tracking.uri={uri}",
+                     f"hydra.run.dir={tmp_path / 'run'}")
     assert done.returncode == 0, done.stderr[-3000:]
+    # No length given: daily data reads 28 days, forecasts 14, and holds out two blocks of 112 (stated in the log).
+    assert "window.lookback=28, window.horizon=14, split.val_steps=112, split.test_steps=112" in done.stderr
     summary = json.loads(done.stdout)
     choice = summary["auto"]
     assert choice["minutes"] < 10  # auto.budget_minutes
@@ -45,14 +46,15 @@ def test_auto_chooses_on_the_validation_block_never_reads_the_test_block_and_nes
     assert best.data.tags["auto.recipe"] == choice["winner"]
     assert choice["val_mase"] == pytest.approx(best.data.metrics["test_mase"])
     # The candidates trained on the file without its test block: their test block is its validation block.
-    held_out = Path(candidates[0].data.params["data.path"])
-    assert len(pd.read_parquet(held_out)) == 1200 - 96
-    assert pd.read_parquet(held_out)["time"].max() < vic_elec["time"].iloc[1200 - 96]
+    held_out = pd.read_parquet(candidates[0].data.params["data.path"])
+    assert len(held_out) == 5 * (400 - 112) and held_out["date"].max() == "2021-10-15"  # day 288 of 2021
+    assert candidates[0].data.params["split.test_steps"] == "112"
     final = client.get_run(summary["run_id"])
     assert final.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert final.data.tags["auto.winner"] == choice["winner"]
-    assert final.data.params["data.path"] == str(tmp_path / "train.parquet")
-    assert final.data.params["trainer.max_steps"] == "12" and parent.data.tags["auto.final_run_id"] == final.info.run_id
+    assert final.data.params["data.path"] == str(tmp_path / "stores.csv")
+    assert (final.data.params["trainer.max_steps"], final.data.params["window.lookback"]) == ("12", "28")
+    assert parent.data.tags["auto.final_run_id"] == final.info.run_id
 
 
 def test_halving_keeps_the_best_third_with_three_times_the_steps_and_stops_at_the_budget(tmp_path):

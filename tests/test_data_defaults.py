@@ -1,17 +1,15 @@
 """Window and split lengths follow the data when the user gives none (pipeline/data/defaults.py): each shipped data
-set, given alone, gets the lengths its hand-made recipe chose; a daily file of stores trains with no length given;
-short series shrink the blocks instead of failing; a length the user gives wins."""
+set, given alone, gets the lengths its hand-made recipe chose; short series shrink the blocks instead of failing; a
+length the user gives wins. (A daily file of stores training with no length given: tests/test_auto.py.)"""
 
-import json
 import logging
 
-import pandas as pd
 import pytest
 
 from pipeline.config import DataConfig, SplitConfig, WindowConfig, to_config
 from pipeline.data.defaults import resolve_windowing
 from pipeline.data.load import load_series, validate_frame
-from tests.helpers import compose_config, run_stage
+from tests.helpers import compose_config, daily_stores
 
 
 def lengths(window: WindowConfig, split: SplitConfig) -> tuple:
@@ -29,16 +27,6 @@ def test_each_shipped_data_set_given_alone_gets_the_lengths_its_own_recipe_chose
     assert lengths(*resolve_windowing(cfg.window, cfg.split, load_series(cfg.data))) == expected
 
 
-def daily_stores(vic_elec: pd.DataFrame, days: int) -> pd.DataFrame:
-    """Five "stores": daily totals of the shipped demand (MWh), each store a different stretch of `days` days,
-    relabelled onto the same calendar, as a sales file of five stores has them."""
-    daily = vic_elec.set_index("time")["demand"].resample("D").sum().iloc[:-1]
-    calendar = pd.date_range("2021-01-01", periods=days, freq="D")
-    return pd.concat([pd.DataFrame({"date": calendar.strftime("%Y-%m-%d"), "store": f"store {k + 1}",
-                                    "sales": daily.iloc[150 * k:150 * k + days].round(1).to_numpy()})
-                      for k in range(5)], ignore_index=True)
-
-
 def test_short_series_shrink_the_blocks_to_whole_horizons_and_given_lengths_win(vic_elec, caplog):
     data = DataConfig(time_column="date", target_column="sales", id_column="store")
     series = validate_frame(daily_stores(vic_elec, 150), data, source="stores.csv")
@@ -52,21 +40,3 @@ def test_short_series_shrink_the_blocks_to_whole_horizons_and_given_lengths_win(
     assert lengths(*given) == (21, 14, 98, 7)  # 21 + 14 + 7 + 98 = 140: seven origins fit beside the given ones
     whole = (WindowConfig(lookback=5, horizon=2), SplitConfig(val_steps=4, test_steps=4))
     assert resolve_windowing(*whole, series) == whole
-
-
-@pytest.mark.slow
-def test_a_daily_file_of_five_stores_trains_the_default_recipe_with_no_length_given(vic_elec, tmp_path):
-    path = tmp_path / "stores.csv"
-    daily_stores(vic_elec, 400).to_csv(path, index=False)
-    done = run_stage("pipeline.train", f"data.path={path}", "data.time_column=date", "data.target_column=sales",
-                     "data.id_column=store", "model.hidden_size=8", "trainer.max_steps=4",
-                     "trainer.val_check_interval=4", "trainer=cpu", "tracking.log_model=false",
-                     f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-                     f"hydra.run.dir={tmp_path / 'run'}")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "window.lookback=28, window.horizon=14, split.val_steps=112, split.test_steps=112" in done.stderr
-    run = json.loads(done.stdout)
-    from mlflow.tracking import MlflowClient
-
-    params = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(run["run_id"]).data.params
-    assert (params["window.lookback"], params["window.horizon"], params["split.test_steps"]) == ("28", "14", "112")
