@@ -87,12 +87,15 @@ def choose_recipe(cfg: DictConfig, auto: AutoConfig, output_dir: Path, run_tags:
     choice = copy.deepcopy(base)
     OmegaConf.update(choice, "data.path", str(held_out))
     OmegaConf.update(choice, "split.test_steps", split.val_steps)
+    # A series the shorter file leaves too short to hold a window and both blocks cannot be scored: the choice goes
+    # without it; the final training keeps data.short_series as given.
+    OmegaConf.update(choice, "data.short_series", "drop")
     for overrides in auto.recipes.values():  # a misspelt key fails before anything trains
         recipe_config(choice, dict(overrides), window.lookback)
     client, parent = parent_run(config, auto, run_tags)
     tags = run_tags | {"mlflow.parentRunId": parent}
     try:
-        scores = halve(choice, auto, window.lookback, config.trainer.max_steps, started, output_dir, tags, train)
+        scores = halve(choice, auto, window.lookback, started, output_dir, tags, train)
         winner, margin = verdict(scores)
         log.info("experiment=auto: %s won on the validation block (MASE %.4f; %s); training it on all the "
                  "training data", winner.recipe, winner.mase, margin)
@@ -107,44 +110,51 @@ def choose_recipe(cfg: DictConfig, auto: AutoConfig, output_dir: Path, run_tags:
                                "parent_run_id": parent, "minutes": round((time.monotonic() - started) / 60, 2)}}
 
 
-def halve(choice: DictConfig, auto: AutoConfig, lookback: int, max_steps: int, started: float, output_dir: Path,
+def halve(choice: DictConfig, auto: AutoConfig, lookback: int, started: float, output_dir: Path,
           tags: dict[str, str], train: Train) -> list[Score]:
-    """Successive halving over the recipes within the budget; every score, in the order trained."""
+    """Successive halving over the recipes within the budget; every score, in the order trained. A recipe trains
+    1 / eta^k of its own trainer.max_steps in each round (tourism's recipe is longer than the default)."""
     budget = 60 * auto.budget_minutes
     alive = list(auto.recipes)
     rounds = max(1, math.ceil(math.log(len(alive), auto.eta)))
     scores: list[Score] = []
+    failures: dict[str, str] = {}
     per_step = None  # seconds a step took so far (the slowest recipe's), to tell what the budget holds
     for number in range(rounds):
-        steps = max(1, max_steps // auto.eta ** (rounds - number))
-        this_round = []
+        this_round, cut = [], False
         for name in alive:
-            # Room for this training and for the final one (max_steps on all the data).
-            needed = per_step * (steps + max_steps) if per_step else 0
+            recipe = recipe_config(choice, dict(auto.recipes[name]), lookback)
+            full = int(recipe.trainer.max_steps)
+            steps = max(1, full // auto.eta ** (rounds - number))
+            # Room for this training and for the final one (the recipe's steps on all the data).
+            needed = per_step * (steps + full) if per_step else 0
             if (scores or this_round) and time.monotonic() - started + needed > budget:  # one always trains
                 log.info("experiment=auto: the budget of %.1f minutes holds no more of round %d", auto.budget_minutes,
                          number + 1)
+                cut = True
                 break
-            score = train_recipe(choice, auto, name, number, steps, lookback, output_dir, tags, train)
-            if score is not None:
-                this_round.append(score)
-                per_step = max(per_step or 0, score.seconds / steps)
+            score = train_recipe(recipe, name, number, steps, output_dir, tags, train)
+            if isinstance(score, str):
+                failures[name] = score
+                continue
+            this_round.append(score)
+            per_step = max(per_step or 0, score.seconds / steps)
         scores += this_round
-        if len(this_round) < len(alive):
-            break  # cut short by the budget: the best so far wins
         this_round.sort(key=lambda s: s.mase)
         alive = [s.recipe for s in this_round[:max(1, math.ceil(len(this_round) / auto.eta))]]
-        if len(alive) == 1:
+        if cut or len(alive) <= 1:
             break
     if not scores:
-        raise ConfigError("experiment=auto: no recipe trained within the budget; raise auto.budget_minutes")
+        name, why = next(iter(failures.items()), (None, None))
+        raise ConfigError(f"experiment=auto: no recipe could train: {name}: {why}" if name else
+                          "experiment=auto: no recipe trained within the budget; raise auto.budget_minutes")
     return scores
 
 
-def train_recipe(choice: DictConfig, auto: AutoConfig, name: str, number: int, steps: int, lookback: int,
-                 output_dir: Path, tags: dict[str, str], train: Train) -> Score | None:
-    """One recipe for `steps` steps on the file without its test block; its score, or None when it cannot train."""
-    recipe = recipe_config(choice, dict(auto.recipes[name]), lookback)
+def train_recipe(recipe: DictConfig, name: str, number: int, steps: int, output_dir: Path, tags: dict[str, str],
+                 train: Train) -> Score | str:
+    """One recipe for `steps` steps on the file without its test block; its score, or why it cannot train."""
+    recipe = copy.deepcopy(recipe)
     OmegaConf.update(recipe, "trainer.max_steps", steps)
     if isinstance(recipe.trainer.val_check_interval, int):  # a count of steps, not a share of an epoch
         OmegaConf.update(recipe, "trainer.val_check_interval", max(1, min(steps, recipe.trainer.val_check_interval)))
@@ -155,7 +165,7 @@ def train_recipe(choice: DictConfig, auto: AutoConfig, name: str, number: int, s
                                                 "auto.recipe": name, "auto.round": str(number + 1)})
     except (ConfigError, DataError, TrainingDiverged) as error:
         log.warning("experiment=auto: %s cannot train here: %s", name, first_line(error))
-        return None
+        return first_line(error)
     score = Score(name, number + 1, steps, summary["test"]["mase"], time.monotonic() - started, summary["run_id"])
     log.info("experiment=auto round %d: %s, %d steps: validation MASE %.4f", score.round, name, steps, score.mase)
     return score
