@@ -119,15 +119,15 @@ def halve(choice: DictConfig, auto: AutoConfig, lookback: int, started: float, o
     rounds = max(1, math.ceil(math.log(len(alive), auto.eta)))
     scores: list[Score] = []
     failures: dict[str, str] = {}
-    per_step = None  # seconds a step took so far (the slowest recipe's), to tell what the budget holds
+    pace: dict[str, float] = {}  # seconds a step of each recipe took, to tell what the budget holds
     for number in range(rounds):
         this_round, cut = [], False
         for name in alive:
             recipe = recipe_config(choice, dict(auto.recipes[name]), lookback)
             full = int(recipe.trainer.max_steps)
             steps = max(1, full // auto.eta ** (rounds - number))
-            # Room for this training and for the final one (the recipe's steps on all the data).
-            needed = per_step * (steps + full) if per_step else 0
+            # Room for this training and for the final one (the recipe's steps on all the data), at its own pace.
+            needed = pace.get(name, max(pace.values(), default=0.0)) * (steps + full)
             if (scores or this_round) and time.monotonic() - started + needed > budget:  # one always trains
                 log.info("experiment=auto: the budget of %.1f minutes holds no more of round %d", auto.budget_minutes,
                          number + 1)
@@ -138,7 +138,7 @@ def halve(choice: DictConfig, auto: AutoConfig, lookback: int, started: float, o
                 failures[name] = score
                 continue
             this_round.append(score)
-            per_step = max(per_step or 0, score.seconds / steps)
+            pace[name] = score.seconds / steps
         scores += this_round
         this_round.sort(key=lambda s: s.mase)
         alive = [s.recipe for s in this_round[:max(1, math.ceil(len(this_round) / auto.eta))]]
