@@ -87,10 +87,7 @@ class NegativeBinomial:
     and the window's statistics (model.window_norm)."""
 
     name, n_params = "negative_binomial", 2  # location, dispersion
-
-    @staticmethod
-    def constrain(raw: torch.Tensor) -> torch.Tensor:
-        return torch.stack([raw[..., 0], softplus(raw[..., 1]) + MIN_SCALE], dim=-1)
+    constrain = staticmethod(Normal.constrain)  # a free location, a positive second parameter
 
     @staticmethod
     def rescale(params: torch.Tensor, level: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
