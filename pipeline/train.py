@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.cli import command, finish
 from pipeline.config import CONF_DIR, Config, plain, to_config, trainer_kwargs
+from pipeline.data.defaults import record_lengths
 from pipeline.data.series import Series
 from pipeline.data.sources import load_windows
 from pipeline.data.static import StaticTable, static_table
@@ -66,9 +67,7 @@ def train(cfg: DictConfig, output_dir: Path, *, resume: Resume | None = None, ru
     series, windows, window, split = load_windows(config.data, config.window, config.split, output_dir)
     # The lengths as trained with, derived ones included: what the params, config.yaml and the spec record.
     config = replace(config, window=window, split=split)
-    for key, value in (("window.lookback", window.lookback), ("window.horizon", window.horizon),
-                       ("split.val_steps", split.val_steps), ("split.test_steps", split.test_steps)):
-        OmegaConf.update(cfg, key, value)
+    record_lengths(cfg, window, split)
     series = replace(series, seasons=usable_seasons(series.seasons, config.data.season, config.window.lookback))
     # Lightning only now: its import costs a stage process ~4 s, which a command refused for its data or config
     # (or --help) need not pay.

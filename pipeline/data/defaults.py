@@ -20,6 +20,7 @@ import logging
 from dataclasses import dataclass, replace
 
 import pandas as pd
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import SplitConfig, WindowConfig
 from pipeline.data.series import SERIES_ID, Series
@@ -59,12 +60,22 @@ def recipe_for(freq: str, seasons: list[int]) -> Recipe:
     return Recipe(8, 6, 1)
 
 
+def lengths(window: WindowConfig, split: SplitConfig) -> dict[str, int | None]:
+    """The four lengths this module derives, by config key."""
+    return {"window.lookback": window.lookback, "window.horizon": window.horizon,
+            "split.val_steps": split.val_steps, "split.test_steps": split.test_steps}
+
+
+def record_lengths(cfg: DictConfig, window: WindowConfig, split: SplitConfig) -> None:
+    """Write the lengths into the composed config: what a run's params and config.yaml then record."""
+    for key, value in lengths(window, split).items():
+        OmegaConf.update(cfg, key, value)
+
+
 def resolve_windowing(window: WindowConfig, split: SplitConfig, series: Series) -> tuple[WindowConfig, SplitConfig]:
     """`window` and `split` with every unset (None) length derived from `series` (its frequency, seasons and
     shortest series); unchanged when all are given."""
-    unset = [name for name, value in (("window.lookback", window.lookback), ("window.horizon", window.horizon),
-                                      ("split.val_steps", split.val_steps), ("split.test_steps", split.test_steps))
-             if value is None]
+    unset = [name for name, value in lengths(window, split).items() if value is None]
     if not unset:
         return window, split
     recipe = recipe_for(series.freq, series.seasons)
@@ -80,8 +91,7 @@ def resolve_windowing(window: WindowConfig, split: SplitConfig, series: Series) 
     window = replace(window, lookback=lookback, horizon=horizon)
     split = replace(split, val_steps=split.val_steps if split.val_steps is not None else block,
                     test_steps=split.test_steps if split.test_steps is not None else block)
-    values = {"window.lookback": window.lookback, "window.horizon": window.horizon,
-              "split.val_steps": split.val_steps, "split.test_steps": split.test_steps}
+    values = lengths(window, split)
     shrunk = f", shrunk to fit the shortest series ({shortest} steps)" if origins < recipe.origins else ""
     log.info("from the data (freq %s, seasonal periods %s): %s (blocks of %d origins each%s); give any of them to "
              "choose it", series.freq, series.seasons, ", ".join(f"{name}={values[name]}" for name in unset),

@@ -79,19 +79,13 @@ class NetworkStream:
         keys = torch.stack(self.keys, dim=1) if self.keys else None
         future = future.to(torch.float32).unsqueeze(0)
         if samples:
-            if not network.likelihood:
-                raise ValueError("sample paths need a model trained with model.likelihood (this one forecasts "
-                                 "points or quantiles); ask without samples")
-
             def run(copies: int) -> torch.Tensor:  # states are (directions, batch, width): batch second
                 states = [None if s is None else tuple(repeated(t, copies, 1) for t in s) if isinstance(s, tuple)
                           else repeated(s, copies, 1) for s in self.states]
                 return network.decode(*(repeated(t, copies) for t in (x, future)), (repeated(keys, copies), states,
                                       None), repeated(self.series, copies), None, horizon)
 
-            with torch.random.fork_rng():
-                torch.manual_seed(seed)
-                return draw_paths(network, 1, samples, None, run)[0]
+            return seeded_paths(network, seed, lambda: draw_paths(network, 1, samples, None, run))
         forecast = network.decode(x, future, (keys, self.states, None), self.series, None, horizon)
         if network.likelihood:
             forecast = network.likelihood.quantiles(forecast, network.z)
@@ -123,13 +117,19 @@ class WindowStream:
         network = self.network
         x, future = torch.stack(list(self.rows)).unsqueeze(0), future.to(torch.float32).unsqueeze(0)
         if samples:
-            if not network.likelihood:
-                raise ValueError("sample paths need a model trained with model.likelihood (this one forecasts "
-                                 "points or quantiles); ask without samples")
-            with torch.random.fork_rng():
-                torch.manual_seed(seed)
-                return sample_paths(network, x, future, self.series, None, samples)[0]
+            return seeded_paths(network, seed, lambda: sample_paths(network, x, future, self.series, None, samples))
         return network(x, future, self.series, None, horizon=horizon)[0]
+
+
+def seeded_paths(network: Forecaster, seed: int, draw) -> torch.Tensor:
+    """One window's (samples, H) paths from `draw()`, drawn from `seed` alone (the caller's random state kept);
+    refused for a model that forecasts no distribution."""
+    if not network.likelihood:
+        raise ValueError("sample paths need a model trained with model.likelihood (this one forecasts points or "
+                         "quantiles); ask without samples")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return draw()[0]
 
 
 def stream_for(network: Forecaster, lookback: int, series: int = 0) -> NetworkStream | WindowStream:

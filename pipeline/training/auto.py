@@ -29,7 +29,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import AutoConfig, to_config
-from pipeline.data.defaults import resolve_windowing
+from pipeline.data.defaults import record_lengths, resolve_windowing
 from pipeline.data.holdout import without_test_block
 from pipeline.data.load import load_series
 from pipeline.errors import ConfigError, DataError, TrainingDiverged, first_line
@@ -79,9 +79,7 @@ def choose_recipe(cfg: DictConfig, auto: AutoConfig, output_dir: Path, run_tags:
     series = load_series(config.data)
     window, split = resolve_windowing(config.window, config.split, series)
     base = copy.deepcopy(cfg)
-    for key, value in (("window.lookback", window.lookback), ("window.horizon", window.horizon),
-                       ("split.val_steps", split.val_steps), ("split.test_steps", split.test_steps)):
-        OmegaConf.update(base, key, value)
+    record_lengths(base, window, split)
     # The choice sees the file without its test block: its own test block is then the user's validation block.
     held_out = without_test_block(config.data, series, split.test_steps, output_dir / "choice")
     choice = copy.deepcopy(base)
