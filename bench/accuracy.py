@@ -26,6 +26,7 @@ import argparse
 import datetime
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -107,6 +108,11 @@ PROTOCOLS = {
             "before 2014); MSTL refitted at every origin on the same origins", ["mstl"], long_origins=365),
     "vic_elec_fold1": earlier_fold(1),
     "vic_elec_fold2": earlier_fold(2),
+    "pbs": Protocol(
+        ["data=pbs"],
+        "monthly prescription counts, 336 series of fpp3's PBS, one global model; window and split from the data's "
+        "frequency alone (lookback 24, horizon 12, validation and test the last 12 months each, one origin per "
+        "series), as a new user's file gets them", ["autoets", "mstl"]),
 }
 
 
@@ -117,6 +123,15 @@ class Row:
     overrides: list[str] = field(default_factory=list)
     # An ensemble row trains nothing: it averages the stored forecasts of these rows (same protocol).
     members: list[str] = field(default_factory=list)
+    # In place of the protocol's own overrides (its experiment file): a row run as a user who names only the data.
+    base: list[str] | None = None
+    # Rerun on the file without its test block for the gap validation (a protocol with one): not for a row that
+    # chooses on its own validation block (experiment=auto).
+    gap: bool = True
+
+    @property
+    def overrides_before(self) -> list[str]:
+        return PROTOCOLS[self.protocol].overrides if self.base is None else self.base
 
     @property
     def key(self) -> str:
@@ -127,7 +142,7 @@ class Row:
         if self.members:
             return "mean forecast of the rows " + " + ".join(f"'{m}'" for m in self.members)
         protocol = PROTOCOLS[self.protocol]
-        train = " ".join(["python -m pipeline.train", *protocol.overrides, *self.overrides])
+        train = " ".join(["python -m pipeline.train", *self.overrides_before, *self.overrides])
         if protocol.long_origins:  # run_long_row
             return (f"{train} data.path=<the file without its last {protocol.long_origins} horizons>, then "
                     f"python -m pipeline.evaluate run_id=<its run> evaluate.origins={protocol.long_origins} "
@@ -232,6 +247,18 @@ ROWS = [
                                ["data.static_from_ids=[State,Purpose]", "model.head_layers=[32]"]),
                               ("static Region, State and Purpose, MLP head",
                                ["data.static_from_ids=true", "model.head_layers=[32]"])] for s in range(3)],
+    # Data nobody tuned for (issue 36): each shipped data set given only its data (`data=...`, window and split
+    # from its frequency), with the default recipe and with experiment=auto (the recipe chosen on the file's own
+    # validation block within auto.budget_minutes, then trained on all the training data); three seeds each.
+    *[Row(protocol, name + (f", seed {s}" if s else ""), overrides + ([f"seed={s}"] if s else []), base=base,
+          gap=name != "experiment=auto")
+      for protocol, base in [("vic_elec", None), ("tourism", ["data=tourism"]), ("us_gasoline", ["data=us_gasoline"]),
+                             ("pbs", None)]
+      for name, overrides in [("default recipe, data only", []), ("experiment=auto", ["experiment=auto"])]
+      if protocol != "vic_elec" or name != "default recipe, data only"  # vic_elec's are its default rows above
+      for s in range(3)],
+    *[Row("pbs", "experiment=pbs (tourism's recipe for a monthly panel)" + (f", seed {s}" if s else ""),
+          ["experiment=pbs"] + ([f"seed={s}"] if s else [])) for s in range(3)],
 ]
 
 
@@ -241,13 +268,13 @@ def run_row(row: Row, workdir: Path) -> dict:
     private = [f"tracking.uri=sqlite:///{workdir}/mlflow.db", f"hydra.run.dir={workdir}/run",
                "tracking.log_model=false"]
     protocol = PROTOCOLS[row.protocol]
-    argv = [sys.executable, "-m", "pipeline.train", *protocol.overrides, *row.overrides]
+    argv = [sys.executable, "-m", "pipeline.train", *row.overrides_before, *row.overrides]
     if protocol.earlier_blocks:
         argv.append(f"data.path={without_last_blocks(row.protocol, workdir, protocol.earlier_blocks)}")
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), child_cpu_seconds()
     summary = train(row, argv + private)
-    wall = time.perf_counter() - started
-    if protocol.gap_validation:
+    wall, cpu = time.perf_counter() - started, child_cpu_seconds() - cpu
+    if protocol.gap_validation and row.gap:
         shifted = without_last_blocks(row.protocol, workdir, 1)
         gap = train(row, argv + [f"data.path={shifted}", f"tracking.uri=sqlite:///{workdir}/gap.db",
                                  f"hydra.run.dir={workdir}/gap", "tracking.log_model=false"])
@@ -255,7 +282,13 @@ def run_row(row: Row, workdir: Path) -> dict:
         keep_forecasts(workdir / "gap.db", gap["run_id"], {"test": "val_gap"}, row.key, workdir / "gap_artifacts")
     keep_forecasts(workdir / "mlflow.db", summary["run_id"], {"val": "val", "test": "test"}, row.key,
                    workdir / "artifacts")
-    return summary | {"wall_seconds": round(wall, 1)}
+    return summary | {"wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1)}
+
+
+def child_cpu_seconds() -> float:
+    """CPU time (user and system) of the finished subprocesses: what a training cost, whatever else ran beside it."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 def run_long_row(row: Row, workdir: Path) -> dict:
@@ -610,7 +643,8 @@ def render_protocol(protocol: str, results: dict[str, dict]) -> str:
         gap_cell = f"{result['val_gap']['mase']:.3f} | " if gap and "val_gap" in result else dash
         lines.append(f"| {row.name} | {result['val']['mase']:.3f} | {gap_cell}{result['test']['mase']:.3f} | "
                      f"{result['test']['smape']:.2f} | {bootstrap_cell(row, against)} | {result['fit_steps']} "
-                     f"steps, {result['fit_seconds']:.0f} s fit ({result['wall_seconds']:.0f} s wall) | "
+                     f"steps, {result['fit_seconds']:.0f} s fit ({result['wall_seconds']:.0f} s wall"
+                     + (f", {result['cpu_seconds'] / 60:.1f} CPU min" if "cpu_seconds" in result else "") + ") | "
                      f"`{row.command}` |")
     return "\n".join(lines)
 

@@ -5,12 +5,14 @@
 Every recipe of `auto.recipes` (each won on one of the shipped data sets) is trained on the file without its test
 block, as an MLflow run nested under one parent run, and scored by its test MASE there: the user's validation
 block, forecast as the real test block will be, by a model whose own validation block (early stopping, the best
-checkpoint) lies before it. Successive halving (Jamieson and Talwalkar, 2016): every recipe first trains for
-1 / eta^k of trainer.max_steps; the best 1 / eta of them go on with eta times the steps, until one is left. Before
-each training the time it will take (from the steps timed so far) is checked against auto.budget_minutes, keeping
-room for the final training; a round the budget cannot hold is cut short, and the best recipe so far wins. The
-winner is then trained on all the training data, nested under the parent too; the parent run records every
-score, the winner and its margin over the runner-up.
+checkpoint) lies before it. Successive halving (Jamieson and Talwalkar, 2016), ending at full length: with R rounds,
+round k trains every recipe still in for 1 / eta^(R-k) of its own trainer.max_steps, and the best 1 / eta of them go
+on, so the last round compares the survivors trained as they would be for real (ranks after a share of the steps
+are not ranks at the end: on vic_elec a 3000-step recipe led the 600-step default after a third of each, and lost
+once both were trained in full). Before each training, the time it and the final training would take at the
+recipe's own pace is checked against auto.budget_minutes; a recipe the budget cannot hold sits the round out, and
+the best of the last round trained wins. The winner is then trained on all the training data, nested under the
+parent too; the parent run records every score, the winner, its margin over the runner-up and what sat out.
 """
 
 import copy
@@ -93,7 +95,7 @@ def choose_recipe(cfg: DictConfig, auto: AutoConfig, output_dir: Path, run_tags:
     client, parent = parent_run(config, auto, run_tags)
     tags = run_tags | {"mlflow.parentRunId": parent}
     try:
-        scores = halve(choice, auto, window.lookback, started, output_dir, tags, train)
+        scores, left_out = halve(choice, auto, window.lookback, started, output_dir, tags, train)
         winner, margin = verdict(scores)
         log.info("experiment=auto: %s won on the validation block (MASE %.4f; %s); training it on all the "
                  "training data", winner.recipe, winner.mase, margin)
@@ -103,34 +105,36 @@ def choose_recipe(cfg: DictConfig, auto: AutoConfig, output_dir: Path, run_tags:
     except BaseException as error:
         client.set_terminated(parent, ending(error)[0])
         raise
-    record(client, parent, scores, winner, margin, summary, time.monotonic() - started, output_dir)
+    record(client, parent, scores, winner, margin, left_out, summary, time.monotonic() - started, output_dir)
     return summary | {"auto": {"winner": winner.recipe, "val_mase": winner.mase, "margin": margin,
-                               "parent_run_id": parent, "minutes": round((time.monotonic() - started) / 60, 2)}}
+                               "left_out": left_out, "parent_run_id": parent, "minutes": round((time.monotonic() - started) / 60, 2)}}
 
 
 def halve(choice: DictConfig, auto: AutoConfig, lookback: int, started: float, output_dir: Path,
-          tags: dict[str, str], train: Train) -> list[Score]:
-    """Successive halving over the recipes within the budget; every score, in the order trained. A recipe trains
-    1 / eta^k of its own trainer.max_steps in each round (tourism's recipe is longer than the default)."""
+          tags: dict[str, str], train: Train) -> tuple[list[Score], list[str]]:
+    """Successive halving over the recipes within the budget: every score in the order trained, and the recipes
+    that sat a round out for the budget. A recipe trains 1 / eta^k of its own trainer.max_steps in each round
+    (tourism's recipe is longer than the default), and all of them in the last."""
     budget = 60 * auto.budget_minutes
     alive = list(auto.recipes)
     rounds = max(1, math.ceil(math.log(len(alive), auto.eta)))
     scores: list[Score] = []
     failures: dict[str, str] = {}
+    left_out: list[str] = []
     pace: dict[str, float] = {}  # seconds a step of each recipe took, to tell what the budget holds
     for number in range(rounds):
-        this_round, cut = [], False
+        this_round = []
         for name in alive:
             recipe = recipe_config(choice, dict(auto.recipes[name]), lookback)
             full = int(recipe.trainer.max_steps)
-            steps = max(1, full // auto.eta ** (rounds - number))
+            steps = max(1, full // auto.eta ** (rounds - 1 - number))
             # Room for this training and for the final one (the recipe's steps on all the data), at its own pace.
             needed = pace.get(name, max(pace.values(), default=0.0)) * (steps + full)
             if (scores or this_round) and time.monotonic() - started + needed > budget:  # one always trains
-                log.info("experiment=auto: the budget of %.1f minutes holds no more of round %d", auto.budget_minutes,
-                         number + 1)
-                cut = True
-                break
+                log.info("experiment=auto: %s sits round %d out: %d steps and its final training (~%.0f s) would "
+                         "overrun auto.budget_minutes=%s", name, number + 1, steps, needed, auto.budget_minutes)
+                left_out.append(f"{name} (round {number + 1}, ~{needed:.0f} s)")
+                continue
             score = train_recipe(recipe, name, number, steps, output_dir, tags, train)
             if isinstance(score, str):
                 failures[name] = score
@@ -140,13 +144,13 @@ def halve(choice: DictConfig, auto: AutoConfig, lookback: int, started: float, o
         scores += this_round
         this_round.sort(key=lambda s: s.mase)
         alive = [s.recipe for s in this_round[:max(1, math.ceil(len(this_round) / auto.eta))]]
-        if cut or len(alive) <= 1:
+        if len(alive) <= 1:
             break
     if not scores:
         name, why = next(iter(failures.items()), (None, None))
         raise ConfigError(f"experiment=auto: no recipe could train: {name}: {why}" if name else
                           "experiment=auto: no recipe trained within the budget; raise auto.budget_minutes")
-    return scores
+    return scores, left_out
 
 
 def train_recipe(recipe: DictConfig, name: str, number: int, steps: int, output_dir: Path, tags: dict[str, str],
@@ -170,15 +174,19 @@ def train_recipe(recipe: DictConfig, name: str, number: int, steps: int, output_
 
 
 def verdict(scores: list[Score]) -> tuple[Score, str]:
-    """The best recipe of the last round every survivor finished, and by how much it beat the runner-up there."""
+    """The best recipe of the last round trained, and by how much it beat the runner-up there (or, alone in it,
+    how it stood in the round before, at fewer steps)."""
     last = max(s.round for s in scores)
     final = sorted((s for s in scores if s.round == last), key=lambda s: s.mase)
-    if len(final) == 1 and last > 1:  # alone in its round: compare with its round before
-        before = sorted((s for s in scores if s.round == last - 1), key=lambda s: s.mase)
-        final = [final[0]] + [s for s in before if s.recipe != final[0].recipe]
-    if len(final) == 1:
+    if len(final) > 1:
+        return final[0], f"{final[1].mase - final[0].mase:.4f} below {final[1].recipe} (round {last})"
+    if last == 1:
         return final[0], "the only recipe trained"
-    return final[0], f"{final[1].mase - final[0].mase:.4f} below {final[1].recipe} (round {final[1].round})"
+    before = {s.recipe: s for s in scores if s.round == last - 1}
+    others = sorted((s for s in before.values() if s.recipe != final[0].recipe), key=lambda s: s.mase)
+    own = before[final[0].recipe].mase
+    return final[0], (f"alone in round {last}; in round {last - 1}: {own:.4f} against {others[0].recipe}'s "
+                      f"{others[0].mase:.4f}" if others else f"alone in round {last}")
 
 
 def parent_run(config, auto: AutoConfig, run_tags: dict[str, str]) -> tuple[MlflowClient, str]:
@@ -192,13 +200,15 @@ def parent_run(config, auto: AutoConfig, run_tags: dict[str, str]) -> tuple[Mlfl
     return client, run.info.run_id
 
 
-def record(client: MlflowClient, parent: str, scores: list[Score], winner: Score, margin: str, summary: dict,
-           seconds: float, output_dir: Path) -> None:
-    """What the parent run says: every score, the winner, its margin, the final run and the time it all took."""
+def record(client: MlflowClient, parent: str, scores: list[Score], winner: Score, margin: str, left_out: list[str],
+           summary: dict, seconds: float, output_dir: Path) -> None:
+    """What the parent run says: every score, the winner, its margin, what the budget left out, the final run and
+    the time it all took."""
     table = [s.__dict__ for s in scores]
     (output_dir / "auto.json").write_text(json.dumps(table, indent=1))
     client.log_artifact(parent, str(output_dir / "auto.json"))
     tags = {"auto.winner": winner.recipe, "auto.margin": margin, "auto.final_run_id": summary["run_id"],
+            "auto.left_out": ", ".join(left_out) or "none",
             "mlflow.note.content": f"{winner.recipe} won on the validation block (MASE {winner.mase:.4f}; "
                                    f"{margin}); final run {summary['run_id']}"}
     for key, value in tags.items():
