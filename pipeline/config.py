@@ -97,6 +97,12 @@ class InitState(str, Enum):
     learned = "learned"
 
 
+class StaticInto(str, Enum):
+    head = "head"     # beside the series embedding, read by the head at every step it forecasts
+    state = "state"   # mapped to the encoder's initial state (each layer's, in place of model.init_state)
+    input = "input"   # appended to every row the encoder reads
+
+
 def as_list(value: Any) -> list:
     """A key written as one value or a list of them, as a list: [] for null."""
     if value is None:
@@ -232,9 +238,12 @@ class ModelConfig:
     window_norm: bool = True
     # Size of a learned embedding of the series id fed to the head; 0 turns it off.
     series_embedding: int = bounded(0, low=0)
-    # Size of the learned embedding of each categorical static attribute (data.static_from_ids, data.static),
-    # fed to the head beside the series embedding.
+    # Size of the learned embedding of each categorical static attribute (data.static_from_ids, data.static).
     static_embedding: int = bounded(4, low=1)
+    # Where the static attributes enter the network: the head (beside the series embedding), the encoder's initial
+    # state, or every row the encoder reads. The head won on tourism's gap validation (bench/ACCURACY.md, "Static
+    # covariates").
+    static_into: StaticInto = StaticInto.head
     # Read the lookback as non-overlapping segments of this many steps, each embedded by a linear map (SegRNN):
     # 336 steps become 28 recurrent steps of 12, 11x faster steps on CPU, but worse on the validation block of
     # the default data than step by step (bench/ACCURACY.md). null reads step by step.

@@ -4,8 +4,10 @@
 
 The exported graph maps scaled inputs to scaled forecasts: x (B, lookback, F) rows of scaled target, scaled past
 covariates and calendar features, and future (B, horizon, K) calendar features of the steps to forecast, to
-(B, horizon) or (B, horizon, Q) quantiles. inputs.json beside it names the features of x and future in order;
-model_spec.json holds the scaler.
+(B, horizon) or (B, horizon, Q) quantiles. A model that looks each series up (static attributes, a series embedding)
+takes a third input, series (B,) int64: each window's series row, its place in model_spec.json's series_ids; the
+attributes of every training series are in the graph. inputs.json beside it names the features of x and future in
+order, and the inputs; model_spec.json holds the scaler.
 """
 
 import json
@@ -47,28 +49,40 @@ class ExportedGraph(nn.Module):
         return self.network(x, future)
 
 
+class ExportedGraphBySeries(ExportedGraph):
+    """The network as a function of (x, future, series rows): a model that looks each series up."""
+
+    def forward(self, x: torch.Tensor, future: torch.Tensor, series: torch.Tensor) -> torch.Tensor:
+        return self.network(x, future, series)
+
+
+def series_count(network: Forecaster) -> int:
+    """How many training series the network looks up by row; 0 when it reads none (two inputs, not three)."""
+    if network.static is not None:
+        return int(network.static.codes.shape[0])
+    return network.embedding.num_embeddings if network.embedding is not None else 0
+
+
 def example_inputs(network: Forecaster, lookback: int, batch: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
     generator = torch.Generator().manual_seed(seed)
-    return (torch.randn(batch, lookback, network.n_features, generator=generator),
-            torch.randn(batch, network.horizon, network.n_future, generator=generator))
+    inputs = (torch.randn(batch, lookback, network.n_features, generator=generator),
+              torch.randn(batch, network.horizon, network.n_future, generator=generator))
+    count = series_count(network)
+    return inputs + ((torch.randint(0, count, (batch,), generator=generator),) if count else ())
 
 
 def export_network(network: Forecaster, lookback: int, fmt: ExportFormat, path: Path) -> None:
     """Write the graph; the batch size stays free (traced with 2, run with any)."""
-    if network.embedding is not None:
-        raise ConfigError("model.series_embedding: exporting a model with a series embedding is not supported; "
-                          "train with model.series_embedding=0 to export")
-    if network.static is not None:
-        raise ConfigError("data.static_from_ids / data.static: exporting a model with static attributes is not "
-                          "supported yet; train without them to export")
     if network.likelihood is not None and (network.likelihood.name == "negative_binomial"
                                            or hasattr(network, "members")):
         raise ConfigError(f"model.likelihood={network.likelihood.name}: this model reads its quantiles from random "
                           "draws (of a negative binomial, or of an ensemble's mixture), which an exported graph "
                           "cannot take; forecast it with the pipeline, or export one normal or student_t network "
                           "(model.ensemble=1)")
-    wrapper = ExportedGraph(network)
+    by_series = bool(series_count(network))
+    wrapper = ExportedGraphBySeries(network) if by_series else ExportedGraph(network)
     inputs = example_inputs(network, lookback, batch=2)
+    names = ["x", "future", "series"][:len(inputs)]
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about the Python loops it unrolls
         if fmt == ExportFormat.torchscript:
@@ -77,30 +91,31 @@ def export_network(network: Forecaster, lookback: int, fmt: ExportFormat, path: 
         else:
             # The TorchScript-based exporter: it maps nn.LSTM/GRU/RNN to ONNX recurrent ops with a free batch
             # axis; the dynamo exporter (torch 2.13) fixed the batch size of the recurrent layers.
-            torch.onnx.export(wrapper, inputs, str(path), dynamo=False, input_names=["x", "future"],
+            torch.onnx.export(wrapper, inputs, str(path), dynamo=False, input_names=names,
                               output_names=["forecast"],
-                              dynamic_axes={"x": {0: "batch"}, "future": {0: "batch"}, "forecast": {0: "batch"}})
+                              dynamic_axes={name: {0: "batch"} for name in [*names, "forecast"]})
 
 
 def load_runner(fmt: ExportFormat, path: Path):
-    """A callable over numpy arrays, using only the runtime of the format."""
+    """A callable over numpy arrays (x, future[, series]), using only the runtime of the format."""
     if fmt == ExportFormat.torchscript:
         graph = torch.jit.load(str(path))
-        return lambda x, future: graph(torch.from_numpy(x), torch.from_numpy(future)).numpy()
+        return lambda *inputs: graph(*(torch.from_numpy(i) for i in inputs)).numpy()
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return lambda x, future: session.run(None, {"x": x, "future": future})[0]
+    names = [i.name for i in session.get_inputs()]
+    return lambda *inputs: session.run(None, dict(zip(names, inputs)))[0]
 
 
 def check_export(network: Forecaster, lookback: int, fmt: ExportFormat, path: Path) -> dict[str, float]:
     """Largest difference from PyTorch on a batch of 5 (not the traced size), size, and one forecast's latency."""
     run = load_runner(fmt, path)
-    x, future = example_inputs(network, lookback, batch=5, seed=1)
+    inputs = example_inputs(network, lookback, batch=5, seed=1)
     with torch.no_grad():
-        expected = network.eval()(x, future).numpy()
-    got = run(x.numpy(), future.numpy())
-    one = (x[:1].numpy(), future[:1].numpy())
+        expected = network.eval()(*inputs).numpy()
+    got = run(*(i.numpy() for i in inputs))
+    one = tuple(i[:1].numpy() for i in inputs)
     run(*one)
     times = []
     for _ in range(30):
@@ -124,7 +139,9 @@ def export(cfg: ExportConfig, output_dir: Path) -> dict:
     spec_path.write_text(json.dumps(asdict(spec), indent=1))
     # What a caller without the pipeline needs to build the inputs: names in order, shapes, units.
     inputs_path = output_dir / INPUTS_FILE
-    inputs_path.write_text(json.dumps(model.features | {
+    rows = {"series": f"(B,) int64: each window's series row, its index in {SPEC_FILE}'s series_ids (the series' "
+                      "static attributes and embedding are in the graph)"} if series_count(network) else {}
+    inputs_path.write_text(json.dumps(model.features | rows | {
         "lookback": spec.lookback, "horizon": spec.horizon, "quantiles": network.quantiles,
         "scaling": f"scaled columns are (value - center) / scale, per series: {SPEC_FILE}'s scaler (columns "
                    f"{model.spec.scaler['columns']}); the forecast is scaled like the target" + (

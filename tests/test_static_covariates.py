@@ -61,15 +61,28 @@ def opposite_kinds(rows: int, seed: int) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def patterns(swapped: bool = False, unseen: str | None = None) -> pd.DataFrame:
+    """The side file: each series' pattern ("ar+" for the "up" kind, "ar-" for "down"), or the other one, or for the
+    series `unseen` a value training never saw."""
+    rows = [json.loads(i) for i in IDS]
+    pattern = [("ar-" if kind == "up" else "ar+") if swapped else ("ar+" if kind == "up" else "ar-")
+               for kind, _ in rows]
+    pattern = [("ar0" if unit == unseen and kind == "up" else p) for (kind, unit), p in zip(rows, pattern)]
+    return pd.DataFrame({"kind": [k for k, _ in rows], "unit": [u for _, u in rows], "pattern": pattern})
+
+
 @pytest.mark.slow
-def test_an_attribute_that_flips_the_pattern_flips_the_forecast_through_every_path(tmp_path, migrated_store):
+def test_an_attribute_that_flips_the_pattern_flips_the_forecast_through_every_path(tmp_path, migrated_store, caplog):
     import shutil
 
     shutil.copy(migrated_store, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     opposite_kinds(600, 0).to_csv(tmp_path / "train.csv", index=False)
+    patterns().to_csv(tmp_path / "patterns.csv", index=False)
+    # The pattern comes from the side file alone (the unit, from the ids, tells nothing).
     done = run_stage("pipeline.train", f"data.path={tmp_path / 'train.csv'}", "data.target_column=value",
-                     "data.id_column=[kind,unit]", "data.static_from_ids=[kind]", "data.calendar=false", "~experiment",
+                     "data.id_column=[kind,unit]", f"data.static={tmp_path / 'patterns.csv'}",
+                     "data.static_from_ids=[unit]", "data.calendar=false", "~experiment",
                      "window.lookback=1", "window.horizon=1", "split.val_steps=50", "split.test_steps=50",
                      "model.seasonal_skip=false", "model.window_norm=false", "model.hidden_size=8",
                      "model.head_layers=[16]", "trainer.max_steps=300", "trainer.val_check_interval=100", "trainer=cpu",
@@ -82,25 +95,87 @@ def test_an_attribute_that_flips_the_pattern_flips_the_forecast_through_every_pa
     # The same history for all four: the last value 2. Only the attribute tells them apart.
     history = opposite_kinds(5, 1).assign(value=lambda f: np.tile([0.0, 0.5, 1.0, 1.5, 2.0], 4))
     history.to_csv(tmp_path / "new.csv", index=False)
-    done = run_stage("pipeline.forecast", "model_uri=models:/kinds@champion", f"data.path={tmp_path / 'new.csv'}",
-                     f"output={tmp_path / 'forecast.csv'}", f"tracking.uri={uri}",
-                     f"hydra.run.dir={tmp_path / 'forecast'}")
-    assert done.returncode == 0, done.stderr[-3000:]
-    forecast = pd.read_csv(tmp_path / "forecast.csv", dtype={"unit": str})
+    # Given no attribute, a series keeps training's; given one as a column (the same on each of its rows), that one.
+    swapped = history.merge(patterns(swapped=True), on=["kind", "unit"])
+    swapped.to_csv(tmp_path / "moved.csv", index=False)
+    forecasts = {}
+    for name in ("new", "moved"):
+        done = run_stage("pipeline.forecast", "model_uri=models:/kinds@champion", f"data.path={tmp_path / name}.csv",
+                         f"output={tmp_path / name}_forecast.csv", f"tracking.uri={uri}",
+                         f"hydra.run.dir={tmp_path / name}_forecast")
+        assert done.returncode == 0, done.stderr[-3000:]
+        forecasts[name] = pd.read_csv(tmp_path / f"{name}_forecast.csv", dtype={"unit": str})
+    forecast = forecasts["new"]
     by_kind = forecast.groupby("kind")["forecast"]
     assert (by_kind.max()["down"] < -0.5) and (by_kind.min()["up"] > 0.5), forecast
-    # The pyfunc (what `mlflow models serve` and pipeline-serve run) and a stream give the same numbers.
+    by_kind = forecasts["moved"].groupby("kind")["forecast"]
+    assert (by_kind.min()["down"] > 0.5) and (by_kind.max()["up"] < -0.5), forecasts["moved"]
+    # The pyfunc (what `mlflow models serve` and pipeline-serve run) and a stream give the same numbers; the
+    # attribute column passes MLflow's schema check (declared optional in the signature).
     mlflow.set_tracking_uri(uri)
-    served = mlflow.pyfunc.load_model("models:/kinds@champion").predict(history.astype({"time": str}))
+    pyfunc = mlflow.pyfunc.load_model("models:/kinds@champion")
+    served = pyfunc.predict(history.astype({"time": str}))
     assert np.allclose(served["forecast"], forecast["forecast"], rtol=1e-6)
+    served = pyfunc.predict(swapped.astype({"time": str}))
+    assert np.allclose(served["forecast"], forecasts["moved"]["forecast"], rtol=1e-6)
+    # A value training never saw: the documented fallback (no attribute), a warning that names it, no error.
+    unseen = history.merge(patterns(unseen="2"), on=["kind", "unit"])
+    with caplog.at_level("WARNING"):
+        served = pyfunc.predict(unseen.astype({"time": str}))
+    assert "attribute 'pattern' of series '[\"up\", \"2\"]' is 'ar0', a value training never saw" in caplog.text
+    assert np.isfinite(served["forecast"]).all()
+    assert np.allclose(served["forecast"].to_numpy()[:3], forecast["forecast"].to_numpy()[:3], rtol=1e-6)
+    from pipeline.inference.pyfunc import RequestRefused
+
+    with pytest.raises(RequestRefused, match="column 'pattern' changes within series"):
+        pyfunc.predict(unseen.assign(pattern=["ar+", "ar-"] * 10).astype({"time": str}))
     model = load_model("models:/kinds@champion", TrackingConfig(uri=uri))
     stream = model.stream(["up", "2"])  # from the lookback the forecast stage read: its state then is the same
     for row in history[(history["kind"] == "up") & (history["unit"] == "2")].tail(model.spec.lookback).itertuples():
         stream.update(row.time, row.value)
     expected = forecast[(forecast["kind"] == "up") & (forecast["unit"] == "2")]["forecast"].to_numpy()
     assert np.allclose(stream.forecast()["forecast"], expected, rtol=1e-5)
+    # Exported, the graph takes each window's series row as a third input, the attributes inside it.
     from pipeline.config import ExportFormat
-    from pipeline.export import export_network
+    from pipeline.export import check_export, export_network, load_runner
 
-    with pytest.raises(ConfigError, match="exporting a model with static attributes is not supported yet"):
-        export_network(model.network, model.spec.lookback, ExportFormat.onnx, tmp_path / "model.onnx")
+    export_network(model.network, model.spec.lookback, ExportFormat.torchscript, tmp_path / "model.pt")
+    assert check_export(model.network, model.spec.lookback, ExportFormat.torchscript, tmp_path / "model.pt")[
+        "max_abs_diff"] < 1e-4
+    run = load_runner(ExportFormat.torchscript, tmp_path / "model.pt")
+    center, scale = (np.array([model.spec.scaler[part][i][0] for i in IDS]) for part in ("center", "scale"))
+    x = ((2.0 - center) / scale).astype(np.float32).reshape(4, 1, 1)  # the last value 2, scaled per series
+    rows = np.array([model.spec.series_ids.index(i) for i in IDS])
+    exported = run(x, np.zeros((4, 1, model.network.n_future), np.float32), rows).reshape(-1) * scale + center
+    assert np.allclose(exported, forecast["forecast"], rtol=1e-4, atol=1e-5), (exported, forecast)
+
+
+@pytest.mark.parametrize("into", ["state", "input"])
+def test_attributes_the_encoder_reads_stream_as_the_forward_pass_reads_them_and_tell_series_apart(into):
+    import torch
+
+    from pipeline.inference.streaming import NetworkStream
+    from pipeline.model.network import RecurrentNetwork
+
+    torch.manual_seed(0)
+    network = RecurrentNetwork(
+        cell="lstm", n_features=3, n_future=2, lookback=8, horizon=4, hidden_size=8, num_layers=2,
+        bidirectional=False, dropout=0.0, nonlinearity="tanh", season=None, n_series=3, series_embedding=0,
+        segment_len=2, strategy="direct", attention=False, attention_score="dot", teacher_forcing=0.0,
+        head_layers=[], head_activation="relu", head_dropout=0.0, init_state="zeros", quantiles=[],
+        window_norm=False, static={"categories": {"kind": ["down", "up"]}, "numeric": {"size": [0.0, 1.0]}},
+        static_embedding=3, static_into=into).eval()
+    network.static.set_table(torch.tensor([[1], [2], [0]]), torch.tensor([[0.5], [-0.5], [0.0]]))
+    # The head reads the encoder (8) and the known-future rows (4 x 2) alone: the attributes went in before it.
+    assert network.decoder.head[0].in_features == 8 + 4 * 2
+    x, future = torch.randn(1, 8, 3), torch.randn(1, 4, 2)
+    forecasts = []
+    for row in range(3):
+        with torch.no_grad():
+            expected = network(x, future, torch.tensor([row]))[0]
+        stream = NetworkStream(network, series=row)
+        for step in x[0]:
+            stream.update(step)
+        assert torch.allclose(stream.forecast(future[0]), expected, atol=1e-5)
+        forecasts.append(expected)
+    assert not torch.allclose(forecasts[0], forecasts[1]) and not torch.allclose(forecasts[1], forecasts[2])

@@ -24,12 +24,13 @@ from pipeline.errors import DataError
 log = logging.getLogger(__name__)
 
 
-def read_table(path: Path, columns: list[str] | None = None, text_columns: list[str] = (), key: str = "data.path"
-               ) -> pd.DataFrame:
+def read_table(path: Path, columns: list[str] | None = None, text_columns: list[str] = (), key: str = "data.path",
+               optional: list[str] = ()) -> pd.DataFrame:
     """Read by extension: .parquet, or .csv (optionally .gz/.bz2/.zip/.xz/.zst compressed).
 
-    With `columns`, only those are read when the file has them all (wide files cost what the model uses);
-    otherwise every column, so that the missing one can be reported beside what the file holds. A CSV file's
+    With `columns`, only those (and those of `optional` the file has) are read when the file has them all (wide
+    files cost what the model uses); otherwise every column, so that the missing one can be reported beside what
+    the file holds. A CSV file's
     `text_columns` (the series ids) are read as the text they hold: "007" stays "007", and "NA" is an id. `key`
     names the config key that gave `path`, for the message when it is missing.
     """
@@ -39,11 +40,11 @@ def read_table(path: Path, columns: list[str] | None = None, text_columns: list[
     try:
         if suffixes[-1:] == [".parquet"]:
             names = pq.read_schema(path).names
-            wanted = columns if columns and set(columns) <= set(names) else None
+            wanted = wanted_columns(columns, optional, names)
             return _read_parquet(path, wanted)
         if ".csv" in suffixes[-2:]:
             names = list(pd.read_csv(path, nrows=0).columns)
-            wanted = columns if columns and set(columns) <= set(names) else None
+            wanted = wanted_columns(columns, optional, names)
             text = [c for c in text_columns if c in names]
             missing = {c: list(STR_NA_VALUES) for c in wanted or names if c not in text}
             frame = pd.read_csv(path, usecols=wanted, dtype=dict.fromkeys(text, str), keep_default_na=False,
@@ -89,6 +90,12 @@ def _read_parquet(path: Path, columns: list[str] | None) -> pd.DataFrame:
         return pq.read_table(path, columns=columns, memory_map=True).to_pandas(self_destruct=True, split_blocks=True)
     finally:
         pa.set_memory_pool(default)
+
+
+def wanted_columns(columns: list[str] | None, optional: list[str], names: list[str]) -> list[str] | None:
+    if not columns or not set(columns) <= set(names):
+        return None
+    return [*columns, *(c for c in optional if c in names and c not in columns)]
 
 
 def load_series(cfg: DataConfig, future_steps: int = 0) -> Series:

@@ -5,8 +5,14 @@ Text (and true/false) columns are categorical: each value seen in training gets 
 value training never saw, see pipeline/model/static.py); numeric columns are standardised over the training series.
 The vocabularies and the numbers' mean and spread go into the network's arguments (the saved model's spec), the
 table of codes and numbers into its weights.
+
+At forecast time a series keeps the attributes training saw, unless the forecast's input carries a side-file
+attribute as a column (the same value on every row of a series: a store that moved region): then that value is
+encoded with training's vocabulary and spread. A value training never saw gets code 0, which the network reads as
+"no attribute" (a zero embedding), with a warning naming the series, column and value; never an error.
 """
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +24,7 @@ from pipeline.data.ids import id_columns_of, series_keys
 from pipeline.data.load import read_table
 from pipeline.errors import ConfigError, DataError
 
+log = logging.getLogger(__name__)
 
 @dataclass
 class StaticTable:
@@ -106,3 +113,53 @@ def static_table(data: DataConfig, series_ids: list[str]) -> StaticTable | None:
     """The training series' static table, or None when the config gives no attributes."""
     attributes = static_attributes(data, series_ids)
     return None if attributes is None else fit_static(attributes, data.static or "data.static_from_ids")
+
+
+def side_file_columns(spec: dict, data: DataConfig) -> list[str]:
+    """The attributes of a model's spec (its network's `static`) that came from a side file, not from the ids: the
+    ones a forecast's input may give anew."""
+    from_ids = set(static_columns(data))
+    return [c for c in [*spec["categories"], *spec["numeric"]] if c not in from_ids]
+
+
+def given_attributes(raw: pd.DataFrame, keys: pd.Series, columns: list[str], source: str) -> pd.DataFrame:
+    """The side-file attributes a forecast's input carries as columns (those of `columns` present), one row per
+    series (indexed by its key): each series must give one value on all its rows."""
+    present = [c for c in columns if c in raw.columns]
+    table = raw[present].set_axis(keys.to_numpy())
+    for column in present:
+        values = table[column].groupby(level=0, sort=False)
+        varying = values.nunique() > 1  # future rows may leave it empty
+        if varying.any():
+            raise DataError(f"{source}: column {column!r} changes within series {varying.idxmax()!r}; a static "
+                            f"attribute takes one value per series: give the same value on every row")
+    return table.groupby(level=0, sort=False).first()
+
+
+def encode_attributes(spec: dict, attributes: pd.DataFrame, source: str
+                      ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """The columns of `attributes` (one row per series) that the spec has, encoded with training's vocabularies
+    and spread: {attribute index: (S,) codes}, an unseen category 0 (the network's fallback), and {numeric index:
+    (S,) standardised values}."""
+    codes, values = {}, {}
+    for i, (column, vocabulary) in enumerate(spec["categories"].items()):
+        if column not in attributes:
+            continue
+        text = attributes[column].astype(str)
+        codes[i] = text.map({v: k + 1 for k, v in enumerate(vocabulary)}).fillna(0).to_numpy(np.int64)
+        unseen = text[codes[i] == 0]
+        if len(unseen):
+            log.warning("%s: attribute %r of series %r is %r, a value training never saw (%d series); the model "
+                        "reads it as no attribute (the fallback: a zero embedding)", source, column,
+                        str(unseen.index[0]), unseen.iloc[0], len(unseen))
+    for i, (column, (mean, std)) in enumerate(spec["numeric"].items()):
+        if column not in attributes:
+            continue
+        cells = pd.to_numeric(attributes[column], errors="coerce")
+        bad = (cells.isna() | ~np.isfinite(cells)).to_numpy()
+        if bad.any():
+            raise DataError(f"{source}: attribute {column!r} of series {str(cells.index[bad.argmax()])!r} is "
+                            f"{attributes[column].iloc[bad.argmax()]!r}, not a number; give a number (training's "
+                            f"mean was {mean:g})")
+        values[i] = ((cells.to_numpy(np.float64) - mean) / std).astype(np.float32)
+    return codes, values

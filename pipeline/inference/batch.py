@@ -12,10 +12,11 @@ import torch
 
 from pipeline.config import ShortSeries
 from pipeline.data.features import build_inputs
-from pipeline.data.ids import id_columns_of
+from pipeline.data.ids import id_columns_of, series_keys
 from pipeline.data.load import validate_frame
 from pipeline.data.scaling import Scaler
 from pipeline.data.series import SERIES_ID, TARGET, TIME, Series
+from pipeline.data.static import encode_attributes, given_attributes, side_file_columns
 from pipeline.data.windows import last_windows
 from pipeline.errors import ConfigError, DataError
 from pipeline.inference.model_format import ModelSpec
@@ -23,6 +24,7 @@ from pipeline.inference.range_checks import check_forecast, check_inputs, quoted
 from pipeline.model.likelihoods import coherent_paths
 from pipeline.model.network import Forecaster
 from pipeline.model.predict import predict
+from pipeline.model.static import with_attributes
 
 
 log = logging.getLogger(__name__)
@@ -38,8 +40,25 @@ def forecast(spec: ModelSpec, network: Forecaster, frame: pd.DataFrame, source: 
     data = spec.data_config()
     if time_zone is not None:
         data.time_zone = time_zone
-    return forecast_series(spec, network, validate_frame(frame, data, source=source, future_steps=spec.horizon),
-                           source, samples, seed)
+    series = validate_frame(frame, data, source=source, future_steps=spec.horizon)
+    return forecast_series(spec, with_given_attributes(spec, network, frame, data, source), series, source,
+                           samples, seed)
+
+
+def with_given_attributes(spec: ModelSpec, network: Forecaster, frame: pd.DataFrame, data, source: str
+                          ) -> Forecaster:
+    """The network, reading the side-file attributes `frame` gives as columns (pipeline/data/static.py) for its
+    series instead of training's; the network itself when it gives none."""
+    static = spec.network.get("static")
+    columns = [c for c in side_file_columns(static, data) if c in frame.columns] if static else []
+    if not columns:
+        return network
+    keys = pd.Series(series_keys(frame.reset_index(drop=True), data.id_column, data.target_column, source))
+    attributes = given_attributes(frame.reset_index(drop=True), keys, columns, source)
+    rows = embedding_rows(spec, [str(s) for s in attributes.index], source)
+    codes, values = encode_attributes(static, attributes, source)
+    return with_attributes(network, rows, {i: torch.tensor(c) for i, c in codes.items()},
+                           {i: torch.tensor(v) for i, v in values.items()})
 
 
 def future_frame(spec: ModelSpec, history: pd.DataFrame, source: str = "input frame",

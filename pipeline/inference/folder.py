@@ -25,11 +25,12 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.config import DaskConfig, Engine, ForecastConfig, TrackingConfig
-from pipeline.data.load import load_series
+from pipeline.data.load import data_columns, read_table, validate_frame
 from pipeline.data.series import TIME
+from pipeline.data.static import side_file_columns
 from pipeline.data.sources import parquet_files
 from pipeline.errors import ConfigError
-from pipeline.inference.batch import forecast_series
+from pipeline.inference.batch import forecast_series, with_given_attributes
 from pipeline.inference.output import replace_folder, writing
 from pipeline.inference.saved_model import SavedModel, load_model
 
@@ -62,8 +63,13 @@ def forecast_path(model: SavedModel, path: str, time_zone: str | None, samples: 
     paths from `seed`), and what it held (series, rows, time range). `time_zone`: that of its times without an
     offset (None: the model's)."""
     data = replace(model.data, path=path, time_zone=time_zone or model.data.time_zone)
-    series = load_series(data, future_steps=model.spec.horizon)
-    out = forecast_series(model.spec, model.network, series, path, samples, seed)
+    # The side-file attributes the file may give anew (pipeline/data/static.py), read beside the model's columns.
+    static = model.spec.network.get("static")
+    raw = read_table(Path(path), data_columns(data), data.id_column,
+                     optional=side_file_columns(static, data) if static else [])
+    series = validate_frame(raw, data, source=path, future_steps=model.spec.horizon)
+    network = with_given_attributes(model.spec, model.network, raw, data, path)
+    out = forecast_series(model.spec, network, series, path, samples, seed)
     times = series.frame[TIME]
     return out, {"series": len(out) // (model.spec.horizon * max(1, samples)), "rows": len(out),
                  "input_start": str(times.min()), "input_end": str(times.max())}

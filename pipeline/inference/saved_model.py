@@ -22,10 +22,12 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, DataType, Schema
 
 from pipeline.config import DataConfig, TrackingConfig
 from pipeline.data.ids import id_columns_of
 from pipeline.data.series import OBSERVED, SERIES_ID, TARGET, TIME, Series
+from pipeline.data.static import side_file_columns
 from pipeline.data.windows import Split
 from pipeline.errors import ConfigError, first_line, redact
 from pipeline.inference import batch
@@ -109,6 +111,7 @@ def log_model(artifacts: dict[str, str], example: pd.DataFrame, model: SavedMode
     # A likelihood model also draws sample paths: requests may ask with params {"samples": N, "seed": S}.
     params = {"samples": 0, "seed": 0} if model.network.likelihood else None
     signature = mlflow.models.infer_signature(example, output, params=params)
+    signature.inputs = Schema(signature.inputs.inputs + attribute_columns(model))
     with no_progress_bars():  # MLflow downloads the model back to check the input example against it
         info = mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_CODE), artifacts=artifacts,
                                        code_paths=[str(PACKAGE)], input_example=example, signature=signature,
@@ -118,6 +121,17 @@ def log_model(artifacts: dict[str, str], example: pd.DataFrame, model: SavedMode
         local = download(info.model_uri, folder)
         mlflow.set_tag(DIGESTS_TAG, json.dumps(file_digests(local), sort_keys=True))
     return info.model_uri
+
+
+def attribute_columns(model: SavedModel) -> list[ColSpec]:
+    """The side-file static attributes a request may carry as columns (pipeline/data/static.py), optional: without
+    them a series keeps training's. Declared, or MLflow's schema check would drop them from every request."""
+    static = model.spec.network.get("static")
+    if not static:
+        return []
+    columns = side_file_columns(static, model.data)
+    return [ColSpec(DataType.string if c in static["categories"] else DataType.double, c, required=False)
+            for c in columns]
 
 
 def requirements() -> list[str]:

@@ -44,7 +44,8 @@ class NetworkStream:
                               "with WindowStream (SavedModel.stream picks it), or train with model.window_norm=false")
         self.network = network.eval()
         self.series = torch.tensor([series])
-        self.states = network.encoder.initial(1)
+        self.static = network.encoder_attributes(self.series)  # the series' attributes, if the encoder reads them
+        self.states = network.encoder.initial(1, self.static)
         # The last `season` rows: all the seasonal skip and the rolled strategies read besides the state.
         self.recent: deque[torch.Tensor] = deque(maxlen=max(1, network.season or 1))
         self.pending: list[torch.Tensor] = []  # rows of an incomplete segment
@@ -61,7 +62,7 @@ class NetworkStream:
         if len(self.pending) < (self.network.encoder.segment_len or 1):
             return
         # (1, S, F): one more segment (or row) through the encoder's cells, from the state so far
-        out, self.states = self.network.encoder.step(torch.stack(self.pending).unsqueeze(0), self.states)
+        out, self.states = self.network.encoder.step(torch.stack(self.pending).unsqueeze(0), self.states, self.static)
         self.pending = []
         if self.network.attends:
             self.keys.append(out[:, 0])

@@ -20,7 +20,7 @@ def network_args(model: ModelConfig, window: WindowConfig, *, n_features: int, n
                 head_dropout=model.head_dropout, init_state=model.init_state.value,
                 quantiles=list(model.quantiles), window_norm=model.window_norm, members=model.ensemble,
                 likelihood=model.likelihood.value if model.likelihood else None, static=static,
-                static_embedding=model.static_embedding)
+                static_embedding=model.static_embedding, static_into=model.static_into.value)
 
 
 def check_likelihood(model: ModelConfig, data: DataConfig) -> None:

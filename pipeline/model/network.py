@@ -19,8 +19,9 @@ from torch import nn
 
 from pipeline.errors import ConfigError
 from pipeline.model import likelihoods
-from pipeline.model.layers import (Attention, Bridge, Stack, State, layer_widths, mlp, monotone, seasonal_lag,
-                                   skip_onto, top_state, window_statistics)
+from pipeline.model.encoder import Encoder
+from pipeline.model.layers import (Attention, Bridge, Stack, layer_widths, mlp, monotone, seasonal_lag, skip_onto,
+                                   top_state, window_statistics)
 from pipeline.model.static import StaticInputs, conditioning
 
 
@@ -49,62 +50,6 @@ class Forecaster(Protocol):
     def eval(self): ...
 
     def train(self, mode: bool = True): ...
-
-
-class Encoder(nn.Module):
-    """The lookback, step by step or a segment of steps at a time (SegRNN), through stacked cells; left-padded
-    windows are packed so padding never reaches the state."""
-
-    def __init__(self, *, stack: dict, n_features: int, lookback: int, segment_len: int | None,
-                 bidirectional: bool, learned_init: bool):
-        super().__init__()
-        self.segment_len = segment_len
-        self.segment = None
-        if segment_len:
-            if lookback % segment_len:
-                raise ConfigError(f"model.segment_len={segment_len} must divide window.lookback ({lookback}): set "
-                                  f"model.segment_len to a divisor of it, or null to read step by step")
-            # Each segment of S steps x F features becomes one recurrent input (SegRNN, Lin et al. 2023).
-            self.segment = nn.Linear(segment_len * n_features, stack["widths"][0])
-        self.stack = Stack(input_size=stack["widths"][0] if segment_len else n_features,
-                           bidirectional=bidirectional, learned_init=learned_init, **stack)
-        self.directions, self.output_size = self.stack.directions, self.stack.output_size
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, F) rows -> (B, T / S, width) segment embeddings, or the rows themselves without segments."""
-        if self.segment is None:
-            return x
-        # (B, T, F) -> (B, T / S, S * F) -> (B, T / S, width)
-        return self.segment(x.reshape(x.shape[0], -1, self.segment_len * x.shape[2]))
-
-    def initial(self, batch: int) -> list[State | None]:
-        """The state before the first step: zeros, or the learned initial state."""
-        return self.stack.initial(batch)
-
-    def step(self, x: torch.Tensor, states: list[State | None]) -> tuple[torch.Tensor, list[State]]:
-        """(B, S, F): one more segment (or one row) read from `states` -> outputs (B, 1, directions * width) and
-        the new states. What streaming advances the state with."""
-        return self.stack(self.embed(x), states)
-
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None
-                ) -> tuple[torch.Tensor, list[State], torch.Tensor | None]:
-        """(B, L, F) -> outputs (B, T, directions * width), each layer's final state, and a (B, T) mask of real
-        steps when windows are padded (outputs then hold each window's real steps first)."""
-        steps = self.embed(x)
-        if lengths is not None and self.segment_len:
-            lengths = torch.div(lengths + self.segment_len - 1, self.segment_len, rounding_mode="floor")
-        if lengths is None:
-            outputs, states = self.stack(steps)
-            return outputs, states, None
-        # Left-padded windows: move each window's real steps first and pack, so padding never enters.
-        time = torch.arange(steps.shape[1], device=steps.device)
-        shift = (time.unsqueeze(0) + (steps.shape[1] - lengths).unsqueeze(1)) % steps.shape[1]
-        real_first = steps.gather(1, shift.unsqueeze(2).expand_as(steps))
-        packed = nn.utils.rnn.pack_padded_sequence(real_first, lengths.cpu(), batch_first=True,
-                                                   enforce_sorted=False)
-        outputs, states = self.stack(packed)
-        outputs, _ = nn.utils.rnn.pad_packed_sequence(outputs, batch_first=True, total_length=steps.shape[1])
-        return outputs, states, time.unsqueeze(0) < lengths.unsqueeze(1)
 
 
 class DirectHead(nn.Module):
@@ -228,7 +173,7 @@ class RecurrentNetwork(nn.Module):
                  segment_len: int | None, strategy: str, attention: bool, attention_score: str,
                  teacher_forcing: float, head_layers: list[int], head_activation: str, head_dropout: float,
                  init_state: str, quantiles: list[float], window_norm: bool, likelihood: str | None = None,
-                 static: dict | None = None, static_embedding: int = 4):
+                 static: dict | None = None, static_embedding: int = 4, static_into: str = "head"):
         """Keyword-only: every value comes from one dict built from the config (pipeline.model.hparams.network_args),
         saved with checkpoints and in the saved model's spec (the defaults are for models saved before the key)."""
         super().__init__()
@@ -255,12 +200,21 @@ class RecurrentNetwork(nn.Module):
         # The seasonal skip moves a likelihood's location alone (a mask of the outputs), all of a quantile head's.
         skip = (torch.arange(n_outputs) == 0).float() if self.likelihood else None
         stack = dict(cell=cell, widths=widths, dropout=dropout if len(widths) > 1 else 0.0, nonlinearity=nonlinearity)
-        self.encoder = Encoder(stack=stack, n_features=n_features, lookback=lookback, segment_len=segment_len,
-                               bidirectional=bidirectional, learned_init=init_state == "learned")
-        self.embedding = nn.Embedding(n_series, series_embedding) if series_embedding else None
         self.static = StaticInputs(static, n_series, static_embedding) if static else None
+        # Where the attributes enter: the head (beside the series embedding), the encoder's initial state, or
+        # every row the encoder reads (bench/ACCURACY.md, "Static covariates": the head won).
+        self.static_into = static_into if self.static else "head"
+        if self.static_into == "input" and strategy == "recursive":
+            raise ConfigError("model.static_into=input: the recursive strategy rolls the encoder on rows without the "
+                              "attributes; use model.static_into=head or state, or another model.strategy")
+        in_head = self.static.width if self.static and self.static_into == "head" else 0
+        self.encoder = Encoder(stack=stack, n_features=n_features, lookback=lookback, segment_len=segment_len,
+                               bidirectional=bidirectional, learned_init=init_state == "learned",
+                               static_into=self.static_into, static_width=self.static.width - in_head if self.static
+                               else 0)
+        self.embedding = nn.Embedding(n_series, series_embedding) if series_embedding else None
         head = dict(layers=list(head_layers), activation=head_activation, dropout=head_dropout,
-                    embedding=series_embedding + (self.static.width if self.static else 0))
+                    embedding=series_embedding + in_head)
         if strategy == "direct":
             self.decoder = DirectHead(encoder=self.encoder, horizon=horizon, n_future=n_future,
                                       n_outputs=n_outputs, skip=skip, head=head, season=season)
@@ -293,7 +247,7 @@ class RecurrentNetwork(nn.Module):
             x = torch.cat([((x[:, :, 0] - level) / spread).unsqueeze(2), x[:, :, 1:]], dim=2)
             target = None if target is None else (target - level) / spread
         # (B, L, F) -> outputs (B, T, directions * width), each layer's final state, (B, T) mask of real steps
-        encoded = self.encoder(x, lengths)
+        encoded = self.encoder(x, lengths, self.encoder_attributes(series))
         # -> (B, H) or (B, H, Q) in the window's normalised units
         forecast = self.decode(x, future, encoded, series, target, horizon or self.horizon)
         if self.window_norm and self.likelihood:
@@ -313,10 +267,15 @@ class RecurrentNetwork(nn.Module):
         """From the encoder's (outputs, final states, mask) to the forecast: (B, H) or monotone (B, H, Q). `x`
         needs only its last `season` steps (at least one): the seasonal skip and the rolled strategies read
         nothing older. What streaming forecasts with."""
-        embedded = conditioning(self.embedding, self.static, series)
+        embedded = conditioning(self.embedding, self.static if self.static_into == "head" else None, series)
         # -> (B, H, Q) raw -> (B, H) or (B, H, Q) monotone, or (B, H, P) a likelihood's parameters
         raw = self.decoder(x, future, encoded, embedded, target, horizon)
         return self.likelihood.constrain(raw) if self.likelihood else monotone(raw, len(self.quantiles))
+
+    def encoder_attributes(self, series: torch.Tensor | None) -> torch.Tensor | None:
+        """(B, W) the attributes of each window's series when the encoder reads them (model.static_into)."""
+        reads = self.static is not None and self.static_into != "head" and series is not None
+        return self.static(series.long()) if reads else None
 
     @property
     def attends(self) -> bool:

@@ -7,6 +7,8 @@ other value. A numeric attribute is fed as it is (standardised over the training
 series' attributes is a buffer: it is saved with the weights and checked against their digests like them.
 """
 
+import copy
+
 import torch
 from torch import nn
 
@@ -40,3 +42,18 @@ def conditioning(embedding: nn.Embedding | None, static: StaticInputs | None,
     attributes, or None without either."""
     parts = [] if series is None else [module(series.long()) for module in (embedding, static) if module is not None]
     return torch.cat(parts, dim=-1) if parts else None
+
+
+def with_attributes(network: nn.Module, rows: torch.Tensor, codes: dict[int, torch.Tensor],
+                    values: dict[int, torch.Tensor]) -> nn.Module:
+    """A copy of `network` in which the series at `rows` read the attributes a forecast gave: {attribute index:
+    (S,) codes} and {numeric index: (S,) standardised values}; every other attribute stays training's. A copy, so
+    that a loaded model serving several requests at once is never changed by one of them."""
+    changed = copy.deepcopy(network)
+    for module in changed.modules():
+        if isinstance(module, StaticInputs):
+            for i, column in codes.items():
+                module.codes[rows, i] = column.to(module.codes.device)
+            for i, column in values.items():
+                module.values[rows, i] = column.to(module.values)
+    return changed
