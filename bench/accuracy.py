@@ -246,7 +246,12 @@ ROWS = [
                               ("static State and Purpose, MLP head",
                                ["data.static_from_ids=[State,Purpose]", "model.head_layers=[32]"]),
                               ("static Region, State and Purpose, MLP head",
-                               ["data.static_from_ids=true", "model.head_layers=[32]"])] for s in range(3)],
+                               ["data.static_from_ids=true", "model.head_layers=[32]"]),
+                              # Where they enter: the head above, the encoder's initial state, or each row it reads.
+                              *[(f"static Region, State and Purpose into the {place}, MLP head",
+                                 ["data.static_from_ids=true", "model.head_layers=[32]", f"model.static_into={into}"])
+                                for place, into in [("initial state", "state"), ("input rows", "input")]]]
+      for s in range(3)],
     # Data nobody tuned for (issue 36): each shipped data set given only its data (`data=...`, window and split
     # from its frequency), with the default recipe and with experiment=auto (the recipe chosen on the file's own
     # validation block within auto.budget_minutes, then trained on all the training data); three seeds each.

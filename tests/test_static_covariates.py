@@ -3,6 +3,7 @@ columns or a side file, fed to the network, carried in the saved model, and the 
 history get different forecasts."""
 
 import json
+import re
 
 import mlflow
 import numpy as np
@@ -45,6 +46,22 @@ def test_a_side_file_that_misses_a_series_or_repeats_one_and_an_odd_column_are_n
         static_table(DataConfig(id_column=["kind", "unit"], static_from_ids=["store"]), IDS)
     with pytest.raises(DataError, match="attribute 'size' is empty for series row 1"):
         fit_static(pd.DataFrame({"size": [1.0, None]}), "shops.csv")
+
+
+def test_attributes_given_at_forecast_time_are_encoded_with_trainings_vocabulary_and_spread(caplog):
+    from pipeline.data.static import encode_attributes
+
+    spec = {"categories": {"kind": ["down", "up"], "region": ["north", "south"]}, "numeric": {"size": [20.0, 5.0]}}
+    given = pd.DataFrame({"region": ["south", "east"], "size": [30, 20]}, index=['["up", "1"]', '["up", "2"]'])
+    with caplog.at_level("WARNING"):
+        codes, values = encode_attributes(spec, given, "new.csv")
+    # kind is not given: it stays training's; east is new: code 0, named in one warning.
+    assert list(codes) == [1] and codes[1].tolist() == [2, 0] and values[0].tolist() == [2.0, 0.0]
+    assert "new.csv: attribute 'region' of series '[\"up\", \"2\"]' is 'east', a value training never saw" in (
+        caplog.text)
+    expected = """new.csv: attribute 'size' of series '["up", "2"]' is 'big', not a number; give a number (training's"""
+    with pytest.raises(DataError, match=re.escape(expected + " mean was 20)")):
+        encode_attributes(spec, given.assign(size=[1, "big"]), "new.csv")
 
 
 def opposite_kinds(rows: int, seed: int) -> pd.DataFrame:
