@@ -10,8 +10,8 @@ round k trains every recipe still in for 1 / eta^(R-k) of its own trainer.max_st
 on, so the last round compares the survivors trained as they would be for real (ranks after a share of the steps
 are not ranks at the end: on vic_elec a 3000-step recipe led the 600-step default after a third of each, and lost
 once both were trained in full). Before each training, the time it and the final training would take at the
-recipe's own pace is checked against auto.budget_minutes; a recipe the budget cannot hold sits the round out, and
-the best of the last round trained wins. The winner is then trained on all the training data, nested under the
+recipe's own pace is checked against auto.budget_minutes; a recipe the budget cannot hold sits the round out and
+the next in rank takes its place, and the best of the last round trained wins. The winner is then trained on all the training data, nested under the
 parent too; the parent run records every score, the winner, its margin over the runner-up and what sat out.
 """
 
@@ -114,17 +114,21 @@ def halve(choice: DictConfig, auto: AutoConfig, lookback: int, started: float, o
           tags: dict[str, str], train: Train) -> tuple[list[Score], list[str]]:
     """Successive halving over the recipes within the budget: every score in the order trained, and the recipes
     that sat a round out for the budget. A recipe trains 1 / eta^k of its own trainer.max_steps in each round
-    (tourism's recipe is longer than the default), and all of them in the last."""
+    (tourism's recipe is longer than the default), and all of them in the last. Each round takes the best 1 / eta
+    of the round before that the budget can hold, going down its ranking past those it cannot."""
     budget = 60 * auto.budget_minutes
-    alive = list(auto.recipes)
-    rounds = max(1, math.ceil(math.log(len(alive), auto.eta)))
+    ranked = list(auto.recipes)  # the order the next round takes recipes in: the last round's ranking
+    slots = len(ranked)
+    rounds = max(1, math.ceil(math.log(len(ranked), auto.eta)))
     scores: list[Score] = []
     failures: dict[str, str] = {}
     left_out: list[str] = []
     pace: dict[str, float] = {}  # seconds a step of each recipe took, to tell what the budget holds
     for number in range(rounds):
         this_round = []
-        for name in alive:
+        for name in ranked:
+            if len(this_round) == slots:
+                break
             recipe = recipe_config(choice, dict(auto.recipes[name]), lookback)
             full = int(recipe.trainer.max_steps)
             steps = max(1, full // auto.eta ** (rounds - 1 - number))
@@ -134,7 +138,7 @@ def halve(choice: DictConfig, auto: AutoConfig, lookback: int, started: float, o
                 log.info("experiment=auto: %s sits round %d out: %d steps and its final training (~%.0f s) would "
                          "overrun auto.budget_minutes=%s", name, number + 1, steps, needed, auto.budget_minutes)
                 left_out.append(f"{name} (round {number + 1}, ~{needed:.0f} s)")
-                continue
+                continue  # the next in rank takes its place
             score = train_recipe(recipe, name, number, steps, output_dir, tags, train)
             if isinstance(score, str):
                 failures[name] = score
@@ -142,9 +146,9 @@ def halve(choice: DictConfig, auto: AutoConfig, lookback: int, started: float, o
             this_round.append(score)
             pace[name] = score.seconds / steps
         scores += this_round
-        this_round.sort(key=lambda s: s.mase)
-        alive = [s.recipe for s in this_round[:max(1, math.ceil(len(this_round) / auto.eta))]]
-        if len(alive) <= 1:
+        ranked = [s.recipe for s in sorted(this_round, key=lambda s: s.mase)]
+        slots = math.ceil(len(this_round) / auto.eta)
+        if slots <= 1:  # one left: it wins, and its final training follows
             break
     if not scores:
         name, why = next(iter(failures.items()), (None, None))
