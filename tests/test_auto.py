@@ -16,7 +16,8 @@ from pipeline.training.auto import Score, halve, verdict
 from tests.helpers import daily_stores, run_stage
 
 SMALL_AUTO = ["experiment=auto", "model.hidden_size=8", "trainer.max_steps=12", "trainer.val_check_interval=6",
-              "trainer=cpu", "~auto.recipes.lookback_x2", "~auto.recipes.tourism"]
+              "trainer=cpu", "~auto.recipes.lookback_x2", "~auto.recipes.tourism",
+              "~auto.recipes.tourism_static"]
 
 
 @pytest.mark.slow
