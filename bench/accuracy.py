@@ -557,6 +557,12 @@ def paired_bootstrap(model: pd.DataFrame, other: pd.DataFrame, draws: int = 2000
     if len(model) != len(other) or not np.allclose(model["actual"], other["actual"], equal_nan=True):
         raise SystemExit("paired bootstrap: the two backtests do not hold the same forecasts in the same order")
     (model_sum, count), (other_sum, _) = unit_errors(model), unit_errors(other)
+    return bootstrap_sums(model_sum, other_sum, count, draws, seed)
+
+
+def bootstrap_sums(model_sum: np.ndarray, other_sum: np.ndarray, count: np.ndarray, draws: int = 2000,
+                   seed: int = 0) -> dict:
+    """paired_bootstrap over each forecast's summed scaled errors (unit_errors) of two models, and their counts."""
     picks = np.random.default_rng(seed).integers(0, len(count), size=(draws, len(count)))
     counts = count[picks].sum(1)
     differences = model_sum[picks].sum(1) / counts - other_sum[picks].sum(1) / counts
