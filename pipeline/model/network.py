@@ -202,7 +202,8 @@ class RecurrentNetwork(nn.Module):
         stack = dict(cell=cell, widths=widths, dropout=dropout if len(widths) > 1 else 0.0, nonlinearity=nonlinearity)
         self.static = StaticInputs(static, n_series, static_embedding) if static else None
         # Where the attributes enter: the head (beside the series embedding), the encoder's initial state, or
-        # every row the encoder reads (bench/ACCURACY.md, "Static covariates": the head won).
+        # every row the encoder reads (bench/ACCURACY.md, "Static covariates": the initial state won). Models saved
+        # before the key had them in the head: its default.
         self.static_into = static_into if self.static else "head"
         if self.static_into == "input" and strategy == "recursive":
             raise ConfigError("model.static_into=input: the recursive strategy rolls the encoder on rows without the "
