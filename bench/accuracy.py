@@ -11,8 +11,9 @@ fitted, for each origin, on the series' history before it, and scored with the p
 Choices are made on the validation block (`val MASE`); the test block is read once per row. Each row's test
 MASE stands beside the best classical model's on the same block, with a paired bootstrap over its forecasts.
 
-Protocols: vic_elec (half-hourly), tourism (quarterly panel), us_gasoline (weekly), and vic_elec_2014, a long
-backtest: one model trained on 2012-2013 and scored by the evaluate stage from every day of 2014, no retraining.
+Protocols: vic_elec (half-hourly), tourism (quarterly panel), us_gasoline (weekly), PBS (monthly count panel, given
+only its data), and vic_elec_2014, a long backtest: one model trained on 2012-2013 and scored by the evaluate stage
+from every day of 2014, no retraining.
 Protocols with gap validation (tourism) rerun each row on the file without its test block: its test block is
 then the validation block, forecast as the real test block is (8 quarters after training ends). Ensemble rows
 train nothing: they average the stored forecasts of their member rows.
