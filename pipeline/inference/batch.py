@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.config import ShortSeries
+from pipeline.config import DataConfig, ShortSeries
 from pipeline.data.features import build_inputs
 from pipeline.data.ids import id_columns_of, series_keys
 from pipeline.data.load import validate_frame
@@ -45,8 +45,8 @@ def forecast(spec: ModelSpec, network: Forecaster, frame: pd.DataFrame, source: 
                            samples, seed)
 
 
-def with_given_attributes(spec: ModelSpec, network: Forecaster, frame: pd.DataFrame, data, source: str
-                          ) -> Forecaster:
+def with_given_attributes(spec: ModelSpec, network: Forecaster, frame: pd.DataFrame, data: DataConfig,
+                          source: str) -> Forecaster:
     """The network, reading the side-file attributes `frame` gives as columns (pipeline/data/static.py) for its
     series instead of training's; the network itself when it gives none."""
     static = spec.network.get("static")
