@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,6 +266,16 @@ def wait_until_up(url: str, process: subprocess.Popen, seconds: float = 120) -> 
         except OSError:
             assert time.monotonic() < deadline, f"{url} did not answer in {seconds} s"
             time.sleep(0.5)
+
+
+def post(url: str, body: bytes, content_type: str = "text/csv") -> tuple[int, bytes]:
+    """POST `body` to a scoring server: its status and answer, an HTTP error's included."""
+    request = urllib.request.Request(url, body, {"Content-Type": content_type}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
 
 
 def start_mlflow_server(folder: Path, url: str, *options: str, env: dict[str, str] | None = None) -> subprocess.Popen:

@@ -3,9 +3,6 @@ with a limit on a request's size; a model whose files were altered is refused an
 
 import io
 import json
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from pipeline.config import RegisterConfig, TrackingConfig
 from pipeline.inference.saved_model import load_model
 from pipeline.register import register
-from tests.helpers import free_port, run_stage, start_stage
+from tests.helpers import free_port, post, run_stage, start_stage, wait_until_up
 
 pytestmark = pytest.mark.slow  # every test here starts the stage
 
@@ -30,29 +27,12 @@ def served(store):
     return Path(MlflowClient(store.uri).get_logged_model(model_id).artifact_location.removeprefix("file://"))
 
 
-def post(url: str, body: bytes, content_type: str = "text/csv") -> tuple[int, bytes]:
-    request = urllib.request.Request(url, body, {"Content-Type": content_type}, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            return answer.status, answer.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
 def test_the_checked_model_is_served_and_a_request_over_the_limit_gets_413(store, served, vic_elec, tmp_path):
     port = free_port()
     process = start_stage("pipeline.serve", "model_uri=models:/served@champion", f"port={port}",
                           "max_request_bytes=100000", f"tracking.uri={store.uri}", f"hydra.run.dir={tmp_path / 'run'}")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, process.stderr.read()[-3000:]
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "pipeline.serve did not answer"
-                time.sleep(0.5)
+        wait_until_up(f"http://127.0.0.1:{port}/ping", process)
         history = vic_elec.iloc[1000:1200][["time", "demand"]]
         status, body = post(f"http://127.0.0.1:{port}/invocations", history.to_csv(index=False).encode())
         assert status == 200, body[-2000:]

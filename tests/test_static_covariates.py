@@ -14,7 +14,7 @@ from pipeline.config import DataConfig, TrackingConfig
 from pipeline.data.static import fit_static, static_attributes, static_table
 from pipeline.errors import ConfigError, DataError
 from pipeline.inference.saved_model import load_model
-from tests.helpers import run_stage
+from tests.helpers import free_port, post, run_stage, start_stage, wait_until_up
 
 IDS = ['["down", "1"]', '["down", "2"]', '["up", "1"]', '["up", "2"]']
 
@@ -146,6 +146,20 @@ def test_an_attribute_that_flips_the_pattern_flips_the_forecast_through_every_pa
 
     with pytest.raises(RequestRefused, match="column 'pattern' changes within series"):
         pyfunc.predict(unseen.assign(pattern=["ar+", "ar-"] * 10).astype({"time": str}))
+    # And through the scoring server itself (pipeline.serve: MLflow's, over the checked copy), as CSV requests.
+    port = free_port()
+    server = start_stage("pipeline.serve", "model_uri=models:/kinds@champion", f"port={port}", f"tracking.uri={uri}",
+                         f"hydra.run.dir={tmp_path / 'serve'}")
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/ping", server)
+        for frame, expected in [(swapped, forecasts["moved"]["forecast"]), (unseen, served["forecast"])]:
+            status, body = post(f"http://127.0.0.1:{port}/invocations", frame.to_csv(index=False).encode())
+            assert status == 200, body[-2000:]
+            answer = pd.DataFrame(json.loads(body)["predictions"])
+            assert np.allclose(answer["forecast"], expected, rtol=1e-6)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
     model = load_model("models:/kinds@champion", TrackingConfig(uri=uri))
     stream = model.stream(["up", "2"])  # from the lookback the forecast stage read: its state then is the same
     for row in history[(history["kind"] == "up") & (history["unit"] == "2")].tail(model.spec.lookback).itertuples():
