@@ -102,11 +102,16 @@ def fit_static(attributes: pd.DataFrame, source: str) -> StaticTable:
         else:
             text = cells.astype(str)
             categories[str(column)] = sorted(text.unique())
-            codes.append(text.map({v: k + 1 for k, v in enumerate(categories[str(column)])}).to_numpy(np.int64))
+            codes.append(category_codes(text, categories[str(column)]))
     n = len(attributes)
     return StaticTable(categories, numeric,
                        np.stack(codes, axis=1) if codes else np.zeros((n, 0), np.int64),
                        np.stack(values, axis=1) if values else np.zeros((n, 0), np.float32))
+
+
+def category_codes(text: pd.Series, vocabulary: list[str]) -> np.ndarray:
+    """Each value's code: k + 1 for vocabulary[k], 0 for a value the vocabulary lacks."""
+    return text.map({v: k + 1 for k, v in enumerate(vocabulary)}).fillna(0).to_numpy(np.int64)
 
 
 def static_table(data: DataConfig, series_ids: list[str]) -> StaticTable | None:
@@ -123,11 +128,10 @@ def side_file_columns(spec: dict, data: DataConfig) -> list[str]:
 
 
 def given_attributes(raw: pd.DataFrame, keys: pd.Series, columns: list[str], source: str) -> pd.DataFrame:
-    """The side-file attributes a forecast's input carries as columns (those of `columns` present), one row per
-    series (indexed by its key): each series must give one value on all its rows."""
-    present = [c for c in columns if c in raw.columns]
-    table = raw[present].set_axis(keys.to_numpy())
-    for column in present:
+    """The side-file attributes a forecast's input carries as `columns`, one row per series (indexed by its key):
+    each series must give one value on all its rows."""
+    table = raw[columns].set_axis(keys.to_numpy())
+    for column in columns:
         values = table[column].groupby(level=0, sort=False)
         varying = values.nunique() > 1  # future rows may leave it empty
         if varying.any():
@@ -146,7 +150,7 @@ def encode_attributes(spec: dict, attributes: pd.DataFrame, source: str
         if column not in attributes:
             continue
         text = attributes[column].astype(str)
-        codes[i] = text.map({v: k + 1 for k, v in enumerate(vocabulary)}).fillna(0).to_numpy(np.int64)
+        codes[i] = category_codes(text, vocabulary)
         unseen = text[codes[i] == 0]
         if len(unseen):
             log.warning("%s: attribute %r of series %r is %r, a value training never saw (%d series); the model "

@@ -53,8 +53,9 @@ def with_given_attributes(spec: ModelSpec, network: Forecaster, frame: pd.DataFr
     columns = [c for c in side_file_columns(static, data) if c in frame.columns] if static else []
     if not columns:
         return network
-    keys = pd.Series(series_keys(frame.reset_index(drop=True), data.id_column, data.target_column, source))
-    attributes = given_attributes(frame.reset_index(drop=True), keys, columns, source)
+    frame = frame.reset_index(drop=True)
+    keys = pd.Series(series_keys(frame, data.id_column, data.target_column, source))
+    attributes = given_attributes(frame, keys, columns, source)
     rows = embedding_rows(spec, [str(s) for s in attributes.index], source)
     codes, values = encode_attributes(static, attributes, source)
     return with_attributes(network, rows, {i: torch.tensor(c) for i, c in codes.items()},

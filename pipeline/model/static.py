@@ -1,5 +1,6 @@
 """Static covariates in the network: each series' attributes (pipeline/data/static.py), looked up by its series row
-and fed to the head beside the series embedding, at every step it forecasts.
+and read where model.static_into says: the encoder's initial state (pipeline/model/encoder.py), every row it reads,
+or the head beside the series embedding.
 
 A categorical attribute becomes a learned embedding of `width` numbers, row 0 of which is the fallback for a value
 training never saw: zeros, held there (padding_idx), so an unseen value reads as "no attribute" rather than as some
